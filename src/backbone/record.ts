@@ -1,0 +1,313 @@
+/**
+ * The recorder: runs the head of a model (inputs -> chosen layers) over a dataset and writes activation shards.
+ * Images of the next batch decode (sharp, on libuv's threads) while onnxruntime runs the current one; writes of
+ * a batch overlap the next decode too. Beside the shards go `examples.jsonl` (one {file, label?} per recorded
+ * example, in shard order, so skipped files never shift the mapping) and, with --on-error skip, `errors.jsonl`.
+ *
+ * Array names carry their shape: acts_NLTD is [examples, layers, stored tokens, d_model], pixels_NCHW the batch.
+ */
+import { createReadStream, promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import * as ort from 'onnxruntime-node';
+import { Dataset, openDataset } from '../data/images.js';
+import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
+import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter } from '../shards/format.js';
+import { UserError } from '../util/errors.js';
+import { progress } from '../util/progress.js';
+import { Backbone, createSession, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
+import { headModel } from './graph.js';
+
+export const EXAMPLES_FILE = 'examples.jsonl';
+export const ERRORS_FILE = 'errors.jsonl';
+/** saev's default shard budget (~7 GiB per shard at d_model 768). */
+export const DEFAULT_MAX_TOKENS_PER_SHARD = 2_400_000;
+
+export interface RecordOptions {
+  model: string;
+  /** `--layer` values: block indices (negative from the end) or tensor names. */
+  layers: string[];
+  data: string;
+  out: string;
+  batch?: number;
+  onError?: 'stop' | 'skip';
+  /** This machine's share: worker `worker` of `workers` records a disjoint, shard-aligned slice. */
+  worker?: number;
+  workers?: number;
+  inputSize?: [number, number];
+  mean?: number[];
+  std?: number[];
+  maxTokensPerShard?: number;
+  /** Show a progress bar on stderr (default true). */
+  progress?: boolean;
+  /** Notes for the user (resuming, the preset in use); default stderr. */
+  log?: (message: string) => void;
+}
+
+export interface RecordResult {
+  metadata: ShardMetadata;
+  /** Examples recorded by this run (resumed ones excluded). */
+  recorded: number;
+  /** Files skipped by this run. */
+  skipped: number;
+  resumed: boolean;
+  imagesPerSecond: number;
+}
+
+/** What `data` in metadata.json holds for a vitsae recording: enough to know where each number came from. */
+export interface RecordingData {
+  format: 'vitsae-record';
+  kind: Dataset['kind'];
+  model: string;
+  /** Graph tensor of each recorded layer, in the order of metadata.layers. */
+  tensors: string[];
+  /** CLS and register tokens the model puts before its patches; only the first (CLS) is stored. */
+  prefix_tokens: number;
+  layout: TokenLayout['layout'];
+  grid: [number, number] | null;
+  preprocess: Preprocess;
+  classes: string[] | null;
+  /** Dataset indices [start, end) this directory covers, and the split it came from. */
+  slice: { start: number; end: number; worker: number; workers: number };
+}
+
+/** A recorded layer's number in metadata.layers: its block, or for a tensor off the residual stream its node index. */
+function layerNumber(bb: Backbone, layer: Layer): number {
+  return layer.block ?? bb.index.producer.get(layer.name)!;
+}
+
+/** Dataset indices of worker `w` of `n`: whole shards, so that merged outputs need no repacking. */
+function workerSlice(size: number, perShard: number, w: number, n: number): { start: number; end: number } {
+  const shards = Math.ceil(size / perShard);
+  if (n > shards) throw new UserError(`--workers ${n} is more than the ${shards} shards of this dataset; use at most ${shards} workers (or lower --max-tokens-per-shard)`);
+  if (!(Number.isInteger(w) && w >= 0 && w < n)) throw new UserError(`--worker ${w} must be in 0..${n - 1}`);
+  const first = Math.floor((w * shards) / n);
+  const last = Math.floor(((w + 1) * shards) / n);
+  return { start: first * perShard, end: Math.min(size, last * perShard) };
+}
+
+export async function record(opts: RecordOptions): Promise<RecordResult> {
+  const log = opts.log ?? ((m: string) => process.stderr.write(m + '\n'));
+  const batch = opts.batch ?? 16;
+  const onError = opts.onError ?? 'stop';
+  const bb = await openBackbone(opts.model);
+  const card = readModelCard(opts.model);
+  if (!card && !opts.mean) log(`${opts.model} has no model card (${path.basename(opts.model, '.onnx')}.json); using the ImageNet preset`);
+  const [, , dh, dw] = bb.input.dims;
+  const declared = typeof dh === 'number' && typeof dw === 'number' ? ([dh, dw] as [number, number]) : undefined;
+  const pp = resolvePreprocess(card, opts, declared, inputChannels(bb));
+  inputSize(bb, pp.size);
+  const layers = selectLayers(bb, opts.layers);
+  const layout = await tokenLayout(bb, layers, pp.size, card?.prefix_tokens);
+  const ds = await openDataset(opts.data);
+  if (ds.kind === 'segmentation' && !layout.grid) throw new UserError('the patch grid of this model is unknown, so mask pixels cannot be assigned to patches');
+  const numbers = layers.map((l) => layerNumber(bb, l));
+  if (new Set(numbers).size !== numbers.length) throw new UserError(`layers ${opts.layers.join(', ')} map to the same layer numbers [${numbers}]; record them in separate runs`);
+
+  const shape = {
+    layers: numbers,
+    content_tokens_per_example: layout.patchTokens,
+    cls_token: layout.prefixTokens > 0,
+    d_model: layout.dModel,
+    max_tokens_per_shard: opts.maxTokensPerShard ?? DEFAULT_MAX_TOKENS_PER_SHARD,
+  };
+  const workers = opts.workers ?? 1;
+  const worker = opts.worker ?? 0;
+  const slice = workerSlice(ds.size, examplesPerShard(shape), worker, workers);
+  const data: RecordingData = {
+    format: 'vitsae-record',
+    kind: ds.kind,
+    model: path.resolve(opts.model),
+    tensors: layers.map((l) => l.name),
+    prefix_tokens: layout.prefixTokens,
+    layout: layout.layout,
+    grid: layout.grid,
+    preprocess: pp,
+    classes: ds.classes,
+    slice: { ...slice, worker, workers },
+  };
+  const metadata: NewShardMetadata = {
+    family: card?.family ?? card?.preset ?? 'vit',
+    ckpt: card?.ckpt ?? path.basename(opts.model),
+    ...shape,
+    data,
+    dataset: ds.source,
+    pixel_agg: ds.kind === 'segmentation' ? 'majority' : null,
+  };
+
+  const { writer, next, resumed } = await openWriter(opts.out, metadata, ds, slice);
+  if (resumed) log(`resuming ${opts.out}: ${writer.nExamples} examples kept, continuing at dataset index ${next}`);
+  const head = await createSession(headModel(bb.model, layers.map((l) => l.name), bb.index));
+  const examples = await fs.open(path.join(opts.out, EXAMPLES_FILE), 'a');
+  const errors = await fs.open(path.join(opts.out, ERRORS_FILE), 'a');
+  const bar = progress('record', slice.end - next, { enabled: opts.progress ?? true, unit: 'images' });
+  const started = Date.now();
+  let recorded = 0;
+  let skipped = 0;
+  try {
+    const starts: number[] = [];
+    for (let i = next; i < slice.end; i += batch) starts.push(i);
+    const decodeAt = (k: number) => decodeBatch(ds, pp, layout, starts[k], Math.min(starts[k] + batch, slice.end));
+    let decoding = starts.length ? decodeAt(0) : null;
+    let writing = Promise.resolve();
+    for (let k = 0; k < starts.length; k++) {
+      const cur = await decoding!;
+      decoding = k + 1 < starts.length ? decodeAt(k + 1) : null;
+      for (const f of cur.failed) {
+        if (onError === 'stop') {
+          await writing;
+          throw new UserError(`${f.file}: ${f.error} (in ${ds.source}; use --on-error skip to log such files to ${ERRORS_FILE} and go on)`);
+        }
+        await errors.write(JSON.stringify(f) + '\n');
+      }
+      skipped += cur.failed.length;
+      const n = cur.files.length;
+      if (n) {
+        const feeds = { [bb.input.name]: new ort.Tensor('float32', cur.pixels_NCHW.subarray(0, n * pp.channels * pp.size[0] * pp.size[1]), [n, pp.channels, ...pp.size]) };
+        const outs = await head.run(feeds);
+        const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout);
+        await writing;
+        writing = (async () => {
+          // The manifest is durable before the shard that needs it, so a resumed run always finds its lines.
+          await examples.write(cur.files.map((file, j) => JSON.stringify(cur.labels[j] === null ? { file } : { file, label: cur.labels[j] }) + '\n').join(''));
+          await examples.sync();
+          if (cur.patchLabels) await writer.appendLabels(cur.patchLabels.subarray(0, n * layout.patchTokens));
+          await writer.append(acts_NLTD);
+        })();
+        recorded += n;
+      }
+      bar.update(Math.min(slice.end, starts[k] + batch) - next);
+    }
+    await writing;
+    await examples.sync();
+    await errors.sync();
+    const final = await writer.close();
+    return { metadata: final, recorded, skipped, resumed, imagesPerSecond: (recorded + skipped) / Math.max(1e-3, (Date.now() - started) / 1000) };
+  } finally {
+    bar.stop();
+    await examples.close();
+    await errors.close();
+    await head.release();
+  }
+}
+
+/**
+ * A writer for `dir`: a new one, or the unfinished recording there if its metadata matches, with the manifest
+ * cut back to the examples the writer kept and the errors of files it will retry dropped. Returns the next
+ * dataset index to record.
+ */
+async function openWriter(dir: string, metadata: NewShardMetadata, ds: Dataset, slice: { start: number; end: number }): Promise<{ writer: ShardWriter; next: number; resumed: boolean }> {
+  const has = async (f: string) => fs.access(path.join(dir, f)).then(() => true, () => false);
+  if (await has(METADATA_FILE)) throw new UserError(`${dir} already holds a finished recording; choose another --out`);
+  if (!(await has(PROGRESS_FILE))) {
+    await fs.mkdir(dir, { recursive: true });
+    for (const f of [EXAMPLES_FILE, ERRORS_FILE]) await fs.rm(path.join(dir, f), { force: true });
+    return { writer: await ShardWriter.create(dir, metadata), next: slice.start, resumed: false };
+  }
+  const progressed = await readProgress(dir);
+  const old = progressed!.metadata as unknown as Record<string, unknown>;
+  const differs = Object.entries(metadata).filter(([k, v]) => JSON.stringify(old[k]) !== JSON.stringify(v));
+  if (differs.length)
+    throw new UserError(`${dir} holds an unfinished recording with different settings (${differs.map(([k]) => k).join(', ')}); resume it with the same options or choose another --out`);
+  const writer = await ShardWriter.resume(dir);
+  const kept = writer.nExamples;
+  const lines = await readLines(path.join(dir, EXAMPLES_FILE));
+  if (lines.length < kept) throw new UserError(`${dir}: ${EXAMPLES_FILE} lists ${lines.length} examples but the shards hold ${kept}; the directory is damaged, delete it and re-record`);
+  const index = new Map<string, number>();
+  for (let i = slice.start; i < slice.end; i++) index.set(ds.key(i), i);
+  const last = kept ? index.get((JSON.parse(lines[kept - 1]) as { file: string }).file) : slice.start - 1;
+  if (last === undefined) throw new UserError(`${dir}: the dataset changed since the recording began (${lines[kept - 1]} is no longer in it); delete the directory and re-record`);
+  const next = last + 1;
+  const errors = (await readLines(path.join(dir, ERRORS_FILE))).filter((l) => (index.get((JSON.parse(l) as { file: string }).file) ?? 0) < next);
+  await fs.writeFile(path.join(dir, EXAMPLES_FILE), lines.slice(0, kept).map((l) => l + '\n').join(''));
+  await fs.writeFile(path.join(dir, ERRORS_FILE), errors.map((l) => l + '\n').join(''));
+  return { writer, next, resumed: true };
+}
+
+async function readLines(file: string): Promise<string[]> {
+  const lines: string[] = [];
+  try {
+    for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) if (line) lines.push(line);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  return lines;
+}
+
+interface DecodedBatch {
+  /** Decoded images, packed at the front in dataset order. */
+  pixels_NCHW: Float32Array;
+  files: string[];
+  labels: (number | null)[];
+  /** Segmentation: patch labels of the decoded images, [n, patches]. */
+  patchLabels: Uint8Array | null;
+  failed: { file: string; error: string }[];
+}
+
+/** Decodes dataset indices [start, end) concurrently; a file that fails is reported, not thrown. */
+async function decodeBatch(ds: Dataset, pp: Preprocess, layout: TokenLayout, start: number, end: number): Promise<DecodedBatch> {
+  const n = end - start;
+  const img = pp.channels * pp.size[0] * pp.size[1];
+  const P = layout.patchTokens;
+  const pixels_NCHW = new Float32Array(n * img);
+  const patchLabels = ds.mask ? new Uint8Array(n * P) : null;
+  const results = await Promise.all(
+    Array.from({ length: n }, async (_, j) => {
+      const i = start + j;
+      try {
+        await loadPixels(await ds.image(i), pp, pixels_NCHW.subarray(j * img, (j + 1) * img));
+        if (patchLabels) {
+          const mask_HW = await loadMask(await ds.mask!(i), pp).catch((e: Error) => {
+            throw new ImageError(`mask: ${e.message}`);
+          });
+          patchLabels.set(patchMajority(mask_HW, pp.size, layout.grid!), j * P);
+        }
+        return null;
+      } catch (e) {
+        return (e as Error).message;
+      }
+    }),
+  );
+  const out: DecodedBatch = { pixels_NCHW, files: [], labels: [], patchLabels, failed: [] };
+  results.forEach((error, j) => {
+    const i = start + j;
+    if (error !== null) return out.failed.push({ file: ds.key(i), error });
+    const k = out.files.length;
+    if (k !== j) {
+      pixels_NCHW.copyWithin(k * img, j * img, (j + 1) * img);
+      patchLabels?.copyWithin(k * P, j * P, (j + 1) * P);
+    }
+    out.files.push(ds.key(i));
+    out.labels.push(ds.label(i));
+  });
+  return out;
+}
+
+/**
+ * Interleaves the layers' outputs into acts_NLTD: per example and layer, the CLS token (when the model has prefix
+ * tokens) then the patch tokens; register tokens are left out. A feature map [N, C, H, W] becomes H*W tokens of C.
+ */
+function gatherTokens(outputs: ort.Tensor[], layout: TokenLayout): Float32Array {
+  const L = outputs.length;
+  const N = outputs[0].dims[0];
+  const D = layout.dModel;
+  const P = layout.patchTokens;
+  const cls = layout.prefixTokens > 0 ? 1 : 0;
+  const T = cls + P;
+  const acts_NLTD = new Float32Array(N * L * T * D);
+  outputs.forEach((out, l) => {
+    const src = out.data as Float32Array;
+    for (let n = 0; n < N; n++) {
+      const dst = (n * L + l) * T * D;
+      if (layout.layout === 'nchw') {
+        const base = n * D * P;
+        for (let p = 0; p < P; p++) for (let c = 0; c < D; c++) acts_NLTD[dst + p * D + c] = src[base + c * P + p];
+        continue;
+      }
+      const base = n * (layout.prefixTokens + P) * D;
+      if (cls) acts_NLTD.set(src.subarray(base, base + D), dst);
+      acts_NLTD.set(src.subarray(base + layout.prefixTokens * D, base + (layout.prefixTokens + P) * D), dst + cls * D);
+    }
+  });
+  return acts_NLTD;
+}

@@ -1,0 +1,116 @@
+import { defineCommand, UserError } from '../command.js';
+import { readMetadata, readProgress, saevCompatibility, ShardDataset, ShardMetadata } from '../../shards/format.js';
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Everything `shards info` reports; also the --json output. */
+interface Info {
+  dir: string;
+  valid: boolean;
+  error?: string;
+  /** Set when the directory is a recording that has not finished (progress.json, no metadata.json). */
+  unfinished?: { n_examples_written: number; complete_shards: number };
+  metadata?: ShardMetadata;
+  n_shards?: number;
+  examples_per_shard?: number;
+  tokens_per_example?: number;
+  tokens?: { per_layer: number; all_layers: number; patches_per_layer: number };
+  labels?: boolean;
+  bytes?: { files: number; data: number };
+  saev_compatibility?: string[];
+}
+
+async function inspect(dir: string): Promise<Info> {
+  let ds: ShardDataset;
+  try {
+    ds = await ShardDataset.open(dir);
+  } catch (e) {
+    const info: Info = { dir, valid: false, error: errorMessage(e) };
+    const progress = await readProgress(dir).catch(() => null);
+    if (progress) {
+      const written = progress.shards.reduce((a, s) => a + s.n_examples, 0);
+      info.unfinished = { n_examples_written: written, complete_shards: progress.shards.length };
+    }
+    info.metadata = await readMetadata(dir).catch(() => undefined);
+    return info;
+  }
+  try {
+    const md = ds.metadata;
+    const exampleBytes = ds.exampleFloats * 4;
+    return {
+      dir,
+      valid: true,
+      metadata: md,
+      n_shards: ds.shards.length,
+      examples_per_shard: ds.examplesPerShard,
+      tokens_per_example: ds.tokensPerExample,
+      tokens: {
+        per_layer: ds.nExamples * ds.tokensPerExample,
+        all_layers: ds.nExamples * ds.tokensPerExample * ds.nLayers,
+        patches_per_layer: ds.nExamples * md.content_tokens_per_example,
+      },
+      labels: ds.hasLabels,
+      bytes: { files: ds.shards.reduce((a, s) => a + s.bytes, 0) + (ds.labelsBytes ?? 0), data: ds.nExamples * exampleBytes + (ds.labelsBytes ?? 0) },
+      saev_compatibility: saevCompatibility(md),
+    };
+  } finally {
+    await ds.close();
+  }
+}
+
+function render(info: Info): string {
+  const lines = [`shards: ${info.dir}`];
+  const md = info.metadata;
+  if (md) {
+    lines.push(`  model:      ${md.family} ${md.ckpt}, layers [${md.layers.join(', ')}], d_model ${md.d_model}`);
+    lines.push(`  dataset:    ${md.dataset}${md.pixel_agg === null ? '' : ` (pixel_agg ${md.pixel_agg})`}`);
+    lines.push(`  examples:   ${md.n_examples}, ${md.content_tokens_per_example} patch tokens${md.cls_token ? ' + CLS' : ''} each`);
+  }
+  if (info.valid && info.tokens && info.bytes) {
+    lines.push(`  tokens:     ${info.tokens.per_layer} per layer (${info.tokens.patches_per_layer} patches), ${info.tokens.all_layers} over all layers`);
+    lines.push(`  shards:     ${info.n_shards} × up to ${info.examples_per_shard} examples (max_tokens_per_shard ${md?.max_tokens_per_shard})`);
+    lines.push(`  labels:     ${info.labels ? 'labels.bin (uint8 patch labels)' : 'none'}`);
+    lines.push(`  size:       ${formatBytes(info.bytes.files)} in files, ${formatBytes(info.bytes.data)} of data (the rest is last-shard padding)`);
+    lines.push(`  validation: ok`);
+    const notes = info.saev_compatibility ?? [];
+    lines.push(`  saev:       ${notes.length ? 'saev would refuse this metadata: ' + notes.join('; ') : 'loadable (place the directory at .../saev/shards/<name>)'}`);
+  } else {
+    if (info.unfinished)
+      lines.push(`  unfinished: ${info.unfinished.n_examples_written} examples in ${info.unfinished.complete_shards} complete shards; resume the recording or delete the directory`);
+    lines.push(`  validation: FAILED: ${info.error}`);
+  }
+  return lines.join('\n');
+}
+
+export const shardsInfoCommand = defineCommand({
+  name: 'shards info',
+  summary: 'describe and validate a shard directory (saev protocol 2.1)',
+  usage: `
+vitsae shards info DIR [--json]
+
+Prints the metadata, token counts and sizes of the activation shards in DIR, and checks every file against
+metadata.json and shards.json (sizes, names, labels). Exits with status 1 if the directory is invalid.
+
+Example: vitsae shards info runs/shards/synthetic --json`,
+  spec: {
+    json: { kind: 'boolean', default: false, doc: 'print a JSON object instead of text' },
+  },
+  async run(config, positionals) {
+    if (positionals.length !== 1) throw new UserError(`expected one shard directory, got ${positionals.length} arguments; usage: vitsae shards info DIR [--json]`);
+    const info = await inspect(positionals[0]);
+    process.stdout.write((config.json ? JSON.stringify(info, null, 2) : render(info)) + '\n');
+    if (!info.valid) process.exitCode = 1;
+  },
+});

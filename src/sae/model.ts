@@ -1,0 +1,186 @@
+/**
+ * An SAE: its architecture config, its weights in the native core, encode/decode of raw (unscaled) activations,
+ * and checkpoints. Shape letters: B tokens, D d_model, S d_sae.
+ *
+ * Checkpoint directory (see src/sae/README.md):
+ *   sae.safetensors        W_enc [D,S], b_enc [S], W_dec [S,D], b_dec [D], float32, in the scaled input space
+ *   config.json            SaeCheckpointConfig (architecture, input_scale, threshold, training config, progress)
+ *   optimizer.safetensors  Adam moments, per-latent tokens-since-fired, for `train --resume` (optional)
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { UserError } from '../util/errors.js';
+import { Rng } from '../shards/random.js';
+import { ACTIVATIONS, SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
+import { LoadedSae, readAnySae, readVitsaeDir, writeVitsaeDir } from '../interop/index.js';
+import { Weights } from '../interop/sae.js';
+import { NativeCore, SparseActs, native } from './native.js';
+import { readSafetensors, tensor, toFloat32, writeSafetensors, Tensor } from './safetensors.js';
+
+const PARAMS = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
+
+/** Transposes a row-major [rows, cols] matrix. */
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+export interface SaeInit {
+  /** Data mean in raw units [D]: b_dec starts there (after scaling). */
+  mean: Float64Array | Float32Array;
+  /** Multiplier that makes mean ||x - mean|| = sqrt(D); 1 when normalisation is off. */
+  inputScale: number;
+  seed: number;
+}
+
+export class Sae {
+  private constructor(
+    public config: SaeCheckpointConfig,
+    public readonly core: NativeCore<Float32Array>,
+  ) {}
+
+  get dModel(): number {
+    return this.config.d_model;
+  }
+  get dSae(): number {
+    return this.config.d_sae;
+  }
+
+  private static makeCore(cfg: SaeCheckpointConfig, train?: TrainConfig): NativeCore<Float32Array> {
+    const sae = cfg.sae;
+    return new (native().SaeF32)({
+      d: cfg.d_model,
+      s: cfg.d_sae,
+      activation: ACTIVATIONS.indexOf(sae.activation),
+      k: Math.min(sae.k, cfg.d_sae),
+      prefixes: prefixesOf(sae, cfg.d_sae),
+      kAux: sae.activation === 'relu' ? 0 : Math.min(train?.kAux || Math.floor(cfg.d_model / 2), cfg.d_sae),
+      auxCoeff: sae.activation === 'relu' ? 0 : (train?.auxCoeff ?? 0),
+      deadWindow: train?.deadWindow ?? 10_000_000,
+      thresholdMomentum: train?.thresholdMomentum ?? 0.99,
+    });
+  }
+
+  /**
+   * A fresh SAE: decoder rows are random unit vectors, the encoder starts as the decoder's transpose, b_enc = 0,
+   * b_dec = the (scaled) data mean.
+   */
+  static create(dModel: number, sae: SaeConfig, init: SaeInit, train?: TrainConfig): Sae {
+    const dSae = dSaeOf(sae, dModel);
+    const cfg: SaeCheckpointConfig = {
+      format: 'vitsae-sae',
+      version: 1,
+      d_model: dModel,
+      d_sae: dSae,
+      sae,
+      input_scale: init.inputScale,
+      threshold: -1,
+      ...(train ? { train } : {}),
+    };
+    const model = new Sae(cfg, Sae.makeCore(cfg, train));
+    const rng = new Rng(init.seed, 0x5ae);
+    const w = new Float32Array(dSae * dModel);
+    for (let i = 0; i < w.length; i++) w[i] = rng.normal();
+    model.core.setTensor('W_dec', w);
+    model.core.normalizeDecoder();
+    model.core.setTensor('W_enc', model.core.getTensor('W_dec'));
+    model.core.setTensor('b_dec', Float32Array.from(init.mean, (m) => m * init.inputScale));
+    return model;
+  }
+
+  /** An SAE from weights in the checkpoint layout (W_enc [D,S]) and their config, e.g. from `readAnySae`. */
+  static fromLoaded(loaded: LoadedSae, source: string, train?: TrainConfig): Sae {
+    const model = new Sae(loaded.config, Sae.makeCore(loaded.config, train ?? loaded.config.train));
+    model.setWeights(loaded, source);
+    model.core.setState({ threshold: loaded.config.threshold });
+    return model;
+  }
+
+  /** Opens any SAE vitsae reads: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory. */
+  static async open(p: string): Promise<Sae> {
+    return Sae.fromLoaded(await readAnySae(p), p);
+  }
+
+  /** Opens a vitsae checkpoint directory written by `save`, with its optimizer state when asked (for resuming). */
+  static async load(dir: string, opts: { train?: TrainConfig; withOptimizer?: boolean } = {}): Promise<Sae> {
+    const model = Sae.fromLoaded(await readVitsaeDir(dir), dir, opts.train);
+    if (opts.withOptimizer) await model.loadOptimizer(dir);
+    return model;
+  }
+
+  /** Sets weights given in the checkpoint layout (W_enc [D,S]); refuses NaN or Inf. */
+  setWeights(w: Weights, source: string): void {
+    for (const name of PARAMS) {
+      const data = w[name];
+      for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) throw new UserError(`${source}: ${name} contains NaN or Inf at index ${i}; the checkpoint is corrupt`);
+      this.core.setTensor(name, name === 'W_enc' ? transpose(data, this.dModel, this.dSae) : data);
+    }
+  }
+
+  /** Weights in the checkpoint layout (W_enc [D,S]). */
+  weights(): Weights {
+    return {
+      W_enc: transpose(this.core.getTensor('W_enc'), this.dSae, this.dModel),
+      b_enc: this.core.getTensor('b_enc'),
+      W_dec: this.core.getTensor('W_dec'),
+      b_dec: this.core.getTensor('b_dec'),
+    };
+  }
+
+  /**
+   * Writes the checkpoint. Each file is atomic; config.json goes last and names the step, so a crash leaves
+   * the previous checkpoint readable and a resume can tell a stale optimizer file from a matching one.
+   */
+  async save(dir: string, opts: { withOptimizer?: boolean } = {}): Promise<void> {
+    await fsp.mkdir(dir, { recursive: true });
+    this.config.threshold = this.core.getState().threshold;
+    const step = String(this.config.step ?? 0);
+    if (opts.withOptimizer) {
+      const S = this.dSae, D = this.dModel;
+      const t: Record<string, Tensor> = { since_fired: tensor(this.core.getTensor('since_fired'), [S]) };
+      for (const kind of ['adam_m', 'adam_v']) {
+        for (const name of PARAMS) {
+          const shape = name === 'W_enc' || name === 'W_dec' ? [S, D] : name === 'b_enc' ? [S] : [D];
+          t[`${kind}.${name}`] = tensor(this.core.getTensor(`${kind}.${name}`), shape);
+        }
+      }
+      await writeSafetensors(path.join(dir, 'optimizer.safetensors'), t, { step, adam_step: String(this.core.getState().adamStep) });
+    }
+    await writeVitsaeDir(dir, { config: this.config, ...this.weights(), notes: [] });
+  }
+
+  private async loadOptimizer(dir: string): Promise<void> {
+    const file = path.join(dir, 'optimizer.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    if (metadata.step !== String(this.config.step ?? 0)) {
+      throw new UserError(`${file} is from step ${metadata.step} but config.json says step ${this.config.step}: the checkpoint was interrupted mid-write; resume from a copy or start again`);
+    }
+    for (const [name, t] of Object.entries(tensors)) {
+      if (name === 'since_fired') this.core.setTensor(name, Float64Array.from(t.data as Float64Array));
+      else this.core.setTensor(name, toFloat32(t));
+    }
+    this.core.setState({ adamStep: Number(metadata.adam_step) });
+  }
+
+  /** Scales raw activations into the SAE's input space (a copy). */
+  scaleInput(x_BD: Float32Array): Float32Array {
+    const s = this.config.input_scale;
+    const out = new Float32Array(x_BD.length);
+    for (let i = 0; i < out.length; i++) out[i] = x_BD[i] * s;
+    return out;
+  }
+
+  /**
+   * Latents of raw activations (inference mode: batchtopk uses its learned threshold) and, when asked, the
+   * reconstruction in raw units.
+   */
+  async encode(x_BD: Float32Array, withReconstruction = false): Promise<SparseActs<Float32Array>> {
+    const out = await this.core.infer(this.scaleInput(x_BD), withReconstruction);
+    if (out.xhat) {
+      const inv = 1 / this.config.input_scale;
+      for (let i = 0; i < out.xhat.length; i++) out.xhat[i] *= inv;
+    }
+    return out;
+  }
+}

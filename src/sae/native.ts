@@ -1,0 +1,96 @@
+/**
+ * The compiled SAE core (src/sae/native/*.cc, built by node-gyp into build/Release). See sae_core.h for the math.
+ */
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+
+export interface CoreOptions {
+  d: number;
+  s: number;
+  /** 0 relu, 1 topk, 2 batchtopk, 3 matryoshka */
+  activation: number;
+  k: number;
+  prefixes: number[];
+  kAux: number;
+  auxCoeff: number;
+  deadWindow: number;
+  thresholdMomentum: number;
+}
+
+export interface StepStats {
+  loss: number;
+  mse: number;
+  prefixMse: number;
+  l1Loss: number;
+  auxLoss: number;
+  l0: number;
+  gradNorm: number;
+  nDead: number;
+  seconds?: number;
+}
+
+export interface Hyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clip: number;
+}
+
+/** Sparse activations, CSR by token: latents rowptr[b]..rowptr[b+1] of token b. */
+export interface SparseActs<A> {
+  rowptr: Int32Array;
+  idx: Int32Array;
+  val: A;
+  xhat?: A;
+}
+
+export interface RawMetrics {
+  n: number;
+  sse: number;
+  l0: number;
+  sumX2: number;
+  sumR2: number;
+  sumX: Float64Array;
+  sumR: Float64Array;
+  fires: Float64Array;
+}
+
+export type TensorName = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec';
+
+export interface NativeCore<A extends Float32Array | Float64Array> {
+  getTensor(name: string): A;
+  getTensor(name: 'since_fired'): Float64Array;
+  setTensor(name: string, data: A | Float64Array): void;
+  getState(): { adamStep: number; threshold: number };
+  setState(s: { adamStep?: number; threshold?: number }): void;
+  forwardBackward(x: A, l1: number, auxTarget?: A): StepStats;
+  update(h: Hyper): number;
+  trainStep(x: A, l1: number, h: Hyper): Promise<StepStats>;
+  infer(x: A, wantXhat?: boolean): Promise<SparseActs<A>>;
+  takeMetrics(): RawMetrics;
+  normalizeDecoder(): void;
+}
+
+interface NativeModule {
+  SaeF32: new (o: CoreOptions) => NativeCore<Float32Array>;
+  SaeF64: new (o: CoreOptions) => NativeCore<Float64Array>;
+  sgemmGflops(m: number, n: number, k: number, reps: number): number;
+  threads: number;
+}
+
+let cached: NativeModule | undefined;
+
+/** Loads the addon once; a clear error tells how to build it when it is missing. */
+export function native(): NativeModule {
+  if (cached) return cached;
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const file = path.join(root, 'build', 'Release', 'vitsae_native.node');
+  if (!existsSync(file)) {
+    throw new Error(`the native SAE core is not built (${file} is missing): run \`npm run build:native\` (needs apt libopenblas-dev)`);
+  }
+  cached = createRequire(import.meta.url)(file) as NativeModule;
+  return cached;
+}

@@ -1,0 +1,370 @@
+// N-API bindings of the SAE core. `SaeF32` trains; `SaeF64` is the same code in double for gradient checks.
+// Heavy calls (trainStep, infer) run on libuv's worker pool so the event loop stays live for progress bars and
+// servers; a core refuses every call while one of its workers runs, so JS cannot race the native buffers.
+#include <napi.h>
+
+#include <chrono>
+#include <memory>
+#include <type_traits>
+
+#include "sae_core.h"
+
+namespace vitsae {
+
+template <typename T>
+using TA = Napi::TypedArrayOf<T>;
+
+template <typename T>
+class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
+ public:
+  static Napi::Function Define(Napi::Env env, const char* name) {
+    return Napi::ObjectWrap<SaeWrap<T>>::DefineClass(
+        env, name,
+        {
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("getTensor", &SaeWrap::GetTensor),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("setTensor", &SaeWrap::SetTensor),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("getState", &SaeWrap::GetState),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("setState", &SaeWrap::SetState),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("forwardBackward", &SaeWrap::ForwardBackward),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("update", &SaeWrap::Update),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("trainStep", &SaeWrap::TrainStep),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("infer", &SaeWrap::Infer),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("takeMetrics", &SaeWrap::TakeMetrics),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("normalizeDecoder", &SaeWrap::NormalizeDecoder),
+        });
+  }
+
+  explicit SaeWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SaeWrap<T>>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "expected an options object");
+    auto o = info[0].As<Napi::Object>();
+    CoreOptions c;
+    c.d = o.Get("d").As<Napi::Number>().Int32Value();
+    c.s = o.Get("s").As<Napi::Number>().Int32Value();
+    c.act = (Act)o.Get("activation").As<Napi::Number>().Int32Value();
+    c.k = o.Get("k").As<Napi::Number>().Int32Value();
+    auto pre = o.Get("prefixes").As<Napi::Array>();
+    for (uint32_t i = 0; i < pre.Length(); i++) c.prefixes.push_back(pre.Get(i).As<Napi::Number>().Int32Value());
+    c.k_aux = o.Get("kAux").As<Napi::Number>().Int32Value();
+    c.aux_coeff = o.Get("auxCoeff").As<Napi::Number>().DoubleValue();
+    c.dead_window = o.Get("deadWindow").As<Napi::Number>().DoubleValue();
+    c.threshold_momentum = o.Get("thresholdMomentum").As<Napi::Number>().DoubleValue();
+    try {
+      core = std::make_unique<SaeCore<T>>(c);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  std::unique_ptr<SaeCore<T>> core;
+  bool busy = false;
+
+ private:
+  void CheckIdle(Napi::Env env) {
+    if (busy) throw Napi::Error::New(env, "the SAE core is busy with an earlier call; await it first");
+  }
+
+  // The named buffers that JS may read and write: parameters, gradients and Adam moments.
+  std::vector<T>* Buffer(Napi::Env env, const std::string& name) {
+    SaeCore<T>& c = *core;
+    if (name == "W_enc") return &c.W_enc;
+    if (name == "b_enc") return &c.b_enc;
+    if (name == "W_dec") return &c.W_dec;
+    if (name == "b_dec") return &c.b_dec;
+    if (name == "grad.W_enc") return &c.gW_enc;
+    if (name == "grad.b_enc") return &c.gb_enc;
+    if (name == "grad.W_dec") return &c.gW_dec;
+    if (name == "grad.b_dec") return &c.gb_dec;
+    if (name == "adam_m.W_enc") return &c.mW_enc;
+    if (name == "adam_m.b_enc") return &c.mb_enc;
+    if (name == "adam_m.W_dec") return &c.mW_dec;
+    if (name == "adam_m.b_dec") return &c.mb_dec;
+    if (name == "adam_v.W_enc") return &c.vW_enc;
+    if (name == "adam_v.b_enc") return &c.vb_enc;
+    if (name == "adam_v.W_dec") return &c.vW_dec;
+    if (name == "adam_v.b_dec") return &c.vb_dec;
+    throw Napi::Error::New(env, "unknown tensor " + name);
+  }
+
+  Napi::Value GetTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    std::string name = info[0].As<Napi::String>();
+    if (name == "since_fired") {
+      auto out = Napi::Float64Array::New(env, core->since_fired.size());
+      std::copy(core->since_fired.begin(), core->since_fired.end(), out.Data());
+      return out;
+    }
+    std::vector<T>* v = Buffer(env, name);
+    auto out = TA<T>::New(env, v->size());
+    std::copy(v->begin(), v->end(), out.Data());
+    return out;
+  }
+
+  Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    std::string name = info[0].As<Napi::String>();
+    if (name == "since_fired") {
+      auto a = info[1].As<Napi::Float64Array>();
+      if (a.ElementLength() != core->since_fired.size()) throw Napi::RangeError::New(env, "since_fired: wrong length");
+      std::copy(a.Data(), a.Data() + a.ElementLength(), core->since_fired.begin());
+      return env.Undefined();
+    }
+    std::vector<T>* v = Buffer(env, name);
+    auto a = info[1].As<TA<T>>();
+    if (a.ElementLength() != v->size())
+      throw Napi::RangeError::New(env, name + ": expected " + std::to_string(v->size()) + " values, got " +
+                                           std::to_string(a.ElementLength()));
+    std::copy(a.Data(), a.Data() + a.ElementLength(), v->begin());
+    return env.Undefined();
+  }
+
+  Napi::Value GetState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto o = Napi::Object::New(env);
+    o.Set("adamStep", core->adam_step);
+    o.Set("threshold", core->threshold);
+    o.Set("kAux", core->k_aux);
+    o.Set("auxCoeff", core->aux_coeff);
+    o.Set("deadWindow", core->dead_window);
+    return o;
+  }
+
+  Napi::Value SetState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    auto o = info[0].As<Napi::Object>();
+    if (o.Has("adamStep")) core->adam_step = o.Get("adamStep").As<Napi::Number>().DoubleValue();
+    if (o.Has("threshold")) core->threshold = o.Get("threshold").As<Napi::Number>().DoubleValue();
+    return env.Undefined();
+  }
+
+  static Napi::Object Stats(Napi::Env env, const StepStats& s) {
+    auto o = Napi::Object::New(env);
+    o.Set("loss", s.loss);
+    o.Set("mse", s.mse);
+    o.Set("prefixMse", s.prefix_mse);
+    o.Set("l1Loss", s.l1_loss);
+    o.Set("auxLoss", s.aux_loss);
+    o.Set("l0", s.l0);
+    o.Set("gradNorm", s.grad_norm);
+    o.Set("nDead", s.n_dead);
+    return o;
+  }
+
+  static StepHyper Hyper(const Napi::Object& o) {
+    StepHyper h;
+    h.lr = o.Get("lr").As<Napi::Number>().DoubleValue();
+    h.beta1 = o.Get("beta1").As<Napi::Number>().DoubleValue();
+    h.beta2 = o.Get("beta2").As<Napi::Number>().DoubleValue();
+    h.eps = o.Get("eps").As<Napi::Number>().DoubleValue();
+    h.clip = o.Get("clip").As<Napi::Number>().DoubleValue();
+    return h;
+  }
+
+  // Validates a [B, D] input and copies it, so a worker never reads memory that JS may free or change.
+  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B) {
+    if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "input must be a typed array");
+    auto a = v.As<TA<T>>();
+    size_t n = a.ElementLength();
+    if (n == 0 || n % core->D != 0)
+      throw Napi::RangeError::New(env, "input has " + std::to_string(n) + " values, not a multiple of d_model = " +
+                                           std::to_string(core->D));
+    *B = (int)(n / core->D);
+    return std::vector<T>(a.Data(), a.Data() + n);
+  }
+
+  Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    int B;
+    auto x = Input(env, info[0], &B);
+    double l1 = info[1].As<Napi::Number>().DoubleValue();
+    std::vector<T> target;
+    if (info.Length() > 2 && info[2].IsTypedArray()) {
+      int B2;
+      target = Input(env, info[2], &B2);
+      if (B2 != B) throw Napi::RangeError::New(env, "aux target must have the input's shape");
+    }
+    StepStats s = core->forward_backward(x.data(), B, l1, target.empty() ? nullptr : target.data());
+    return Stats(env, s);
+  }
+
+  Napi::Value Update(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    return Napi::Number::New(env, core->update(Hyper(info[0].As<Napi::Object>())));
+  }
+
+  Napi::Value NormalizeDecoder(const Napi::CallbackInfo& info) {
+    CheckIdle(info.Env());
+    core->normalize_decoder();
+    return info.Env().Undefined();
+  }
+
+  class StepWorker : public Napi::AsyncWorker {
+   public:
+    StepWorker(Napi::Env env, SaeWrap* w, std::vector<T> x, int B, double l1, StepHyper h)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), w(w), x(std::move(x)), B(B), l1(l1),
+          h(h) {
+      w->busy = true;
+      self = Napi::Persistent(w->Value());
+    }
+    Napi::Promise::Deferred deferred;
+    void Execute() override {
+      try {
+        auto t0 = std::chrono::steady_clock::now();
+        s = w->core->forward_backward(x.data(), B, l1);
+        s.grad_norm = w->core->update(h);
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      } catch (const std::exception& e) {
+        SetError(e.what());
+      }
+    }
+    void OnOK() override {
+      w->busy = false;
+      auto o = Stats(Env(), s);
+      o.Set("seconds", seconds);
+      deferred.Resolve(o);
+    }
+    void OnError(const Napi::Error& e) override {
+      w->busy = false;
+      deferred.Reject(e.Value());
+    }
+
+   private:
+    SaeWrap* w;
+    Napi::ObjectReference self;  // keeps the wrapper alive while the worker runs
+    std::vector<T> x;
+    int B;
+    double l1;
+    StepHyper h;
+    StepStats s;
+    double seconds = 0;
+  };
+
+  Napi::Value TrainStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    int B;
+    auto x = Input(env, info[0], &B);
+    auto* wk = new StepWorker(env, this, std::move(x), B, info[1].As<Napi::Number>().DoubleValue(),
+                              Hyper(info[2].As<Napi::Object>()));
+    auto p = wk->deferred.Promise();
+    wk->Queue();
+    return p;
+  }
+
+  class InferWorker : public Napi::AsyncWorker {
+   public:
+    InferWorker(Napi::Env env, SaeWrap* w, std::vector<T> x, int B, bool want_xhat)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), w(w), x(std::move(x)), B(B),
+          want_xhat(want_xhat) {
+      w->busy = true;
+      self = Napi::Persistent(w->Value());
+    }
+    Napi::Promise::Deferred deferred;
+    void Execute() override {
+      try {
+        if (want_xhat) xhat.resize(x.size());
+        w->core->infer(x.data(), B, want_xhat ? xhat.data() : nullptr);
+        if (w->core->rowptr.back() > INT32_MAX) SetError("too many active latents in one batch; use a smaller batch");
+      } catch (const std::exception& e) {
+        SetError(e.what());
+      }
+    }
+    void OnOK() override {
+      w->busy = false;
+      Napi::Env env = Env();
+      auto& c = *w->core;
+      auto o = Napi::Object::New(env);
+      auto rp = Napi::Int32Array::New(env, B + 1);
+      for (int b = 0; b <= B; b++) rp[b] = (int32_t)c.rowptr[b];
+      size_t E = c.rowptr[B];
+      auto id = Napi::Int32Array::New(env, E);
+      std::copy(c.idx.begin(), c.idx.begin() + E, id.Data());
+      auto va = TA<T>::New(env, E);
+      std::copy(c.val.begin(), c.val.begin() + E, va.Data());
+      o.Set("rowptr", rp);
+      o.Set("idx", id);
+      o.Set("val", va);
+      if (want_xhat) {
+        auto xh = TA<T>::New(env, xhat.size());
+        std::copy(xhat.begin(), xhat.end(), xh.Data());
+        o.Set("xhat", xh);
+      }
+      deferred.Resolve(o);
+    }
+    void OnError(const Napi::Error& e) override {
+      w->busy = false;
+      deferred.Reject(e.Value());
+    }
+
+   private:
+    SaeWrap* w;
+    Napi::ObjectReference self;
+    std::vector<T> x, xhat;
+    int B;
+    bool want_xhat;
+  };
+
+  Napi::Value Infer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    int B;
+    auto x = Input(env, info[0], &B);
+    auto* wk = new InferWorker(env, this, std::move(x), B, info.Length() > 1 && info[1].ToBoolean());
+    auto p = wk->deferred.Promise();
+    wk->Queue();
+    return p;
+  }
+
+  Napi::Value TakeMetrics(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    Metrics& m = core->metrics;
+    auto o = Napi::Object::New(env);
+    auto vec = [&](const std::vector<double>& v) {
+      auto a = Napi::Float64Array::New(env, v.size());
+      std::copy(v.begin(), v.end(), a.Data());
+      return a;
+    };
+    o.Set("n", m.n);
+    o.Set("sse", m.sse);
+    o.Set("l0", m.l0);
+    o.Set("sumX2", m.sum_x2);
+    o.Set("sumR2", m.sum_r2);
+    o.Set("sumX", vec(m.sum_x));
+    o.Set("sumR", vec(m.sum_r));
+    o.Set("fires", vec(m.fires));
+    m.reset(core->D, core->S);
+    return o;
+  }
+};
+
+// Times OpenBLAS sgemm alone on [M,K] @ [K,N] (GFLOP/s, best of `reps`): the ceiling the trainer is judged against.
+Napi::Value SgemmGflops(const Napi::CallbackInfo& info) {
+  int M = info[0].As<Napi::Number>().Int32Value(), N = info[1].As<Napi::Number>().Int32Value(),
+      K = info[2].As<Napi::Number>().Int32Value(), reps = info[3].As<Napi::Number>().Int32Value();
+  std::vector<float> A((size_t)M * K, 0.5f), B((size_t)K * N, 0.25f), C((size_t)M * N);
+  double best = 1e30;
+  for (int r = 0; r < reps; r++) {
+    auto t0 = std::chrono::steady_clock::now();
+    gemm(false, true, M, N, K, 1.0f, A.data(), K, B.data(), K, 0.0f, C.data(), N);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return Napi::Number::New(info.Env(), 2.0 * M * N * K / best / 1e9);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("SaeF32", SaeWrap<float>::Define(env, "SaeF32"));
+  exports.Set("SaeF64", SaeWrap<double>::Define(env, "SaeF64"));
+  exports.Set("sgemmGflops", Napi::Function::New(env, SgemmGflops));
+  exports.Set("threads", Napi::Number::New(env, omp_get_max_threads()));
+  return exports;
+}
+
+NODE_API_MODULE(vitsae_native, Init)
+
+}  // namespace vitsae

@@ -1,0 +1,692 @@
+// The SAE compute core: forward, backward and Adam for ReLU+L1, TopK, BatchTopK and Matryoshka SAEs.
+// One template serves float (training) and double (gradient checks against finite differences).
+//
+// Shape letters: B tokens in the batch, D d_model, S d_sae (latents), P matryoshka prefixes (1 otherwise),
+// E active (token, latent) entries of the batch.
+//
+// Storage: both W_enc and W_dec are kept as [S, D] (row s is latent s's encoder / decoder direction), so the
+// sparse paths touch contiguous rows only. The checkpoint's W_enc [D, S] is the transpose, made at save time.
+//
+// Sparse variants never run a dense decoder or a dense backward: the only dense product is the encoder's
+// x @ W_enc^T. The decoder gathers the E active rows of W_dec; the backward computes per-entry gradients
+// (pass A, over tokens) and then per-latent row gradients (pass B, over latents, entries grouped by latent so
+// that threads never write the same row and sums are deterministic).
+#pragma once
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+
+namespace vitsae {
+
+enum class Act : int { ReLU = 0, TopK = 1, BatchTopK = 2, Matryoshka = 3 };
+
+struct CoreOptions {
+  int d = 0, s = 0;
+  Act act = Act::TopK;
+  int k = 32;
+  std::vector<int> prefixes;  // ascending, last = s; one prefix unless matryoshka
+  int k_aux = 0;
+  double aux_coeff = 0;
+  double dead_window = 1e7;
+  double threshold_momentum = 0.99;
+};
+
+struct StepHyper {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, clip = 0;
+};
+
+struct StepStats {
+  double loss = 0;      // total loss that was differentiated: mean over tokens of ||x - x_hat||^2 (+ terms)
+  double mse = 0;       // mean squared error per element of the full reconstruction (scaled space)
+  double prefix_mse = 0;  // matryoshka: sum over prefixes of their mse (= mse otherwise)
+  double l1_loss = 0;   // relu: l1 * mean over tokens of sum_s f_s
+  double aux_loss = 0;  // auxk term (already weighted)
+  double l0 = 0;        // mean active latents per token
+  double grad_norm = 0;  // global gradient norm before clipping (set by update)
+  double n_dead = 0;    // latents counted dead when the batch was drawn
+};
+
+// Float64 sums over every token seen since the last take(): enough for MSE, FVU and explained variance.
+struct Metrics {
+  double n = 0, sse = 0, l0 = 0, sum_x2 = 0, sum_r2 = 0;
+  std::vector<double> sum_x, sum_r, fires;  // [D], [D], [S]
+  void reset(int d, int s) {
+    n = sse = l0 = sum_x2 = sum_r2 = 0;
+    sum_x.assign(d, 0);
+    sum_r.assign(d, 0);
+    fires.assign(s, 0);
+  }
+};
+
+template <typename T>
+class SaeCore {
+ public:
+  const int D, S;
+  const Act act;
+  const int K;
+  const std::vector<int> prefixes;
+  const int P;
+  int k_aux;
+  double aux_coeff, dead_window, thr_mom;
+
+  std::vector<T> W_enc, b_enc, W_dec, b_dec;  // [S,D], [S], [S,D], [D]
+  std::vector<T> gW_enc, gb_enc, gW_dec, gb_dec;
+  std::vector<T> mW_enc, mb_enc, mW_dec, mb_dec, vW_enc, vb_enc, vW_dec, vb_dec;
+  double adam_step = 0;
+  double threshold = -1;             // batchtopk inference threshold; < 0 until the first training batch
+  std::vector<double> since_fired;   // [S] tokens since each latent last fired (training only)
+  Metrics metrics;
+
+  // Sparse activations of the last forward, CSR by token.
+  std::vector<int64_t> rowptr;  // [B+1]
+  std::vector<int32_t> idx;     // [E]
+  std::vector<T> val;           // [E]
+
+  explicit SaeCore(const CoreOptions& o)
+      : D(o.d), S(o.s), act(o.act), K(o.k), prefixes(o.prefixes.empty() ? std::vector<int>{o.s} : o.prefixes),
+        P((int)prefixes.size()), k_aux(o.k_aux), aux_coeff(o.aux_coeff), dead_window(o.dead_window),
+        thr_mom(o.threshold_momentum) {
+    if (D <= 0 || S <= 0) throw std::invalid_argument("d and s must be positive");
+    if (act != Act::ReLU && (K <= 0 || K > S)) throw std::invalid_argument("k must be in 1..d_sae");
+    if (prefixes.back() != S) throw std::invalid_argument("the last prefix must equal d_sae");
+    size_t sd = (size_t)S * D;
+    for (auto* v : {&W_enc, &W_dec, &gW_enc, &gW_dec, &mW_enc, &mW_dec, &vW_enc, &vW_dec}) v->assign(sd, 0);
+    for (auto* v : {&b_enc, &gb_enc, &mb_enc, &vb_enc}) v->assign(S, 0);
+    for (auto* v : {&b_dec, &gb_dec, &mb_dec, &vb_dec}) v->assign(D, 0);
+    since_fired.assign(S, 0);
+    group_of.assign(S, 0);
+    for (int s = 0, g = 0; s < S; s++) {
+      while (s >= prefixes[g]) g++;
+      group_of[s] = (uint8_t)g;
+    }
+    metrics.reset(D, S);
+  }
+
+  bool sparse() const { return act != Act::ReLU; }
+  bool batch_select() const { return act == Act::BatchTopK || act == Act::Matryoshka; }
+
+  // Forward and backward on x_BD (already scaled). Fills the g* buffers with raw gradients of the loss and
+  // returns its terms. aux_target_BD, when given, replaces the AuxK target x - x_hat (which is otherwise a
+  // constant of the graph, as in the papers): it lets a finite-difference test see the same function.
+  StepStats forward_backward(const T* x, int B, double l1, const T* aux_target = nullptr) {
+    StepStats st;
+    encode_pre(x, B);
+    if (!sparse()) {
+      dense_relu_backward(x, B, l1, st);
+      return st;
+    }
+    select(B, true);
+    std::vector<double> fired_batch = batch_fires(B);
+    int n_dead = select_aux(B);
+    st.n_dead = n_dead;
+    for (int s = 0; s < S; s++) since_fired[s] = fired_batch[s] > 0 ? 0 : since_fired[s] + B;
+    decode_and_loss(x, B, st, aux_target, n_dead > 0);
+    sparse_backward(B);
+    return st;
+  }
+
+  // Inference: activations (CSR in rowptr/idx/val) and, if xhat_out, the reconstruction. Accumulates metrics.
+  void infer(const T* x, int B, T* xhat_out) {
+    encode_pre(x, B);
+    if (sparse()) {
+      select(B, false);
+    } else {
+      dense_to_csr(B);
+    }
+    StepStats st;
+    decode_and_loss(x, B, st, nullptr, false);
+    if (xhat_out) std::memcpy(xhat_out, xhat.data(), sizeof(T) * (size_t)B * D);
+  }
+
+  // Decoder-row gradient projection, global-norm clipping, Adam, decoder-row renormalisation.
+  double update(const StepHyper& h) {
+    // Remove the gradient component parallel to each (unit) decoder row: the norm constraint's tangent space.
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+      T* g = &gW_dec[(size_t)s * D];
+      const T* w = &W_dec[(size_t)s * D];
+      T dot = 0;
+      for (int d = 0; d < D; d++) dot += g[d] * w[d];
+      for (int d = 0; d < D; d++) g[d] -= dot * w[d];
+    }
+    double sq = sumsq(gW_enc) + sumsq(gb_enc) + sumsq(gW_dec) + sumsq(gb_dec);
+    double norm = std::sqrt(sq);
+    double scale = (h.clip > 0 && norm > h.clip) ? h.clip / norm : 1.0;
+    adam_step += 1;
+    const double bc1 = 1 - std::pow(h.beta1, adam_step), bc2 = 1 - std::pow(h.beta2, adam_step);
+    adam(W_enc, gW_enc, mW_enc, vW_enc, h, scale, bc1, bc2);
+    adam(b_enc, gb_enc, mb_enc, vb_enc, h, scale, bc1, bc2);
+    adam(W_dec, gW_dec, mW_dec, vW_dec, h, scale, bc1, bc2);
+    adam(b_dec, gb_dec, mb_dec, vb_dec, h, scale, bc1, bc2);
+    normalize_decoder();
+    return norm;
+  }
+
+  void normalize_decoder() {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < S; s++) {
+      T* w = &W_dec[(size_t)s * D];
+      double n = 0;
+      for (int d = 0; d < D; d++) n += (double)w[d] * w[d];
+      n = std::sqrt(n);
+      if (n > 0)
+        for (int d = 0; d < D; d++) w[d] = (T)(w[d] / n);
+    }
+  }
+
+ private:
+  std::vector<uint8_t> group_of;  // [S] matryoshka group of each latent
+  int B_cap = 0;
+  std::vector<T> xc, pre, xhat, G, dxc, aux_diff, dense_d;  // [B,D], [B,S], [B,D], [B,P,D], [B,D], [B,D], [B,S]
+  std::vector<T> dpre;                                      // [E + E_aux]
+  std::vector<int64_t> aux_rowptr;
+  std::vector<int32_t> aux_idx;
+  std::vector<T> aux_val;
+  double aux_grad_scale = 0;
+
+  void ensure(int B) {
+    if (B <= B_cap) return;
+    B_cap = B;
+    xc.resize((size_t)B * D);
+    pre.resize((size_t)B * S);
+    xhat.resize((size_t)B * D);
+    G.resize((size_t)B * P * D);
+    dxc.resize((size_t)B * D);
+    aux_diff.resize((size_t)B * D);
+    if (!sparse()) dense_d.resize((size_t)B * S);
+  }
+
+  static double sumsq(const std::vector<T>& v) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < v.size(); i++) s += (double)v[i] * v[i];
+    return s;
+  }
+
+  static void adam(std::vector<T>& p, std::vector<T>& g, std::vector<T>& m, std::vector<T>& v, const StepHyper& h,
+                   double scale, double bc1, double bc2) {
+    const T b1 = (T)h.beta1, b2 = (T)h.beta2, sc = (T)scale, step = (T)(h.lr / bc1), sbc2 = (T)std::sqrt(bc2),
+            eps = (T)h.eps;
+    const size_t n = p.size();
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+      T gi = g[i] * sc;
+      T mi = b1 * m[i] + (1 - b1) * gi;
+      T vi = b2 * v[i] + (1 - b2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= step * mi / (std::sqrt(vi) / sbc2 + eps);
+    }
+  }
+
+  // xc = x - b_dec; pre = xc @ W_enc^T (without b_enc, which the selections add on the fly).
+  void encode_pre(const T* x, int B) {
+    ensure(B);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++)
+      for (int d = 0; d < D; d++) xc[(size_t)b * D + d] = x[(size_t)b * D + d] - b_dec[d];
+    gemm(false, true, B, S, D, (T)1, xc.data(), D, W_enc.data(), D, (T)0, pre.data(), S);
+  }
+
+  // Chooses the active entries. TopK: the k largest pre-activations per token (values ReLU'd, so an entry may
+  // be 0 only when fewer than k are positive). BatchTopK/Matryoshka: training keeps the k*B largest positive
+  // values of the batch and moves the threshold toward the smallest kept one; inference keeps values above it.
+  void select(int B, bool train) {
+    rowptr.assign(B + 1, 0);
+    if (act == Act::TopK) {
+      idx.resize((size_t)B * K);
+      val.resize((size_t)B * K);
+#pragma omp parallel
+      {
+        std::vector<std::pair<T, int32_t>> heap;
+        heap.reserve(K);
+        auto cmp = [](const std::pair<T, int32_t>& a, const std::pair<T, int32_t>& b) { return a.first > b.first; };
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+          const T* row = &pre[(size_t)b * S];
+          heap.clear();
+          for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
+          std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
+          T lo = heap.front().first;
+          for (int s = K; s < S; s++) {
+            T v = row[s] + b_enc[s];
+            if (v > lo) {
+              std::pop_heap(heap.begin(), heap.end(), cmp);
+              heap.back() = {v, s};
+              std::push_heap(heap.begin(), heap.end(), cmp);
+              lo = heap.front().first;
+            }
+          }
+          std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
+          for (int j = 0; j < K; j++) {
+            idx[(size_t)b * K + j] = heap[j].second;
+            val[(size_t)b * K + j] = std::max(heap[j].first, (T)0);
+          }
+        }
+      }
+      for (int b = 0; b <= B; b++) rowptr[b] = (int64_t)b * K;
+      return;
+    }
+    // Batch selection (train) or fixed threshold (inference).
+    T thr;
+    int64_t take_ties = 0;  // how many entries equal to thr are kept (train), in token order
+    if (train) {
+      std::vector<T> pos;
+      pos.reserve((size_t)B * K * 4);
+      for (int b = 0; b < B; b++) {
+        const T* row = &pre[(size_t)b * S];
+        for (int s = 0; s < S; s++) {
+          T v = row[s] + b_enc[s];
+          if (v > 0) pos.push_back(v);
+        }
+      }
+      int64_t want = std::min<int64_t>((int64_t)K * B, (int64_t)pos.size());
+      if (want == 0) {
+        thr = std::numeric_limits<T>::infinity();
+      } else {
+        std::nth_element(pos.begin(), pos.begin() + (want - 1), pos.end(), std::greater<T>());
+        thr = pos[want - 1];
+        int64_t above = 0;
+        for (T v : pos) above += v > thr;
+        take_ties = want - above;
+        double t = (double)thr;
+        threshold = threshold < 0 ? t : thr_mom * threshold + (1 - thr_mom) * t;
+      }
+    } else {
+      thr = threshold < 0 ? (T)0 : (T)threshold;
+    }
+    // Count per row, then fill; ties at thr go to the earliest tokens and latents, which is deterministic.
+    std::vector<int64_t> cnt(B, 0), ties(B, 0);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      const T* row = &pre[(size_t)b * S];
+      int64_t c = 0, t = 0;
+      for (int s = 0; s < S; s++) {
+        T v = row[s] + b_enc[s];
+        if (v > thr && v > 0) c++;
+        else if (train && v == thr && v > 0) t++;
+      }
+      cnt[b] = c;
+      ties[b] = t;
+    }
+    std::vector<int64_t> tie_quota(B, 0);
+    for (int b = 0; b < B; b++) {
+      tie_quota[b] = std::min(ties[b], take_ties);
+      take_ties -= tie_quota[b];
+      rowptr[b + 1] = rowptr[b] + cnt[b] + tie_quota[b];
+    }
+    idx.resize(rowptr[B]);
+    val.resize(rowptr[B]);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      const T* row = &pre[(size_t)b * S];
+      int64_t o = rowptr[b], q = tie_quota[b];
+      for (int s = 0; s < S; s++) {
+        T v = row[s] + b_enc[s];
+        bool keep = v > thr && v > 0;
+        if (!keep && q > 0 && v == thr && v > 0) {
+          keep = true;
+          q--;
+        }
+        if (keep) {
+          idx[o] = s;
+          val[o++] = v;
+        }
+      }
+    }
+  }
+
+  // Fires per latent in the current batch (entries with a positive value).
+  std::vector<double> batch_fires(int B) {
+    std::vector<double> f(S, 0);
+    for (int64_t e = 0; e < rowptr[B]; e++)
+      if (val[e] > 0) f[idx[e]] += 1;
+    return f;
+  }
+
+  // AuxK: per token, the k_aux largest (ReLU'd) pre-activations among dead latents. Returns the dead count.
+  int select_aux(int B) {
+    aux_rowptr.assign(B + 1, 0);
+    aux_idx.clear();
+    aux_val.clear();
+    if (aux_coeff <= 0 || k_aux <= 0) return 0;
+    std::vector<int32_t> dead;
+    for (int s = 0; s < S; s++)
+      if (since_fired[s] >= dead_window) dead.push_back(s);
+    if (dead.empty()) return 0;
+    const int ka = std::min<int>(k_aux, (int)dead.size());
+    aux_idx.resize((size_t)B * ka);
+    aux_val.resize((size_t)B * ka);
+#pragma omp parallel
+    {
+      std::vector<std::pair<T, int32_t>> cand(dead.size());
+#pragma omp for schedule(static)
+      for (int b = 0; b < B; b++) {
+        const T* row = &pre[(size_t)b * S];
+        for (size_t j = 0; j < dead.size(); j++) cand[j] = {row[dead[j]] + b_enc[dead[j]], dead[j]};
+        std::nth_element(cand.begin(), cand.begin() + (ka - 1), cand.end(),
+                         [](auto& a, auto& c) { return a.first > c.first || (a.first == c.first && a.second < c.second); });
+        std::sort(cand.begin(), cand.begin() + ka, [](auto& a, auto& c) { return a.second < c.second; });
+        for (int j = 0; j < ka; j++) {
+          aux_idx[(size_t)b * ka + j] = cand[j].second;
+          aux_val[(size_t)b * ka + j] = std::max(cand[j].first, (T)0);
+        }
+      }
+    }
+    for (int b = 0; b <= B; b++) aux_rowptr[b] = (int64_t)b * ka;
+    return (int)dead.size();
+  }
+
+  // ReLU inference: the dense activations as CSR, so that one sparse decoder serves every variant.
+  void dense_to_csr(int B) {
+    std::vector<int64_t> cnt(B, 0);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      int64_t c = 0;
+      for (int s = 0; s < S; s++) c += pre[(size_t)b * S + s] + b_enc[s] > 0;
+      cnt[b] = c;
+    }
+    rowptr.assign(B + 1, 0);
+    for (int b = 0; b < B; b++) rowptr[b + 1] = rowptr[b] + cnt[b];
+    idx.resize(rowptr[B]);
+    val.resize(rowptr[B]);
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      int64_t o = rowptr[b];
+      for (int s = 0; s < S; s++) {
+        T v = pre[(size_t)b * S + s] + b_enc[s];
+        if (v > 0) {
+          idx[o] = s;
+          val[o++] = v;
+        }
+      }
+    }
+  }
+
+  // Adds one token's metric sums (thread-local partials, merged by the caller).
+  struct Partial {
+    double sse = 0, x2 = 0, r2 = 0, l0 = 0, prefix_sse = 0, aux_sq = 0, e_sq = 0;
+    std::vector<double> sx, sr, se;
+  };
+
+  // Sparse decoder (every prefix), the losses, dL/dx_hat per prefix turned into suffix sums G, and the AuxK
+  // reconstruction of the residual. Also accumulates the metrics.
+  void decode_and_loss(const T* x, int B, StepStats& st, const T* aux_target, bool with_aux) {
+    const int nt = omp_get_max_threads();
+    std::vector<Partial> parts(nt);
+    for (auto& p : parts) {
+      p.sx.assign(D, 0);
+      p.sr.assign(D, 0);
+      p.se.assign(D, 0);
+    }
+    const T inv = (T)(2.0 / B);  // loss = mean over tokens of ||x - x_hat||^2 (summed over d)
+#pragma omp parallel
+    {
+      Partial& pt = parts[omp_get_thread_num()];
+      std::vector<T> part((size_t)P * D), ehat(D);
+#pragma omp for schedule(static)
+      for (int b = 0; b < B; b++) {
+        std::fill(part.begin(), part.end(), (T)0);
+        int64_t nz = 0;
+        for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
+          const T v = val[e];
+          if (v == 0) continue;
+          nz++;
+          const T* w = &W_dec[(size_t)idx[e] * D];
+          T* acc = &part[(size_t)group_of[idx[e]] * D];
+          for (int d = 0; d < D; d++) acc[d] += v * w[d];
+        }
+        const T* xb = x + (size_t)b * D;
+        T* xh = &xhat[(size_t)b * D];
+        T* Gb = &G[(size_t)b * P * D];
+        for (int d = 0; d < D; d++) xh[d] = b_dec[d];
+        for (int m = 0; m < P; m++) {
+          double sse = 0;
+          for (int d = 0; d < D; d++) {
+            xh[d] += part[(size_t)m * D + d];
+            T r = xh[d] - xb[d];
+            sse += (double)r * r;
+            Gb[(size_t)m * D + d] = inv * r;
+          }
+          pt.prefix_sse += sse;
+          if (m == P - 1) pt.sse += sse;
+        }
+        for (int m = P - 2; m >= 0; m--)
+          for (int d = 0; d < D; d++) Gb[(size_t)m * D + d] += Gb[(size_t)(m + 1) * D + d];
+        for (int d = 0; d < D; d++) {
+          double xv = xb[d], rv = (double)xh[d] - xv;
+          pt.x2 += xv * xv;
+          pt.r2 += rv * rv;
+          pt.sx[d] += xv;
+          pt.sr[d] += rv;
+        }
+        pt.l0 += (double)nz;
+        if (with_aux) {
+          std::fill(ehat.begin(), ehat.end(), (T)0);
+          for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
+            const T* w = &W_dec[(size_t)aux_idx[e] * D];
+            for (int d = 0; d < D; d++) ehat[d] += aux_val[e] * w[d];
+          }
+          T* ad = &aux_diff[(size_t)b * D];
+          for (int d = 0; d < D; d++) {
+            T target = aux_target ? aux_target[(size_t)b * D + d] : xb[d] - xh[d];
+            ad[d] = ehat[d] - target;
+            pt.aux_sq += (double)ad[d] * ad[d];
+            pt.e_sq += (double)target * target;
+            pt.se[d] += target;
+          }
+        }
+      }
+    }
+    double sse = 0, prefix_sse = 0, l0 = 0, aux_sq = 0, e_sq = 0;
+    std::vector<double> se(D, 0);
+    for (auto& p : parts) {
+      sse += p.sse;
+      prefix_sse += p.prefix_sse;
+      l0 += p.l0;
+      aux_sq += p.aux_sq;
+      e_sq += p.e_sq;
+      metrics.sse += p.sse;
+      metrics.sum_x2 += p.x2;
+      metrics.sum_r2 += p.r2;
+      metrics.l0 += p.l0;
+      for (int d = 0; d < D; d++) {
+        metrics.sum_x[d] += p.sx[d];
+        metrics.sum_r[d] += p.sr[d];
+        se[d] += p.se[d];
+      }
+    }
+    metrics.n += B;
+    for (int b = 0; b < B; b++)
+      for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++)
+        if (val[e] > 0) metrics.fires[idx[e]] += 1;
+    st.mse = sse / ((double)B * D);
+    st.prefix_mse = prefix_sse / ((double)B * D);
+    st.l0 = l0 / B;
+    st.loss = prefix_sse / B;
+    aux_grad_scale = 0;
+    if (with_aux) {
+      // Normalised like an FVU: ||e_hat - e||^2 / ||e - mean(e)||^2 over the batch.
+      double mean_sq = 0;
+      for (int d = 0; d < D; d++) mean_sq += se[d] * se[d];
+      double denom = std::max(e_sq - mean_sq / B, 1e-12);
+      st.aux_loss = aux_coeff * aux_sq / denom;
+      st.loss += st.aux_loss;
+      aux_grad_scale = 2 * aux_coeff / denom;
+    }
+  }
+
+  // Per-entry gradients (pass A, by token), then per-latent row gradients (pass B, by latent).
+  void sparse_backward(int B) {
+    const int64_t E = rowptr[B], Ea = aux_rowptr[B];
+    dpre.resize(E + Ea);
+    const T ag = (T)aux_grad_scale;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+      T* dx = &dxc[(size_t)b * D];
+      std::fill(dx, dx + D, (T)0);
+      for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
+        const int s = idx[e];
+        const T* g = &G[((size_t)b * P + group_of[s]) * D];
+        const T* w = &W_dec[(size_t)s * D];
+        T dot = 0;
+        for (int d = 0; d < D; d++) dot += g[d] * w[d];
+        const T dp = val[e] > 0 ? dot : (T)0;
+        dpre[e] = dp;
+        if (dp != 0) {
+          const T* we = &W_enc[(size_t)s * D];
+          for (int d = 0; d < D; d++) dx[d] += dp * we[d];
+        }
+      }
+      for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
+        const int s = aux_idx[e];
+        const T* g = &aux_diff[(size_t)b * D];
+        const T* w = &W_dec[(size_t)s * D];
+        T dot = 0;
+        for (int d = 0; d < D; d++) dot += g[d] * w[d];
+        const T dp = aux_val[e] > 0 ? ag * dot : (T)0;
+        dpre[E + e] = dp;
+        if (dp != 0) {
+          const T* we = &W_enc[(size_t)s * D];
+          for (int d = 0; d < D; d++) dx[d] += dp * we[d];
+        }
+      }
+    }
+    // b_dec: every prefix's reconstruction contains it (G[:,0] is the sum over prefixes), and x - b_dec feeds the encoder.
+    std::fill(gb_dec.begin(), gb_dec.end(), (T)0);
+    for (int b = 0; b < B; b++) {
+      const T* g0 = &G[(size_t)b * P * D];
+      const T* dx = &dxc[(size_t)b * D];
+      for (int d = 0; d < D; d++) gb_dec[d] += g0[d] - dx[d];
+    }
+    // Group entries by latent (counting sort in token order, so sums are deterministic).
+    std::vector<int64_t> colptr(S + 1, 0);
+    for (int64_t e = 0; e < E; e++) colptr[idx[e] + 1]++;
+    for (int64_t e = 0; e < Ea; e++) colptr[aux_idx[e] + 1]++;
+    for (int s = 0; s < S; s++) colptr[s + 1] += colptr[s];
+    std::vector<int64_t> cursor(colptr.begin(), colptr.end() - 1), order(E + Ea);
+    std::vector<int32_t> token_of(E + Ea);
+    for (int b = 0; b < B; b++) {
+      for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
+        order[cursor[idx[e]]++] = e;
+        token_of[e] = b;
+      }
+      for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
+        order[cursor[aux_idx[e]]++] = E + e;
+        token_of[E + e] = b;
+      }
+    }
+#pragma omp parallel for schedule(dynamic, 64)
+    for (int s = 0; s < S; s++) {
+      T* gd = &gW_dec[(size_t)s * D];
+      T* ge = &gW_enc[(size_t)s * D];
+      std::fill(gd, gd + D, (T)0);
+      std::fill(ge, ge + D, (T)0);
+      T gbe = 0;
+      for (int64_t j = colptr[s]; j < colptr[s + 1]; j++) {
+        const int64_t e = order[j];
+        const int b = token_of[e];
+        const bool aux = e >= E;
+        const T v = aux ? aux_val[e - E] : val[e];
+        const T dp = dpre[e];
+        const T* g = aux ? &aux_diff[(size_t)b * D] : &G[((size_t)b * P + group_of[s]) * D];
+        const T gs = aux ? ag : (T)1;
+        if (v != 0)
+          for (int d = 0; d < D; d++) gd[d] += v * gs * g[d];
+        if (dp != 0) {
+          const T* xb = &xc[(size_t)b * D];
+          for (int d = 0; d < D; d++) ge[d] += dp * xb[d];
+          gbe += dp;
+        }
+      }
+      gb_enc[s] = gbe;
+    }
+  }
+
+  // The paper's recipe, dense: three forward/backward GEMM pairs.
+  void dense_relu_backward(const T* x, int B, double l1, StepStats& st) {
+    const size_t BS = (size_t)B * S;
+    T* f = pre.data();
+    int64_t nnz_total = 0;
+    double l1_sum = 0;
+#pragma omp parallel for reduction(+ : nnz_total, l1_sum) schedule(static)
+    for (int b = 0; b < B; b++) {
+      T* row = f + (size_t)b * S;
+      for (int s = 0; s < S; s++) {
+        T v = row[s] + b_enc[s];
+        v = v > 0 ? v : (T)0;
+        row[s] = v;
+        nnz_total += v > 0;
+        l1_sum += v;
+      }
+    }
+    gemm(false, false, B, D, S, (T)1, f, S, W_dec.data(), D, (T)0, xhat.data(), D);
+    const T inv = (T)(2.0 / B);  // loss = mean over tokens of ||x - x_hat||^2 (summed over d)
+    double sse = 0, x2 = 0, r2 = 0;
+    std::vector<double> sx(D, 0), sr(D, 0);
+    for (int b = 0; b < B; b++) {
+      T* xh = &xhat[(size_t)b * D];
+      const T* xb = x + (size_t)b * D;
+      T* g = &G[(size_t)b * D];
+      for (int d = 0; d < D; d++) {
+        xh[d] += b_dec[d];
+        T r = xh[d] - xb[d];
+        g[d] = inv * r;
+        sse += (double)r * r;
+        x2 += (double)xb[d] * xb[d];
+        sx[d] += xb[d];
+        sr[d] += r;
+      }
+    }
+    r2 = sse;
+    metrics.n += B;
+    metrics.sse += sse;
+    metrics.sum_x2 += x2;
+    metrics.sum_r2 += r2;
+    metrics.l0 += (double)nnz_total;
+    for (int d = 0; d < D; d++) {
+      metrics.sum_x[d] += sx[d];
+      metrics.sum_r[d] += sr[d];
+    }
+    std::vector<double> fired(S, 0);
+    for (int b = 0; b < B; b++) {
+      const T* row = f + (size_t)b * S;
+      for (int s = 0; s < S; s++) fired[s] += row[s] > 0;
+    }
+    for (int s = 0; s < S; s++) {
+      metrics.fires[s] += fired[s];
+      since_fired[s] = fired[s] > 0 ? 0 : since_fired[s] + B;
+    }
+    st.mse = st.prefix_mse = sse / ((double)B * D);
+    st.l0 = (double)nnz_total / B;
+    st.l1_loss = l1 * l1_sum / B;
+    st.loss = sse / B + st.l1_loss;
+    // dL/dpre = (dL/dx_hat @ W_dec^T + l1/B) where f > 0.
+    T* dp = dense_d.data();
+    gemm(false, true, B, S, D, (T)1, G.data(), D, W_dec.data(), D, (T)0, dp, S);
+    const T l1b = (T)(l1 / B);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < BS; i++) dp[i] = f[i] > 0 ? dp[i] + l1b : (T)0;
+    gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
+    gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
+    gemm(false, false, B, D, S, (T)1, dp, S, W_enc.data(), D, (T)0, dxc.data(), D);
+    std::fill(gb_enc.begin(), gb_enc.end(), (T)0);
+    std::fill(gb_dec.begin(), gb_dec.end(), (T)0);
+    for (int b = 0; b < B; b++) {
+      const T* row = dp + (size_t)b * S;
+      for (int s = 0; s < S; s++) gb_enc[s] += row[s];
+      for (int d = 0; d < D; d++) gb_dec[d] += G[(size_t)b * D + d] - dxc[(size_t)b * D + d];
+    }
+  }
+};
+
+}  // namespace vitsae

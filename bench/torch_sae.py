@@ -20,6 +20,7 @@ p.add_argument("--batch", type=int, default=4096)
 p.add_argument("--steps", type=int, default=4)
 p.add_argument("--activation", choices=["topk", "relu"], default="topk")
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--b-enc", type=float, default=0.0, help="initial encoder bias (negative: sparser ReLU)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -28,7 +29,7 @@ x_all = torch.from_numpy(np.fromfile(a.acts, dtype="<f4").reshape(-1, a.d))
 W_dec = torch.nn.functional.normalize(torch.randn(a.s, a.d), dim=1)
 params = {
     "W_enc": torch.nn.Parameter(W_dec.T.clone()),
-    "b_enc": torch.nn.Parameter(torch.zeros(a.s)),
+    "b_enc": torch.nn.Parameter(torch.full((a.s,), a.b_enc)),
     "W_dec": torch.nn.Parameter(W_dec),
     "b_dec": torch.nn.Parameter(x_all[: a.batch].mean(0)),
 }

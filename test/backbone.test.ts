@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it, before } from 'node:test';
@@ -9,7 +9,7 @@ import { headModel, indexGraph, tailModel } from '../src/backbone/graph.js';
 import { residualStream } from '../src/backbone/layers.js';
 import { decodeModel, encodeModel, GraphProto, ModelProto, NodeProto, TensorProto } from '../src/backbone/onnx.js';
 import { layersCommand } from '../src/cli/commands/layers.js';
-import { runCommand } from '../src/cli/command.js';
+import { runForJson } from './fixtures/helpers.js';
 import { fixtureModel } from './fixtures/models.js';
 
 /** Deterministic pseudo-random floats in [-1, 1). */
@@ -153,19 +153,9 @@ describe('exported ViTs and a CNN', () => {
   });
 
   it('vitsae layers --json prints {name, shape, block} per block', async () => {
-    const printed: string[] = [];
-    const write = process.stdout.write;
-    // The test runner reports through stdout too: keep only the command's JSON line.
-    process.stdout.write = ((chunk: unknown, ...rest: unknown[]) =>
-      typeof chunk === 'string' && chunk.startsWith('[') ? printed.push(chunk) > 0 : (write as (...a: unknown[]) => boolean).call(process.stdout, chunk, ...rest)) as typeof process.stdout.write;
-    try {
-      await runCommand(layersCommand, [fixtureModel('vit_tv'), '--json']);
-    } finally {
-      process.stdout.write = write;
-    }
     assert.deepEqual(
-      JSON.parse(printed.join('')),
-      [0, 1, 2].map((block) => ({ name: `/encoder/layers/encoder_layer_${block}/Add_1_output_0`, shape: [1, 17, 32], block })),
+      await runForJson(layersCommand, [fixtureModel('vit_tv'), '--json']),
+      [[0, 1, 2].map((block) => ({ name: `/encoder/layers/encoder_layer_${block}/Add_1_output_0`, shape: [1, 17, 32], block }))],
     );
   });
 
@@ -285,6 +275,7 @@ describe('a graph built with protobufjs', () => {
     const file = path.join(dir, 'built.onnx');
     writeFileSync(file, encodeModel(builtModel()));
     const bb = await openBackbone(file);
+    rmSync(dir, { recursive: true });
     assert.deepEqual(bb.input, { name: 'x', dims: ['N', 3, 8, 8] });
     assert.deepEqual(await tokenLayout(bb, selectLayers(bb, ['-1'])), { layout: 'ntd', prefixTokens: 1, patchTokens: 4, dModel: D, grid: [2, 2] });
   });

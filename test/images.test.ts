@@ -1,13 +1,22 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { describe, it, before } from 'node:test';
+import { after, describe, it, before } from 'node:test';
 import sharp from 'sharp';
 import { openDataset, parseCsv } from '../src/data/images.js';
 import { loadMask, loadPixels, parseSize, patchMajority, Preprocess, PRESETS, readModelCard, resolvePreprocess } from '../src/data/preprocess.js';
+import { idxFile } from './fixtures/helpers.js';
 import { fixtureDir } from './fixtures/models.js';
+
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'vitsae-images-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+const scratchDir = (name: string) => {
+  const dir = path.join(scratch, name);
+  mkdirSync(dir);
+  return dir;
+};
 
 /** Identity preprocessing at a given size: pixels/255, so decoded values can be compared with 8-bit ones. */
 const plain = (h: number, w: number, over: Partial<Preprocess> = {}): Preprocess => ({
@@ -42,15 +51,17 @@ describe('decoding and conversion', () => {
   });
 
   for (const name of ['grey.png', 'grey16.png', 'rgb16.png', 'palette.png', 'rgba.png', 'grey_alpha.png', 'rgb.jpg'])
-    it(`${name} becomes the 8-bit RGB that PIL makes of it`, async () => {
-      const want = readFileSync(path.join(dir, 'odd', name + '.rgb'));
-      const out = new Float32Array(3 * 10 * 12);
-      await loadPixels(readFileSync(path.join(dir, 'odd', name)), plain(10, 12), out);
-      const got = toHWC(out, 10, 12);
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
-      // 16-bit to 8-bit may round the other way at .5; everything else is exact.
-      assert.ok(worst <= (name.includes('16') ? 1 : 0), `${name}: max difference ${worst}`);
+    it(`${name} becomes the 8-bit RGB and grey that PIL makes of it`, async () => {
+      for (const [ext, channels] of [['.rgb', 3], ['.l', 1]] as const) {
+        const want = readFileSync(path.join(dir, 'odd', name + ext));
+        const out = new Float32Array(channels * 10 * 12);
+        await loadPixels(readFileSync(path.join(dir, 'odd', name)), plain(10, 12, { channels, mean: [0, 0, 0].slice(0, channels), std: [1, 1, 1].slice(0, channels) }), out);
+        const got = toHWC(out, 10, 12, channels);
+        let worst = 0;
+        for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+        // 16-bit to 8-bit may round the other way at .5; everything else is exact.
+        assert.ok(worst <= (name.includes('16') ? 1 : 0), `${name} as ${ext}: max difference ${worst}`);
+      }
     });
 
   for (const [name, error] of [
@@ -121,7 +132,7 @@ describe('preprocessing settings', () => {
     assert.deepEqual(parseSize('224'), [224, 224]);
     assert.deepEqual(parseSize('224x320'), [224, 320]);
     assert.throws(() => parseSize('224x'), /expected N or HxW/);
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'vitsae-card-'));
+    const dir = scratchDir('card');
     assert.equal(readModelCard(path.join(dir, 'm.onnx')), null);
     writeFileSync(path.join(dir, 'm.json'), '{"preset": "dinov2", "family": "dinov2"}');
     assert.deepEqual(readModelCard(path.join(dir, 'm.onnx')), { preset: 'dinov2', family: 'dinov2' });
@@ -136,7 +147,7 @@ describe('datasets', () => {
   let root: string;
   const tiny = () => png(new Uint8Array(12), 2, 2);
   before(async () => {
-    root = mkdtempSync(path.join(os.tmpdir(), 'vitsae-datasets-'));
+    root = scratchDir('datasets');
     for (const f of ['classes/zebra/b.png', 'classes/zebra/a.jpg', 'classes/ant/x/deep.png', 'classes/ant/c.png', 'flat/2.png', 'flat/1.png', 'seg/images/a.jpg', 'seg/masks/a.png', 'seg/images/b.jpg', 'seg/masks/b.png']) {
       mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
       writeFileSync(path.join(root, f), await tiny());
@@ -195,11 +206,10 @@ describe('datasets', () => {
   });
 
   it('IDX files, gzipped, with labels found beside the images', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'vitsae-idx-'));
-    const header = (magic: number, dims: number[]) => Buffer.from(new Uint8Array([0, 0, 8, magic, ...dims.flatMap((d) => [d >>> 24, (d >>> 16) & 255, (d >>> 8) & 255, d & 255])]));
+    const dir = scratchDir('idx');
     const pixels = new Uint8Array(3 * 2 * 2).map((_, i) => i * 10);
-    writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(Buffer.concat([header(3, [3, 2, 2]), pixels])));
-    writeFileSync(path.join(dir, 'train-labels-idx1-ubyte'), Buffer.concat([header(1, [3]), Buffer.from([4, 5, 6])]));
+    writeFileSync(path.join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(idxFile([3, 2, 2], pixels)));
+    writeFileSync(path.join(dir, 'train-labels-idx1-ubyte'), idxFile([3], Buffer.from([4, 5, 6])));
     const ds = await openDataset(path.join(dir, 'train-images-idx3-ubyte.gz'));
     assert.deepEqual([ds.kind, ds.size, ds.key(2), ds.label(2)], ['idx', 3, 'train-images-idx3-ubyte.gz#2', 6]);
     const img = (await ds.image(1)) as { data: Uint8Array; width: number; height: number };
@@ -207,7 +217,7 @@ describe('datasets', () => {
     const out = new Float32Array(4);
     await loadPixels(await ds.image(1), plain(2, 2, { channels: 1, mean: [0], std: [1] }), out);
     assert.deepEqual([...out].map((v) => Math.round(v * 255)), [40, 50, 60, 70]);
-    writeFileSync(path.join(dir, 'bad-images-idx3-ubyte'), Buffer.concat([header(3, [3, 2, 2]), pixels.subarray(0, 5)]));
+    writeFileSync(path.join(dir, 'bad-images-idx3-ubyte'), idxFile([3, 2, 2], pixels.subarray(0, 5)));
     await assert.rejects(openDataset(path.join(dir, 'bad-images-idx3-ubyte')), { message: /need 12 bytes, the file has 5/ });
   });
 

@@ -3,21 +3,20 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { describe, it, before } from 'node:test';
+import { after, describe, it, before } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone } from '../src/backbone/backbone.js';
 import { headModel } from '../src/backbone/graph.js';
 import { record, RecordingData, RecordOptions } from '../src/backbone/record.js';
 import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js';
-import { runCommand } from '../src/cli/command.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { ShardDataset } from '../src/shards/format.js';
 import { mergeShards } from '../src/shards/merge.js';
+import { idxFile, runForJson } from './fixtures/helpers.js';
 import { fixtureDir, fixtureModel } from './fixtures/models.js';
 
-const tmp = (name: string) => mkdtempSync(path.join(os.tmpdir(), `vitsae-${name}-`));
 
 /** A noise image of the given size, deterministic in `seed`. */
 function noisePng(seed: number, w: number, h: number): Promise<Buffer> {
@@ -95,8 +94,9 @@ describe('record', () => {
   // vit_hf stores CLS + 16 patches = 17 tokens; two layers, 4 examples per shard.
   const shard4 = 17 * 2 * 4;
 
+  after(() => rmSync(root, { recursive: true, force: true }));
   before(async () => {
-    root = tmp('record');
+    root = mkdtempSync(path.join(os.tmpdir(), 'vitsae-record-'));
     classes = path.join(root, 'classes');
     await writeImages(classes, files);
     single = path.join(root, 'single');
@@ -128,6 +128,22 @@ describe('record', () => {
     await loadPixels(readFileSync(path.join(classes, sorted[0])), data.preprocess, x);
     const y = (await full.run({ pixel_values: new ort.Tensor('float32', x, [1, 3, 32, 32]) })).last_hidden_state.data as Float32Array;
     assert.deepEqual([...acts.subarray(17 * 32, 17 * 32 + 32)], [...y.subarray(0, 32)]);
+  });
+
+  it('runs a model exported with a fixed batch in batches of that size, padding the last', async () => {
+    const out = path.join(root, 'batch2');
+    const data = path.join(root, 'five');
+    await writeImages(data, ['a.png', 'b.png', 'c.png', 'd.png', 'e.png']);
+    const r = await record({ ...quiet, model: fixtureModel('vit_hf_batch2'), layers: ['-1'], data, out, batch: 4 });
+    assert.equal(r.metadata.n_examples, 5);
+    const dynamic = path.join(root, 'batch-dynamic');
+    await record({ ...quiet, model: fixtureModel('vit_hf'), layers: ['-1'], data, out: dynamic, batch: 2 });
+    const a = (await readAll(out)).acts;
+    const b = (await readAll(dynamic)).acts;
+    assert.equal(a.length, b.length);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    assert.ok(worst < 1e-5, `max difference ${worst}`);
   });
 
   it('turns a CNN feature map into H*W tokens of C, with no CLS', async () => {
@@ -262,27 +278,18 @@ describe('record', () => {
   it('records an IDX dataset with its labels, and runs from the command line', async () => {
     const dir = path.join(root, 'idx');
     mkdirSync(dir);
-    const header = (magic: number, dims: number[]) => Buffer.from(new Uint8Array([0, 0, 8, magic, ...dims.flatMap((d) => [d >>> 24, (d >>> 16) & 255, (d >>> 8) & 255, d & 255])]));
-    writeFileSync(path.join(dir, 't10k-images-idx3-ubyte.gz'), gzipSync(Buffer.concat([header(3, [5, 28, 28]), new Uint8Array(5 * 784).map((_, i) => (i * 7) % 256)])));
-    writeFileSync(path.join(dir, 't10k-labels-idx1-ubyte.gz'), gzipSync(Buffer.concat([header(1, [5]), Buffer.from([9, 2, 1, 1, 6])])));
+    writeFileSync(path.join(dir, 't10k-images-idx3-ubyte.gz'), gzipSync(idxFile([5, 28, 28], new Uint8Array(5 * 784).map((_, i) => (i * 7) % 256))));
+    writeFileSync(path.join(dir, 't10k-labels-idx1-ubyte.gz'), gzipSync(idxFile([5], Buffer.from([9, 2, 1, 1, 6]))));
     const out = path.join(root, 'idx-out');
-    const printed: string[] = [];
-    const write = process.stdout.write;
-    // The test runner reports through stdout too: keep only the commands' JSON lines.
-    process.stdout.write = ((chunk: unknown, ...rest: unknown[]) =>
-      typeof chunk === 'string' && chunk.startsWith('{"out"') ? printed.push(chunk) > 0 : (write as (...a: unknown[]) => boolean).call(process.stdout, chunk, ...rest)) as typeof process.stdout.write;
-    try {
-      await runCommand(recordCommand, ['--model', fixtureModel('vit_tv'), '--layer', '-1', '--layer', '0', '--data', path.join(dir, 't10k-images-idx3-ubyte.gz'), '--out', out, '--no-progress', '--json', '--mean', '0.5,0.5,0.5', '--std', '0.25,0.25,0.25']);
-      await runCommand(shardsMergeCommand, ['--out', path.join(root, 'idx-merged'), '--json', out]);
-    } finally {
-      process.stdout.write = write;
-    }
-    assert.deepEqual(JSON.parse(printed[0]), { out, n_examples: 5, recorded: 5, skipped: 0, resumed: false, images_per_second: JSON.parse(printed[0]).images_per_second });
-    assert.deepEqual(JSON.parse(printed[1]), { out: path.join(root, 'idx-merged'), n_examples: 5, linked_shards: 0, rewritten_examples: 5 });
+    const [summary] = await runForJson(recordCommand, ['--model', fixtureModel('vit_tv'), '--layer', '-1', '--layer', '0', '--data', path.join(dir, 't10k-images-idx3-ubyte.gz'), '--out', out, '--no-progress', '--json', '--mean', '0.5,0.5,0.5', '--std', '0.25,0.25,0.25']);
+    const [merged] = await runForJson(shardsMergeCommand, ['--out', path.join(root, 'idx-merged'), '--json', out]);
+    const { images_per_second, ...rest } = summary as { images_per_second: number };
+    assert.ok(images_per_second > 0);
+    assert.deepEqual(rest, { out, n_examples: 5, recorded: 5, skipped: 0, resumed: false });
+    assert.deepEqual(merged, { out: path.join(root, 'idx-merged'), n_examples: 5, linked_shards: 0, rewritten_examples: 5 });
     const { ds, examples } = await readAll(out);
     assert.deepEqual(ds.metadata.layers, [2, 0]);
     assert.deepEqual((ds.metadata.data as RecordingData).preprocess.mean, [0.5, 0.5, 0.5]);
     assert.deepEqual(examples.map((l) => JSON.parse(l).label), [9, 2, 1, 1, 6]);
-    rmSync(path.join(root, 'idx-merged'), { recursive: true });
   });
 });

@@ -10,10 +10,11 @@ import { Rng } from '../src/shards/random.js';
 const D = 5, S = 12, B = 6, K = 3;
 const NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 
-function makeCore(activation: number, opts: { prefixes?: number[]; aux?: boolean } = {}) {
+function makeCore(activation: number, opts: { prefixes?: number[]; aux?: boolean; sparseRelu?: boolean } = {}) {
   const core = new (native().SaeF64)({
     d: D, s: S, activation, k: K, prefixes: opts.prefixes ?? [S],
     kAux: opts.aux ? 4 : 0, auxCoeff: opts.aux ? 0.5 : 0, deadWindow: opts.aux ? 1 : 1e12, thresholdMomentum: 0.9,
+    sparseReluDensity: opts.sparseRelu ? 1 : 0,
   });
   const rng = new Rng(7, activation);
   const rand = (n: number, scale: number) => Float64Array.from({ length: n }, () => rng.normal() * scale);
@@ -25,7 +26,7 @@ function makeCore(activation: number, opts: { prefixes?: number[]; aux?: boolean
   return { core, x: rand(B * D, 1), target: rand(B * D, 1) };
 }
 
-function checkGradients(activation: number, l1: number, opts: { prefixes?: number[]; aux?: boolean } = {}) {
+function checkGradients(activation: number, l1: number, opts: { prefixes?: number[]; aux?: boolean; sparseRelu?: boolean } = {}) {
   const { core, x, target } = makeCore(activation, opts);
   const auxTarget = opts.aux ? target : undefined;
   if (opts.aux) core.forwardBackward(x, l1, auxTarget); // marks the latents that do not fire as dead
@@ -58,8 +59,13 @@ function checkGradients(activation: number, l1: number, opts: { prefixes?: numbe
   return st;
 }
 
-test('relu + L1 gradients match finite differences', () => {
+test('relu + L1 gradients match finite differences (dense GEMM path)', () => {
   const st = checkGradients(0, 0.05);
+  assert.ok(st.l1Loss > 0);
+});
+
+test('relu + L1 gradients match finite differences (sparse path)', () => {
+  const st = checkGradients(0, 0.05, { sparseRelu: true });
   assert.ok(st.l1Loss > 0);
 });
 

@@ -30,15 +30,26 @@ export async function openBackbone(file: string): Promise<Backbone> {
   return { file, model, index, stream: residualStream(index), input: { name, dims } };
 }
 
+/** The image size [H, W] the model declares, if its spatial dims are fixed. */
+export function declaredSize(bb: Backbone): [number, number] | undefined {
+  const [, , h, w] = bb.input.dims;
+  return typeof h === 'number' && typeof w === 'number' ? [h, w] : undefined;
+}
+
 /** Image size [H, W] the model takes: `size` where given (it must agree with fixed dims), else the declared one. */
 export function inputSize(bb: Backbone, size?: [number, number]): [number, number] {
-  const [, , h, w] = bb.input.dims;
-  const declared = typeof h === 'number' && typeof w === 'number' ? ([h, w] as [number, number]) : undefined;
+  const declared = declaredSize(bb);
   if (size && declared && (size[0] !== declared[0] || size[1] !== declared[1]))
     throw new UserError(`${bb.file} takes ${declared.join('x')} images; the requested input size is ${size.join('x')}`);
   const out = size ?? declared;
   if (!out) throw new UserError(`${bb.file} has a dynamic image size: give one with --input-size (or input_size in its model card)`);
   return out;
+}
+
+/** The batch size an export fixed (torch.onnx.export without dynamic axes fixes it, usually to 1), or null. */
+export function fixedBatch(bb: Backbone): number | null {
+  const n = bb.input.dims[0];
+  return typeof n === 'number' ? n : null;
 }
 
 export function inputChannels(bb: Backbone): number {
@@ -82,13 +93,14 @@ export async function createSession(model: ModelProto, options: ort.InferenceSes
   return ort.InferenceSession.create(encodeModel(model), options);
 }
 
-/** Shapes of `tensors` for one image of the given size (a single run of the head on zeros). */
+/** Shapes of `tensors` for one image of the given size, or one fixed batch (a single run of the head on zeros). */
 export async function probeShapes(bb: Backbone, tensors: string[], size?: [number, number]): Promise<number[][]> {
   const [h, w] = inputSize(bb, size);
   const session = await createSession(headModel(bb.model, tensors, bb.index));
   try {
     const c = inputChannels(bb);
-    const x = new ort.Tensor('float32', new Float32Array(c * h * w), [1, c, h, w]);
+    const n = fixedBatch(bb) ?? 1;
+    const x = new ort.Tensor('float32', new Float32Array(n * c * h * w), [n, c, h, w]);
     const out = await session.run({ [bb.input.name]: x });
     return tensors.map((t) => [...out[t].dims]);
   } finally {
@@ -98,7 +110,7 @@ export async function probeShapes(bb: Backbone, tensors: string[], size?: [numbe
 
 export interface LayerInfo {
   name: string;
-  /** Shape for one image. */
+  /** Shape for one image (for the fixed batch of a model exported without a dynamic batch axis). */
   shape: number[];
   block: number;
 }

@@ -29,7 +29,11 @@ export function indexGraph(graph: GraphProto): GraphIndex {
   const nodeInputs = nodes.map((n) => [...(n.input ?? []), ...outerReads(n)].filter((t) => t !== ''));
   nodes.forEach((n, i) => {
     for (const t of n.output ?? []) if (t !== '') producer.set(t, i);
-    for (const t of new Set(nodeInputs[i])) consumers.set(t, [...(consumers.get(t) ?? []), i]);
+    for (const t of new Set(nodeInputs[i])) {
+      const list = consumers.get(t);
+      if (list) list.push(i);
+      else consumers.set(t, [i]);
+    }
   });
   const runtimeInputs = (graph.input ?? []).map((v) => v.name ?? '').filter((n) => !initializers.has(n));
   return { graph, nodes, nodeInputs, producer, consumers, initializers, runtimeInputs };
@@ -125,7 +129,7 @@ const BOOL_OPS = new Set(['Equal', 'Less', 'LessOrEqual', 'Greater', 'GreaterOrE
  * Element type of a tensor without shape inference: declared value infos and initializers first, then the ops
  * whose output type is fixed (Cast, Shape, comparisons, Constant), otherwise the type of the node's first input.
  */
-export function elemTypeResolver(idx: GraphIndex): (name: string) => number {
+function elemTypeResolver(idx: GraphIndex): (name: string) => number {
   const known = new Map<string, number>();
   for (const [name, v] of valueInfoLookup(idx.graph)) known.set(name, v.type?.tensor_type?.elem_type ?? ElemType.FLOAT);
   for (const [name, t] of idx.initializers) known.set(name, t.data_type ?? ElemType.FLOAT);

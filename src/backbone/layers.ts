@@ -26,12 +26,12 @@ export function residualStream(idx: GraphIndex): StreamTensor[] {
   const rank = new Int32Array(n);
   order.forEach((node, r) => (rank[node] = r));
   const words = (n + 31) >>> 5;
-  // anc_NW[node]: bitset over ranks of the node's ancestors, the node itself included.
-  const anc = new Uint32Array(n * words);
+  // anc_NW: per node, a bitset of `words` 32-bit words over the ranks of its ancestors, itself included.
+  const anc_NW = new Uint32Array(n * words);
   const dynamic = new Uint8Array(n);
   const runtime = new Set(idx.runtimeInputs);
   for (const i of order) {
-    const row = anc.subarray(i * words, (i + 1) * words);
+    const row = anc_NW.subarray(i * words, (i + 1) * words);
     row[rank[i] >>> 5] |= 1 << (rank[i] & 31);
     for (const t of nodeInputs[i]) {
       const p = producer.get(t);
@@ -40,14 +40,14 @@ export function residualStream(idx: GraphIndex): StreamTensor[] {
         continue;
       }
       dynamic[i] |= dynamic[p];
-      const prow = anc.subarray(p * words, (p + 1) * words);
+      const prow = anc_NW.subarray(p * words, (p + 1) * words);
       for (let w = 0; w < words; w++) row[w] |= prow[w];
     }
   }
-  const has = (i: number, j: number) => (anc[i * words + (rank[j] >>> 5)] >>> (rank[j] & 31)) & 1;
+  const has = (i: number, j: number) => (anc_NW[i * words + (rank[j] >>> 5)] >>> (rank[j] & 31)) & 1;
   const latestCommon = (a: number, b: number): number => {
     for (let w = words - 1; w >= 0; w--) {
-      const m = anc[a * words + w] & anc[b * words + w];
+      const m = anc_NW[a * words + w] & anc_NW[b * words + w];
       if (m) return order[w * 32 + 31 - Math.clz32(m)];
     }
     return -1;

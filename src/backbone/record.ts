@@ -15,7 +15,7 @@ import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelC
 import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { Backbone, createSession, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
+import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
 import { headModel } from './graph.js';
 
 export const EXAMPLES_FILE = 'examples.jsonl';
@@ -88,14 +88,15 @@ function workerSlice(size: number, perShard: number, w: number, n: number): { st
 
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(m + '\n'));
-  const batch = opts.batch ?? 16;
   const onError = opts.onError ?? 'stop';
   const bb = await openBackbone(opts.model);
+  // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
+  const fixed = fixedBatch(bb);
+  const batch = fixed ?? opts.batch ?? 16;
+  if (fixed !== null && opts.batch !== undefined && opts.batch !== fixed) log(`${opts.model} was exported with a fixed batch of ${fixed}; recording ${fixed} images at a time`);
   const card = readModelCard(opts.model);
   if (!card && !opts.mean) log(`${opts.model} has no model card (${path.basename(opts.model, '.onnx')}.json); using the ImageNet preset`);
-  const [, , dh, dw] = bb.input.dims;
-  const declared = typeof dh === 'number' && typeof dw === 'number' ? ([dh, dw] as [number, number]) : undefined;
-  const pp = resolvePreprocess(card, opts, declared, inputChannels(bb));
+  const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
   inputSize(bb, pp.size);
   const layers = selectLayers(bb, opts.layers);
   const layout = await tokenLayout(bb, layers, pp.size, card?.prefix_tokens);
@@ -147,7 +148,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   try {
     const starts: number[] = [];
     for (let i = next; i < slice.end; i += batch) starts.push(i);
-    const decodeAt = (k: number) => decodeBatch(ds, pp, layout, starts[k], Math.min(starts[k] + batch, slice.end));
+    const decodeAt = (k: number) => decodeBatch(ds, pp, layout, starts[k], Math.min(starts[k] + batch, slice.end), fixed ?? 0);
     let decoding = starts.length ? decodeAt(0) : null;
     let writing = Promise.resolve();
     for (let k = 0; k < starts.length; k++) {
@@ -163,9 +164,10 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       skipped += cur.failed.length;
       const n = cur.files.length;
       if (n) {
-        const feeds = { [bb.input.name]: new ort.Tensor('float32', cur.pixels_NCHW.subarray(0, n * pp.channels * pp.size[0] * pp.size[1]), [n, pp.channels, ...pp.size]) };
+        const rows = fixed ?? n;
+        const feeds = { [bb.input.name]: new ort.Tensor('float32', cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size]) };
         const outs = await head.run(feeds);
-        const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout);
+        const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
         await writing;
         writing = (async () => {
           // The manifest is durable before the shard that needs it, so a resumed run always finds its lines.
@@ -174,6 +176,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
           if (cur.patchLabels) await writer.appendLabels(cur.patchLabels.subarray(0, n * layout.patchTokens));
           await writer.append(acts_NLTD);
         })();
+        // Awaited before the next write; until then a failure must not count as an unhandled rejection.
+        writing.catch(() => {});
         recorded += n;
       }
       bar.update(Math.min(slice.end, starts[k] + batch) - next);
@@ -244,12 +248,15 @@ interface DecodedBatch {
   failed: { file: string; error: string }[];
 }
 
-/** Decodes dataset indices [start, end) concurrently; a file that fails is reported, not thrown. */
-async function decodeBatch(ds: Dataset, pp: Preprocess, layout: TokenLayout, start: number, end: number): Promise<DecodedBatch> {
+/**
+ * Decodes dataset indices [start, end) concurrently; a file that fails is reported, not thrown. The pixel buffer
+ * holds at least `rows` images (padding past the decoded ones) for models with a fixed batch.
+ */
+async function decodeBatch(ds: Dataset, pp: Preprocess, layout: TokenLayout, start: number, end: number, rows: number): Promise<DecodedBatch> {
   const n = end - start;
   const img = pp.channels * pp.size[0] * pp.size[1];
   const P = layout.patchTokens;
-  const pixels_NCHW = new Float32Array(n * img);
+  const pixels_NCHW = new Float32Array(Math.max(n, rows) * img);
   const patchLabels = ds.mask ? new Uint8Array(n * P) : null;
   const results = await Promise.all(
     Array.from({ length: n }, async (_, j) => {
@@ -284,12 +291,12 @@ async function decodeBatch(ds: Dataset, pp: Preprocess, layout: TokenLayout, sta
 }
 
 /**
- * Interleaves the layers' outputs into acts_NLTD: per example and layer, the CLS token (when the model has prefix
- * tokens) then the patch tokens; register tokens are left out. A feature map [N, C, H, W] becomes H*W tokens of C.
+ * Interleaves the first N examples of the layers' outputs into acts_NLTD: per example and layer, the CLS token
+ * (when the model has prefix tokens) then the patch tokens; register tokens are left out. A feature map
+ * [N, C, H, W] becomes H*W tokens of C.
  */
-function gatherTokens(outputs: ort.Tensor[], layout: TokenLayout): Float32Array {
+function gatherTokens(outputs: ort.Tensor[], layout: TokenLayout, N: number): Float32Array {
   const L = outputs.length;
-  const N = outputs[0].dims[0];
   const D = layout.dModel;
   const P = layout.patchTokens;
   const cls = layout.prefixTokens > 0 ? 1 : 0;

@@ -4,7 +4,8 @@
  * file (`model.onnx` -> `model.json`) and then by command-line flags. Decoding runs in sharp (libvips), whose
  * work happens on libuv's worker threads, so images decode while onnxruntime computes on the main thread.
  *
- * Array names carry their shape: pixels_CHW is [channels, height, width], mask_HW [height, width].
+ * Array names carry their shape: pixels_CHW is [channels, height, width], px_HWC decoded bytes [height, width,
+ * channels], mask_HW [height, width].
  */
 import { readFileSync, existsSync } from 'node:fs';
 import sharp, { KernelEnum, Metadata, Sharp } from 'sharp';
@@ -89,6 +90,13 @@ export function readModelCard(modelFile: string): ModelCard | null {
   return c;
 }
 
+const hw = (s: number | [number, number]): [number, number] => (typeof s === 'number' ? [s, s] : s);
+
+/** The image size a model is fed: the flag's, else the card's, else the model's declared one, else the preset's. */
+export function chooseInputSize(card: ModelCard | null, override: [number, number] | undefined, declared: [number, number] | undefined): [number, number] {
+  return override ?? (card?.input_size !== undefined ? hw(card.input_size) : (declared ?? hw(PRESETS[card?.preset ?? 'imagenet'].input_size)));
+}
+
 export interface PreprocessOverrides {
   inputSize?: [number, number];
   mean?: number[];
@@ -100,10 +108,8 @@ export interface PreprocessOverrides {
  * size is used; a changed size keeps the preset's resize-to-crop ratio.
  */
 export function resolvePreprocess(card: ModelCard | null, overrides: PreprocessOverrides, declared: [number, number] | undefined, channels: number): Preprocess {
-  const preset = PRESETS[card?.preset ?? 'imagenet'];
-  const c = { ...preset, ...card };
-  const hw = (s: number | [number, number]): [number, number] => (typeof s === 'number' ? [s, s] : s);
-  const size = overrides.inputSize ?? (card?.input_size !== undefined ? hw(card.input_size) : (declared ?? hw(preset.input_size)));
+  const c = { ...PRESETS[card?.preset ?? 'imagenet'], ...card };
+  const size = chooseInputSize(card, overrides.inputSize, declared);
   const mean = overrides.mean ?? c.mean;
   const std = overrides.std ?? c.std;
   if (channels !== 1 && channels !== 3) throw new UserError(`the model takes ${channels}-channel images; vitsae feeds 1 (grey) or 3 (colour)`);
@@ -187,18 +193,23 @@ function unreadable(e: unknown): ImageError {
  */
 export async function loadPixels(input: ImageInput, pp: Preprocess, out: Float32Array): Promise<void> {
   const { img, width, height } = await open(input);
-  const colour = pp.channels === 3 ? img.removeAlpha().toColourspace('srgb') : img.removeAlpha().toColourspace('b-w');
-  const px_HWC = await rawPixels(geometry(colour, width, height, pp, KERNEL[pp.interpolation]));
+  const px_HWC = await rawPixels(geometry(img.removeAlpha().toColourspace('srgb'), width, height, pp, KERNEL[pp.interpolation]));
   const [H, W] = pp.size;
-  const C = pp.channels;
   const plane = H * W;
-  if (px_HWC.length !== plane * C) throw new ImageError(`decoded to ${px_HWC.length} bytes, expected ${plane * C}`);
-  for (let c = 0; c < C; c++) {
-    const src = pp.channelOrder === 'bgr' ? C - 1 - c : c;
+  if (px_HWC.length !== plane * 3) throw new ImageError(`decoded to ${px_HWC.length} bytes, expected ${plane * 3}`);
+  if (pp.channels === 1) {
+    // Grey as PIL's convert("L") computes it (ITU-R 601-2 luma, fixed point).
+    const scale = 1 / (255 * pp.std[0]);
+    const shift = pp.mean[0] / pp.std[0];
+    for (let i = 0; i < plane; i++) out[i] = ((px_HWC[3 * i] * 19595 + px_HWC[3 * i + 1] * 38470 + px_HWC[3 * i + 2] * 7471 + 0x8000) >> 16) * scale - shift;
+    return;
+  }
+  for (let c = 0; c < 3; c++) {
+    const src = pp.channelOrder === 'bgr' ? 2 - c : c;
     const scale = 1 / (255 * pp.std[c]);
     const shift = pp.mean[c] / pp.std[c];
     const o = c * plane;
-    for (let i = 0; i < plane; i++) out[o + i] = px_HWC[i * C + src] * scale - shift;
+    for (let i = 0; i < plane; i++) out[o + i] = px_HWC[i * 3 + src] * scale - shift;
   }
 }
 

@@ -17,6 +17,8 @@ export interface CoreOptions {
   auxCoeff: number;
   deadWindow: number;
   thresholdMomentum: number;
+  /** ReLU uses the sparse decoder and backward when at most this fraction of latents fire (default 0.02). */
+  sparseReluDensity?: number;
 }
 
 export interface StepStats {

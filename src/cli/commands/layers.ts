@@ -1,6 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
-import { listLayers, openBackbone } from '../../backbone/backbone.js';
-import { parseSize } from '../../data/preprocess.js';
+import { declaredSize, listLayers, openBackbone } from '../../backbone/backbone.js';
+import { chooseInputSize, parseSize, readModelCard } from '../../data/preprocess.js';
 
 export const layersCommand = defineCommand({
   name: 'layers',
@@ -15,12 +15,13 @@ Pick layers for \`vitsae record --layer\` by block (10, or -2 for the second to 
 Example: vitsae layers dinov2-small.onnx --json`,
   spec: {
     json: { kind: 'boolean', default: false, doc: 'print a JSON list of {name, shape, block}' },
-    inputSize: { kind: 'string', default: '', doc: 'image size N or HxW, for models whose input size is dynamic' },
+    inputSize: { kind: 'string', default: '', doc: 'image size N or HxW (default: the model card\'s, else the model\'s own)' },
   },
   async run(config, positionals) {
     if (positionals.length !== 1) throw new UserError('usage: vitsae layers MODEL.onnx [--json]');
     const bb = await openBackbone(positionals[0]);
-    const layers = await listLayers(bb, config.inputSize ? parseSize(config.inputSize) : undefined);
+    const size = chooseInputSize(readModelCard(positionals[0]), config.inputSize ? parseSize(config.inputSize) : undefined, declaredSize(bb));
+    const layers = await listLayers(bb, size);
     if (config.json) {
       process.stdout.write(JSON.stringify(layers) + '\n');
       return;

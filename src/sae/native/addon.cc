@@ -49,6 +49,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     c.aux_coeff = o.Get("auxCoeff").As<Napi::Number>().DoubleValue();
     c.dead_window = o.Get("deadWindow").As<Napi::Number>().DoubleValue();
     c.threshold_momentum = o.Get("thresholdMomentum").As<Napi::Number>().DoubleValue();
+    if (o.Has("sparseReluDensity")) c.sparse_relu_density = o.Get("sparseReluDensity").As<Napi::Number>().DoubleValue();
     try {
       core = std::make_unique<SaeCore<T>>(c);
     } catch (const std::exception& e) {

@@ -38,6 +38,9 @@ struct CoreOptions {
   double aux_coeff = 0;
   double dead_window = 1e7;
   double threshold_momentum = 0.99;
+  // ReLU trains through the sparse paths when at most this fraction of (token, latent) pairs fire, as after
+  // the first steps of any useful L1 run; denser batches use dense GEMMs.
+  double sparse_relu_density = 0.02;
 };
 
 struct StepHyper {
@@ -67,6 +70,15 @@ struct Metrics {
   }
 };
 
+// Dot product that the compiler may vectorise: strict IEEE order would force one serial add chain per call.
+template <typename T>
+inline T dot(const T* a, const T* b, int n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int i = 0; i < n; i++) acc += a[i] * b[i];
+  return acc;
+}
+
 template <typename T>
 class SaeCore {
  public:
@@ -76,7 +88,7 @@ class SaeCore {
   const std::vector<int> prefixes;
   const int P;
   int k_aux;
-  double aux_coeff, dead_window, thr_mom;
+  double aux_coeff, dead_window, thr_mom, sparse_relu_density;
 
   std::vector<T> W_enc, b_enc, W_dec, b_dec;  // [S,D], [S], [S,D], [D]
   std::vector<T> gW_enc, gb_enc, gW_dec, gb_dec;
@@ -94,7 +106,7 @@ class SaeCore {
   explicit SaeCore(const CoreOptions& o)
       : D(o.d), S(o.s), act(o.act), K(o.k), prefixes(o.prefixes.empty() ? std::vector<int>{o.s} : o.prefixes),
         P((int)prefixes.size()), k_aux(o.k_aux), aux_coeff(o.aux_coeff), dead_window(o.dead_window),
-        thr_mom(o.threshold_momentum) {
+        thr_mom(o.threshold_momentum), sparse_relu_density(o.sparse_relu_density) {
     if (D <= 0 || S <= 0) throw std::invalid_argument("d and s must be positive");
     if (act != Act::ReLU && (K <= 0 || K > S)) throw std::invalid_argument("k must be in 1..d_sae");
     if (prefixes.back() != S) throw std::invalid_argument("the last prefix must equal d_sae");
@@ -120,16 +132,27 @@ class SaeCore {
   StepStats forward_backward(const T* x, int B, double l1, const T* aux_target = nullptr) {
     StepStats st;
     encode_pre(x, B);
+    l1_grad = 0;
     if (!sparse()) {
-      dense_relu_backward(x, B, l1, st);
-      return st;
+      if (!dense_to_csr(B, sparse_relu_density)) {
+        dense_relu_backward(x, B, l1, st);
+        return st;
+      }
+      l1_grad = l1 / B;
+    } else {
+      select(B, true);
     }
-    select(B, true);
     std::vector<double> fired_batch = batch_fires(B);
     int n_dead = select_aux(B);
     st.n_dead = n_dead;
     for (int s = 0; s < S; s++) since_fired[s] = fired_batch[s] > 0 ? 0 : since_fired[s] + B;
     decode_and_loss(x, B, st, aux_target, n_dead > 0);
+    if (l1_grad > 0) {
+      double sum = 0;
+      for (int64_t e = 0; e < rowptr[B]; e++) sum += val[e];
+      st.l1_loss = l1 * sum / B;
+      st.loss += st.l1_loss;
+    }
     sparse_backward(B);
     return st;
   }
@@ -154,9 +177,8 @@ class SaeCore {
     for (int s = 0; s < S; s++) {
       T* g = &gW_dec[(size_t)s * D];
       const T* w = &W_dec[(size_t)s * D];
-      T dot = 0;
-      for (int d = 0; d < D; d++) dot += g[d] * w[d];
-      for (int d = 0; d < D; d++) g[d] -= dot * w[d];
+      const T gw = dot(g, w, D);
+      for (int d = 0; d < D; d++) g[d] -= gw * w[d];
     }
     double sq = sumsq(gW_enc) + sumsq(gb_enc) + sumsq(gW_dec) + sumsq(gb_dec);
     double norm = std::sqrt(sq);
@@ -192,6 +214,7 @@ class SaeCore {
   std::vector<int32_t> aux_idx;
   std::vector<T> aux_val;
   double aux_grad_scale = 0;
+  double l1_grad = 0;  // dL1/df per active entry on ReLU's sparse path
 
   void ensure(int B) {
     if (B <= B_cap) return;
@@ -257,13 +280,21 @@ class SaeCore {
           for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
           std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
           T lo = heap.front().first;
-          for (int s = K; s < S; s++) {
-            T v = row[s] + b_enc[s];
-            if (v > lo) {
-              std::pop_heap(heap.begin(), heap.end(), cmp);
-              heap.back() = {v, s};
-              std::push_heap(heap.begin(), heap.end(), cmp);
-              lo = heap.front().first;
+          // Most blocks of 16 hold nothing above the heap's minimum: test them with one vectorised max.
+          for (int s0 = K; s0 < S; s0 += 16) {
+            const int s1 = std::min(S, s0 + 16);
+            T m = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : m)
+            for (int s = s0; s < s1; s++) m = std::max(m, row[s] + b_enc[s]);
+            if (!(m > lo)) continue;
+            for (int s = s0; s < s1; s++) {
+              T v = row[s] + b_enc[s];
+              if (v > lo) {
+                std::pop_heap(heap.begin(), heap.end(), cmp);
+                heap.back() = {v, s};
+                std::push_heap(heap.begin(), heap.end(), cmp);
+                lo = heap.front().first;
+              }
             }
           }
           std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
@@ -386,8 +417,9 @@ class SaeCore {
     return (int)dead.size();
   }
 
-  // ReLU inference: the dense activations as CSR, so that one sparse decoder serves every variant.
-  void dense_to_csr(int B) {
+  // ReLU: the dense activations as CSR, so that one sparse decoder serves every variant. Returns false, having
+  // only counted, when more than `max_density` of the entries fire.
+  bool dense_to_csr(int B, double max_density = 1.0) {
     std::vector<int64_t> cnt(B, 0);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
@@ -397,6 +429,7 @@ class SaeCore {
     }
     rowptr.assign(B + 1, 0);
     for (int b = 0; b < B; b++) rowptr[b + 1] = rowptr[b] + cnt[b];
+    if ((double)rowptr[B] > max_density * B * S) return false;
     idx.resize(rowptr[B]);
     val.resize(rowptr[B]);
 #pragma omp parallel for schedule(static)
@@ -410,6 +443,7 @@ class SaeCore {
         }
       }
     }
+    return true;
   }
 
   // Adds one token's metric sums (thread-local partials, merged by the caller).
@@ -529,7 +563,7 @@ class SaeCore {
   void sparse_backward(int B) {
     const int64_t E = rowptr[B], Ea = aux_rowptr[B];
     dpre.resize(E + Ea);
-    const T ag = (T)aux_grad_scale;
+    const T ag = (T)aux_grad_scale, l1g = (T)l1_grad;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
       T* dx = &dxc[(size_t)b * D];
@@ -537,10 +571,7 @@ class SaeCore {
       for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
         const int s = idx[e];
         const T* g = &G[((size_t)b * P + group_of[s]) * D];
-        const T* w = &W_dec[(size_t)s * D];
-        T dot = 0;
-        for (int d = 0; d < D; d++) dot += g[d] * w[d];
-        const T dp = val[e] > 0 ? dot : (T)0;
+        const T dp = val[e] > 0 ? dot(g, &W_dec[(size_t)s * D], D) + l1g : (T)0;
         dpre[e] = dp;
         if (dp != 0) {
           const T* we = &W_enc[(size_t)s * D];
@@ -549,11 +580,7 @@ class SaeCore {
       }
       for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
         const int s = aux_idx[e];
-        const T* g = &aux_diff[(size_t)b * D];
-        const T* w = &W_dec[(size_t)s * D];
-        T dot = 0;
-        for (int d = 0; d < D; d++) dot += g[d] * w[d];
-        const T dp = aux_val[e] > 0 ? ag * dot : (T)0;
+        const T dp = aux_val[e] > 0 ? ag * dot(&aux_diff[(size_t)b * D], &W_dec[(size_t)s * D], D) : (T)0;
         dpre[E + e] = dp;
         if (dp != 0) {
           const T* we = &W_enc[(size_t)s * D];
@@ -658,10 +685,7 @@ class SaeCore {
       metrics.sum_r[d] += sr[d];
     }
     std::vector<double> fired(S, 0);
-    for (int b = 0; b < B; b++) {
-      const T* row = f + (size_t)b * S;
-      for (int s = 0; s < S; s++) fired[s] += row[s] > 0;
-    }
+    column_sums(B, [&](int b, int s) { return f[(size_t)b * S + s] > 0 ? 1.0 : 0.0; }, fired);
     for (int s = 0; s < S; s++) {
       metrics.fires[s] += fired[s];
       since_fired[s] = fired[s] > 0 ? 0 : since_fired[s] + B;
@@ -679,12 +703,24 @@ class SaeCore {
     gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
     gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
     gemm(false, false, B, D, S, (T)1, dp, S, W_enc.data(), D, (T)0, dxc.data(), D);
-    std::fill(gb_enc.begin(), gb_enc.end(), (T)0);
+    std::vector<double> colsum(S, 0);
+    column_sums(B, [&](int b, int s) { return (double)dp[(size_t)b * S + s]; }, colsum);
+    for (int s = 0; s < S; s++) gb_enc[s] = (T)colsum[s];
     std::fill(gb_dec.begin(), gb_dec.end(), (T)0);
-    for (int b = 0; b < B; b++) {
-      const T* row = dp + (size_t)b * S;
-      for (int s = 0; s < S; s++) gb_enc[s] += row[s];
+    for (int b = 0; b < B; b++)
       for (int d = 0; d < D; d++) gb_dec[d] += G[(size_t)b * D + d] - dxc[(size_t)b * D + d];
+  }
+
+  // out[s] = sum over tokens of value(b, s), threads splitting the latents so that none share an output.
+  template <typename F>
+  void column_sums(int B, F value, std::vector<double>& out) {
+#pragma omp parallel
+    {
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int s0 = (int)((int64_t)S * t / nt), s1 = (int)((int64_t)S * (t + 1) / nt);
+      std::fill(out.begin() + s0, out.begin() + s1, 0.0);
+      for (int b = 0; b < B; b++)
+        for (int s = s0; s < s1; s++) out[s] += value(b, s);
     }
   }
 };

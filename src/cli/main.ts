@@ -8,8 +8,20 @@ import { demoCommand } from './commands/demo.js';
 import { shardsInfoCommand } from './commands/shards.js';
 import { dataSyntheticCommand } from './commands/data-synthetic.js';
 import { convertCommand } from './commands/convert.js';
+import { layersCommand } from './commands/layers.js';
+import { recordCommand, shardsMergeCommand } from './commands/record.js';
 
-export const commands: Command[] = [demoCommand, dataSyntheticCommand, shardsInfoCommand, trainCommand, evalCommand, convertCommand];
+export const commands: Command[] = [
+  demoCommand,
+  dataSyntheticCommand,
+  layersCommand,
+  recordCommand,
+  shardsInfoCommand,
+  shardsMergeCommand,
+  trainCommand,
+  evalCommand,
+  convertCommand,
+];
 
 function overview(): string {
   const w = Math.max(...commands.map((c) => c.name.length)) + 2;

@@ -80,7 +80,7 @@ Ctrl-C checkpoints and stops; --resume continues exactly where it stopped.
 
 Examples:
   vitsae train --shards runs/acts --out runs/sae --activation topk --k 32 --expansion 16
-  vitsae train --shards runs/acts --out runs/sae --activation relu --l1 4e-4 --lr 1e-3   (the paper's recipe)
+  vitsae train --shards runs/acts --out runs/sae --activation relu --l1 2              (the paper's recipe)
   vitsae train --shards runs/acts --out runs/sweep --sweep "lr=1e-4,4e-4 k=16,32"`,
   spec,
   async run(c, _pos, given, argv) {

@@ -10,10 +10,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
-import { readJson, writeFileAtomic } from '../util/fs.js';
+import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
-import { SaeCheckpointConfig, SaeConfig, TrainConfig } from './config.js';
+import { SaeConfig, TrainConfig } from './config.js';
 import { Sae } from './model.js';
 import { SaeMetrics, summarize } from './metrics.js';
 import { Hyper, StepStats } from './native.js';
@@ -252,14 +252,4 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
   } finally {
     await ds.close();
   }
-}
-
-/** Reads the training log of a run directory. */
-export async function readTrainingLog(dir: string): Promise<LogRow[]> {
-  const text = await fsp.readFile(path.join(dir, 'metrics.jsonl'), 'utf8').catch(() => '');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as LogRow);
-}
-
-export async function readCheckpointConfig(dir: string): Promise<SaeCheckpointConfig> {
-  return readJson<SaeCheckpointConfig>(path.join(dir, 'config.json'), 'not an SAE checkpoint directory');
 }

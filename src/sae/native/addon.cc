@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <type_traits>
 
@@ -204,30 +205,26 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     return info.Env().Undefined();
   }
 
-  class StepWorker : public Napi::AsyncWorker {
+  // Runs `work` on libuv's pool while the core is marked busy, then settles a promise with `result`.
+  class CoreWorker : public Napi::AsyncWorker {
    public:
-    StepWorker(Napi::Env env, SaeWrap* w, std::vector<T> x, int B, double l1, StepHyper h)
-        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), w(w), x(std::move(x)), B(B), l1(l1),
-          h(h) {
+    CoreWorker(Napi::Env env, SaeWrap* w, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), w(w), work(std::move(work)),
+          result(std::move(result)) {
       w->busy = true;
       self = Napi::Persistent(w->Value());
     }
     Napi::Promise::Deferred deferred;
     void Execute() override {
       try {
-        auto t0 = std::chrono::steady_clock::now();
-        s = w->core->forward_backward(x.data(), B, l1);
-        s.grad_norm = w->core->update(h);
-        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        work();
       } catch (const std::exception& e) {
         SetError(e.what());
       }
     }
     void OnOK() override {
       w->busy = false;
-      auto o = Stats(Env(), s);
-      o.Set("seconds", seconds);
-      deferred.Resolve(o);
+      deferred.Resolve(result(Env()));
     }
     void OnError(const Napi::Error& e) override {
       w->busy = false;
@@ -237,88 +234,73 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
    private:
     SaeWrap* w;
     Napi::ObjectReference self;  // keeps the wrapper alive while the worker runs
-    std::vector<T> x;
-    int B;
-    double l1;
-    StepHyper h;
-    StepStats s;
-    double seconds = 0;
+    std::function<void()> work;
+    std::function<Napi::Value(Napi::Env)> result;
   };
 
-  Napi::Value TrainStep(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    CheckIdle(env);
-    int B;
-    auto x = Input(env, info[0], &B);
-    auto* wk = new StepWorker(env, this, std::move(x), B, info[1].As<Napi::Number>().DoubleValue(),
-                              Hyper(info[2].As<Napi::Object>()));
+  Napi::Value Launch(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result) {
+    auto* wk = new CoreWorker(env, this, std::move(work), std::move(result));
     auto p = wk->deferred.Promise();
     wk->Queue();
     return p;
   }
 
-  class InferWorker : public Napi::AsyncWorker {
-   public:
-    InferWorker(Napi::Env env, SaeWrap* w, std::vector<T> x, int B, bool want_xhat)
-        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), w(w), x(std::move(x)), B(B),
-          want_xhat(want_xhat) {
-      w->busy = true;
-      self = Napi::Persistent(w->Value());
-    }
-    Napi::Promise::Deferred deferred;
-    void Execute() override {
-      try {
-        if (want_xhat) xhat.resize(x.size());
-        w->core->infer(x.data(), B, want_xhat ? xhat.data() : nullptr);
-        if (w->core->rowptr.back() > INT32_MAX) SetError("too many active latents in one batch; use a smaller batch");
-      } catch (const std::exception& e) {
-        SetError(e.what());
-      }
-    }
-    void OnOK() override {
-      w->busy = false;
-      Napi::Env env = Env();
-      auto& c = *w->core;
-      auto o = Napi::Object::New(env);
-      auto rp = Napi::Int32Array::New(env, B + 1);
-      for (int b = 0; b <= B; b++) rp[b] = (int32_t)c.rowptr[b];
-      size_t E = c.rowptr[B];
-      auto id = Napi::Int32Array::New(env, E);
-      std::copy(c.idx.begin(), c.idx.begin() + E, id.Data());
-      auto va = TA<T>::New(env, E);
-      std::copy(c.val.begin(), c.val.begin() + E, va.Data());
-      o.Set("rowptr", rp);
-      o.Set("idx", id);
-      o.Set("val", va);
-      if (want_xhat) {
-        auto xh = TA<T>::New(env, xhat.size());
-        std::copy(xhat.begin(), xhat.end(), xh.Data());
-        o.Set("xhat", xh);
-      }
-      deferred.Resolve(o);
-    }
-    void OnError(const Napi::Error& e) override {
-      w->busy = false;
-      deferred.Reject(e.Value());
-    }
-
-   private:
-    SaeWrap* w;
-    Napi::ObjectReference self;
-    std::vector<T> x, xhat;
+  Napi::Value TrainStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
     int B;
-    bool want_xhat;
-  };
+    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B));
+    const double l1 = info[1].As<Napi::Number>().DoubleValue();
+    const StepHyper h = Hyper(info[2].As<Napi::Object>());
+    auto out = std::make_shared<std::pair<StepStats, double>>();
+    return Launch(
+        env,
+        [this, x, B, l1, h, out] {
+          auto t0 = std::chrono::steady_clock::now();
+          out->first = core->forward_backward(x->data(), B, l1);
+          out->first.grad_norm = core->update(h);
+          out->second = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        },
+        [out](Napi::Env e) {
+          auto o = Stats(e, out->first);
+          o.Set("seconds", out->second);
+          return o;
+        });
+  }
 
   Napi::Value Infer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CheckIdle(env);
     int B;
-    auto x = Input(env, info[0], &B);
-    auto* wk = new InferWorker(env, this, std::move(x), B, info.Length() > 1 && info[1].ToBoolean());
-    auto p = wk->deferred.Promise();
-    wk->Queue();
-    return p;
+    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B));
+    const bool want_xhat = info.Length() > 1 && info[1].ToBoolean();
+    auto xhat = std::make_shared<std::vector<T>>(want_xhat ? x->size() : 0);
+    return Launch(
+        env,
+        [this, x, xhat, B, want_xhat] {
+          core->infer(x->data(), B, want_xhat ? xhat->data() : nullptr);
+          if (core->rowptr.back() > INT32_MAX) throw std::runtime_error("too many active latents in one batch; use a smaller batch");
+        },
+        [this, xhat, B, want_xhat](Napi::Env e) -> Napi::Value {
+          auto& c = *core;
+          auto o = Napi::Object::New(e);
+          auto rp = Napi::Int32Array::New(e, B + 1);
+          for (int b = 0; b <= B; b++) rp[b] = (int32_t)c.rowptr[b];
+          size_t E = c.rowptr[B];
+          auto id = Napi::Int32Array::New(e, E);
+          std::copy(c.idx.begin(), c.idx.begin() + E, id.Data());
+          auto va = TA<T>::New(e, E);
+          std::copy(c.val.begin(), c.val.begin() + E, va.Data());
+          o.Set("rowptr", rp);
+          o.Set("idx", id);
+          o.Set("val", va);
+          if (want_xhat) {
+            auto xh = TA<T>::New(e, xhat->size());
+            std::copy(xhat->begin(), xhat->end(), xh.Data());
+            o.Set("xhat", xh);
+          }
+          return o;
+        });
   }
 
   Napi::Value TakeMetrics(const Napi::CallbackInfo& info) {

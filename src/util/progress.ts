@@ -36,8 +36,8 @@ export function progress(label: string, total: number, opts: { enabled?: boolean
     update(done, info = '') {
       if (Date.now() - last < every && done < total) return;
       last = Date.now();
-      const eta = (total - done) / Math.max(1e-9, rate(done));
-      process.stderr.write(`${label}: ${done}/${total} (${((100 * done) / total).toFixed(1)}%), ${rate(done).toFixed(1)} ${unit}/s, ETA ${Math.round(eta)} s ${info}\n`);
+      const eta = done > 0 ? `${Math.round((total - done) / rate(done))} s` : '?';
+      process.stderr.write(`${label}: ${done}/${total} (${((100 * done) / total).toFixed(1)}%), ${rate(done).toFixed(1)} ${unit}/s, ETA ${eta} ${info}\n`);
     },
     stop() {},
   };

@@ -1,0 +1,119 @@
+/**
+ * Recording benchmark (issue 5): images/s of `vitsae record` against a bare onnxruntime `session.run` of the same
+ * head model on pre-decoded tensors, and against PyTorch eager recording (bench/torch_record.py), on
+ * torchvision's ViT-B/16 with random weights (bench/make_vit_b16.py), all in this run on the same JPEGs.
+ *
+ * The recorded layer is the last block, so vitsae's head is the whole network bar the classifier and PyTorch's
+ * full forward does the same work. Bare runs bracket vitsae's (before and after) because the machine is noisy.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import sharp from 'sharp';
+import { createSession, openBackbone, selectLayers } from '../src/backbone/backbone.js';
+import { headModel } from '../src/backbone/graph.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const PYTHON = '/usr/bin/python3';
+const BATCH = 16;
+const LAYER = -1;
+const CLASSES = 4;
+
+/** The exported ViT-B/16, built once per version of make_vit_b16.py (the export takes about a minute). */
+async function vitB16(): Promise<string> {
+  const script = path.join(ROOT, 'bench', 'make_vit_b16.py');
+  const hash = createHash('sha256').update(readFileSync(script)).digest('hex').slice(0, 12);
+  const dir = path.join(os.tmpdir(), `vitsae-bench-vit_b16-${hash}`);
+  const model = path.join(dir, 'vit_b16.onnx');
+  if (existsSync(model)) return model;
+  const tmp = await fsp.mkdtemp(dir + '.tmp');
+  try {
+    execFileSync(PYTHON, [script, path.join(tmp, 'vit_b16.onnx')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await fsp.rename(tmp, dir);
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+  return model;
+}
+
+/**
+ * `n` JPEGs of ImageNet-like sizes (about 500x375, quality 90) in class subfolders, so both sides decode, resize
+ * and crop real files: smooth colour gradients with noise, deterministic in their index.
+ */
+async function writeJpegs(dir: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const w = 400 + ((i * 37) % 200);
+    const h = 300 + ((i * 53) % 150);
+    const px = new Uint8Array(w * h * 3);
+    let s = i * 2654435761 + 1;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        s = (s * 1103515245 + 12345) >>> 0;
+        const noise = (s >>> 26) - 32;
+        const o = 3 * (y * w + x);
+        px[o] = ((255 * x) / w + noise + 40 * i) & 255;
+        px[o + 1] = (255 * y) / h + noise;
+        px[o + 2] = (128 + 100 * Math.sin((x + y + 13 * i) / 40) + noise) & 255;
+      }
+    const sub = path.join(dir, `class${i % CLASSES}`);
+    await fsp.mkdir(sub, { recursive: true });
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(sub, `${String(i).padStart(4, '0')}.jpg`));
+  }
+}
+
+/** images/s of the head alone on one pre-filled batch, after a warm-up run. */
+async function bare(head: ort.InferenceSession, input: string, runs: number): Promise<number> {
+  const x = new ort.Tensor('float32', Float32Array.from({ length: BATCH * 3 * 224 * 224 }, (_, i) => Math.sin(i)), [BATCH, 3, 224, 224]);
+  await head.run({ [input]: x });
+  const t0 = performance.now();
+  for (let r = 0; r < runs; r++) await head.run({ [input]: x });
+  return (runs * BATCH) / ((performance.now() - t0) / 1000);
+}
+
+/** `vitsae record` as a user runs it (the CLI in a child process); its own images/s excludes model loading. */
+function vitsaeRecord(model: string, data: string, out: string): { imagesPerS: number; wallS: number } {
+  const t0 = performance.now();
+  const text = execFileSync(process.execPath, [path.join(ROOT, 'bin', 'vitsae.js'), 'record', '--model', model, '--layer', String(LAYER), '--data', data, '--out', out, '--batch', String(BATCH), '--no-progress', '--json'], { encoding: 'utf8' });
+  return { imagesPerS: JSON.parse(text.trim().split('\n').pop()!).images_per_second, wallS: (performance.now() - t0) / 1000 };
+}
+
+function torchRecord(data: string, out: string, workers: number): number {
+  const text = execFileSync(PYTHON, [path.join(ROOT, 'bench', 'torch_record.py'), '--data', data, '--out', out, '--layer', String(LAYER), '--batch', String(BATCH), '--threads', '2', '--workers', String(workers)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } });
+  return JSON.parse(text.trim().split('\n').pop()!).images_per_s;
+}
+
+export async function benchRecord(opts: { quick: boolean }): Promise<string[]> {
+  const images = opts.quick ? 3 * BATCH : 10 * BATCH;
+  const bareRuns = opts.quick ? 2 : 4;
+  const model = await vitB16();
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-bench-record-'));
+  try {
+    const data = path.join(tmp, 'images');
+    await writeJpegs(data, images);
+    const bb = await openBackbone(model);
+    const head = await createSession(headModel(bb.model, selectLayers(bb, [String(LAYER)]).map((l) => l.name), bb.index));
+    const bareBefore = await bare(head, bb.input.name, bareRuns);
+    const v = vitsaeRecord(model, data, path.join(tmp, 'shards'));
+    const bareAfter = await bare(head, bb.input.name, bareRuns);
+    await head.release();
+    const torch = torchRecord(data, path.join(tmp, 'torch.f32'), 1);
+    const bareMean = (bareBefore + bareAfter) / 2;
+    return [
+      `Recording, torchvision ViT-B/16 (random weights, ONNX opset 17), last block (197 tokens x 768), batch ${BATCH}, ${images} JPEGs of ~500x375, ${os.cpus().length} cores`,
+      '',
+      '| recorder | images/s | vitsae record / this | target |',
+      '| --- | --- | --- | --- |',
+      `| vitsae record (decode, preprocess, write shards) | ${v.imagesPerS.toFixed(2)} | - | - |`,
+      `| bare onnxruntime session.run, pre-decoded (before / after) | ${bareMean.toFixed(2)} (${bareBefore.toFixed(2)} / ${bareAfter.toFixed(2)}) | ${(v.imagesPerS / bareMean).toFixed(2)}x | >= 0.9x |`,
+      `| PyTorch eager, forward hook, ImageFolder + DataLoader | ${torch.toFixed(2)} | ${(v.imagesPerS / torch).toFixed(2)}x | >= 1.2x |`,
+      '',
+      `vitsae record took ${v.wallS.toFixed(0)} s in all; its images/s, as it reports it, starts after loading and splitting the model.`,
+    ];
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+}

@@ -4,6 +4,7 @@
 import { Command, commandHelp, isUserError, runCommand } from './command.js';
 import { trainCommand } from './commands/train.js';
 import { evalCommand } from './commands/eval.js';
+import { evalConceptsCommand } from './commands/eval-concepts.js';
 import { demoCommand } from './commands/demo.js';
 import { shardsInfoCommand } from './commands/shards.js';
 import { dataSyntheticCommand } from './commands/data-synthetic.js';
@@ -20,6 +21,7 @@ export const commands: Command[] = [
   shardsMergeCommand,
   trainCommand,
   evalCommand,
+  evalConceptsCommand,
   convertCommand,
 ];
 

@@ -80,6 +80,8 @@ interface NativeModule {
   SaeF32: new (o: CoreOptions) => NativeCore<Float32Array>;
   SaeF64: new (o: CoreOptions) => NativeCore<Float64Array>;
   sgemmGflops(m: number, n: number, k: number, reps: number): number;
+  /** C[M,N] = op(A) op(B) (+ C when accumulate), row major; op transposes when the flag is set. */
+  sgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate?: boolean): void;
   threads: number;
 }
 

@@ -340,10 +340,28 @@ Napi::Value SgemmGflops(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), 2.0 * M * N * K / best / 1e9);
 }
 
+// C[M,N] = op(A) op(B) (+ C when accumulate), row major, float32, synchronous: for the analysis code's small
+// and medium products (probes, correlations), which would otherwise run at pure-JS speed.
+Napi::Value Sgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool ta = info[0].ToBoolean(), tb = info[1].ToBoolean();
+  const int M = info[2].As<Napi::Number>().Int32Value(), N = info[3].As<Napi::Number>().Int32Value(),
+            K = info[4].As<Napi::Number>().Int32Value();
+  auto A = info[5].As<Napi::Float32Array>(), B = info[6].As<Napi::Float32Array>(), C = info[7].As<Napi::Float32Array>();
+  const bool accumulate = info.Length() > 8 && info[8].ToBoolean();
+  if (M < 0 || N < 0 || K < 0 || A.ElementLength() != (size_t)M * K || B.ElementLength() != (size_t)K * N ||
+      C.ElementLength() != (size_t)M * N)
+    throw Napi::RangeError::New(env, "sgemm: array lengths do not match M, N, K");
+  if (M && N && K)
+    gemm(ta, tb, M, N, K, 1.0f, A.Data(), ta ? M : K, B.Data(), tb ? K : N, accumulate ? 1.0f : 0.0f, C.Data(), N);
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("SaeF32", SaeWrap<float>::Define(env, "SaeF32"));
   exports.Set("SaeF64", SaeWrap<double>::Define(env, "SaeF64"));
   exports.Set("sgemmGflops", Napi::Function::New(env, SgemmGflops));
+  exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("threads", Napi::Number::New(env, omp_get_max_threads()));
   return exports;
 }

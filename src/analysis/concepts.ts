@@ -1,0 +1,397 @@
+/**
+ * Concept recovery: do an SAE's latents match ground-truth patch concepts, and how close do they come to what the
+ * layer linearly encodes? Per concept:
+ *   - the best single latent's F1 (the latent fires vs the concept is present, over patches),
+ *   - the best OR of up to 3 latents, chosen greedily (features split: "red" may be three latents),
+ *   - the ceiling: a logistic-regression probe on the raw activations (held-out F1),
+ *   - baselines: the best raw neuron and the best random direction (threshold and sign fit on the training
+ *     images, F1 on the held-out ones).
+ * The recovery ratio is the mean over concepts that the probe decodes at F1 >= 0.8 of (SAE F1 / probe F1).
+ *
+ * Shape letters: N patches, D d_model, C concepts, S latents, M candidate latents.
+ */
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../sae/native.js';
+import { readJson } from '../util/fs.js';
+import { parseCsv } from '../data/images.js';
+import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../data/concept-world.js';
+import { EXAMPLES_FILE } from '../backbone/record.js';
+import { Sae } from '../sae/model.js';
+import { Rng } from '../shards/random.js';
+import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
+import { UserError } from '../util/errors.js';
+import { progress } from '../util/progress.js';
+
+/** Binary per-patch concept labels for the examples of a shard directory. */
+export interface PatchConcepts {
+  concepts: string[];
+  /** Patches per example (the shard's content tokens). */
+  patches: number;
+  /** [patches, C] 0/1 labels of shard example `example`. */
+  labels(example: number): Uint8Array;
+}
+
+export interface ConceptScore {
+  concept: string;
+  /** Patches where the concept is present. */
+  support: number;
+  latent: number;
+  f1: number;
+  group: number[];
+  group_f1: number;
+  probe_f1: number;
+  neuron_f1: number;
+  random_f1: number;
+}
+
+export interface ConceptReport {
+  mean_best_f1: number;
+  mean_group_f1: number;
+  mean_probe_f1: number;
+  mean_neuron_f1: number;
+  mean_random_f1: number;
+  /** Mean over concepts with probe F1 >= 0.8 of best latent F1 / probe F1. */
+  recovery_ratio: number;
+  recovery_ratio_group3: number;
+  /** Concepts counted in the ratios. */
+  n_decodable: number;
+  n_patches: number;
+  concepts: ConceptScore[];
+}
+
+export interface ConceptEvalOptions {
+  selection: { layer: number };
+  batch?: number;
+  /** Patches scanned for the SAE's F1 scores. */
+  maxPatches?: number;
+  /** Examples whose raw activations train and test the probes and baselines (the last 20% are held out). */
+  probeExamples?: number;
+  candidates?: number;
+  randomDirections?: number;
+  seed?: number;
+  showProgress?: boolean;
+}
+
+const f1Of = (tp: number, predicted: number, actual: number) => (predicted + actual > 0 ? (2 * tp) / (predicted + actual) : 0);
+
+/**
+ * Pass 1 counts, per (latent, concept), the patches where the latent fires and the concept is present, which
+ * gives every latent's F1 at once; pass 2 keeps, per patch, which of each concept's best candidates fire, for
+ * the greedy OR-groups. Raw activations of the first `probeExamples` examples are kept for the probes.
+ */
+export async function evaluateConcepts(sae: Sae, shards: string, labels: PatchConcepts, opts: ConceptEvalOptions): Promise<ConceptReport> {
+  const C = labels.concepts.length;
+  const S = sae.dSae;
+  const M = opts.candidates ?? 16;
+  const ds = await ShardDataset.open(shards);
+  try {
+    if (ds.d !== sae.dModel) throw new UserError(`${shards} has d_model ${ds.d} but the SAE expects ${sae.dModel}`);
+    if (ds.metadata.content_tokens_per_example !== labels.patches) {
+      throw new UserError(`${shards} has ${ds.metadata.content_tokens_per_example} patches per example but the concept labels have ${labels.patches}`);
+    }
+    const D = ds.d;
+    const loader = new OrderedTokenLoader(ds, { layer: opts.selection.layer, tokens: 'patches' }, opts.batch ?? 4096);
+    const total = Math.min(loader.nTokens, opts.maxPatches ?? Infinity);
+    const probeExamples = Math.min(ds.nExamples, opts.probeExamples ?? 2000);
+    const probeN = Math.min(total, probeExamples * labels.patches);
+    const probeX_ND = new Float32Array(probeN * D);
+    const probeY_NC = new Uint8Array(probeN * C);
+    const fires_S = new Float64Array(S);
+    const positives_C = new Float64Array(C);
+    const tp_SC = new Float64Array(S * C);
+    const bar = progress('concepts', 2 * total, { enabled: opts.showProgress !== false, unit: 'patches' });
+
+    // Pass 1.
+    let seen = 0;
+    const rowLabels = (example: number, patch: number) => labels.labels(example).subarray(patch * C, (patch + 1) * C);
+    for await (const b of loader.batches()) {
+      const rows = Math.min(b.acts_BD.length / D, total - seen);
+      const acts = await sae.encode(b.acts_BD.subarray(0, rows * D));
+      for (let r = 0; r < rows; r++) {
+        const y_C = rowLabels(b.example_B[r], b.patch_B[r]);
+        const n = seen + r;
+        if (n < probeN) {
+          probeX_ND.set(b.acts_BD.subarray(r * D, (r + 1) * D), n * D);
+          probeY_NC.set(y_C, n * C);
+        }
+        for (let c = 0; c < C; c++) positives_C[c] += y_C[c];
+        for (let e = acts.rowptr[r]; e < acts.rowptr[r + 1]; e++) {
+          if (!(acts.val[e] > 0)) continue;
+          const s = acts.idx[e];
+          fires_S[s]++;
+          for (let c = 0; c < C; c++) if (y_C[c]) tp_SC[s * C + c]++;
+        }
+      }
+      seen += rows;
+      bar.update(seen);
+      if (seen >= total) break;
+    }
+
+    // The M best latents per concept by single-latent F1.
+    const cand_CM: number[][] = [];
+    for (let c = 0; c < C; c++) {
+      const order = Array.from({ length: S }, (_, s) => s)
+        .map((s) => [s, f1Of(tp_SC[s * C + c], fires_S[s], positives_C[c])] as const)
+        .sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+      cand_CM.push(order.slice(0, M).map(([s]) => s));
+    }
+
+    // Pass 2: per patch, a bitmask over each concept's candidates (M <= 32) of those that fire.
+    const slot = new Map<number, { c: number; m: number }[]>();
+    cand_CM.forEach((list, c) => list.forEach((s, m) => slot.set(s, [...(slot.get(s) ?? []), { c, m }])));
+    const fired_NC = new Uint32Array(total * C);
+    const present_NC = new Uint8Array(total * C);
+    seen = 0;
+    for await (const b of loader.batches()) {
+      const rows = Math.min(b.acts_BD.length / D, total - seen);
+      const acts = await sae.encode(b.acts_BD.subarray(0, rows * D));
+      for (let r = 0; r < rows; r++) {
+        const n = seen + r;
+        present_NC.set(rowLabels(b.example_B[r], b.patch_B[r]), n * C);
+        for (let e = acts.rowptr[r]; e < acts.rowptr[r + 1]; e++) {
+          if (!(acts.val[e] > 0)) continue;
+          for (const { c, m } of slot.get(acts.idx[e]) ?? []) fired_NC[n * C + c] |= 1 << m;
+        }
+      }
+      seen += rows;
+      bar.update(total + seen);
+      if (seen >= total) break;
+    }
+    bar.stop();
+
+    const probe = probeScores(probeX_ND, probeY_NC, probeN, D, C, labels.patches, opts);
+    const scores: ConceptScore[] = labels.concepts.map((concept, c) => {
+      const single = cand_CM[c][0];
+      const group = greedyGroup(fired_NC, present_NC, total, C, c, 3);
+      return {
+        concept,
+        support: positives_C[c],
+        latent: single,
+        f1: f1Of(tp_SC[single * C + c], fires_S[single], positives_C[c]),
+        group: group.members.map((m) => cand_CM[c][m]),
+        group_f1: group.f1,
+        probe_f1: probe.probe[c],
+        neuron_f1: probe.neuron[c],
+        random_f1: probe.random[c],
+      };
+    });
+    const mean = (f: (s: ConceptScore) => number, list = scores) => (list.length ? list.reduce((a, s) => a + f(s), 0) / list.length : 0);
+    const decodable = scores.filter((s) => s.probe_f1 >= 0.8);
+    return {
+      mean_best_f1: mean((s) => s.f1),
+      mean_group_f1: mean((s) => s.group_f1),
+      mean_probe_f1: mean((s) => s.probe_f1),
+      mean_neuron_f1: mean((s) => s.neuron_f1),
+      mean_random_f1: mean((s) => s.random_f1),
+      recovery_ratio: mean((s) => s.f1 / s.probe_f1, decodable),
+      recovery_ratio_group3: mean((s) => s.group_f1 / s.probe_f1, decodable),
+      n_decodable: decodable.length,
+      n_patches: total,
+      concepts: scores,
+    };
+  } finally {
+    await ds.close();
+  }
+}
+
+/** Greedily ORs up to `size` of concept c's candidates (bits of fired_NC), each step taking the best F1 gain. */
+export function greedyGroup(fired_NC: Uint32Array, present_NC: Uint8Array, N: number, C: number, c: number, size: number): { members: number[]; f1: number } {
+  let mask = 0;
+  let best = 0;
+  const members: number[] = [];
+  let actual = 0;
+  for (let n = 0; n < N; n++) actual += present_NC[n * C + c];
+  for (let step = 0; step < size; step++) {
+    let pick = -1;
+    for (let m = 0; m < 32; m++) {
+      if (mask & (1 << m)) continue;
+      const trial = mask | (1 << m);
+      let tp = 0, predicted = 0;
+      for (let n = 0; n < N; n++) {
+        if (fired_NC[n * C + c] & trial) {
+          predicted++;
+          tp += present_NC[n * C + c];
+        }
+      }
+      if (predicted === 0) continue;
+      const f1 = f1Of(tp, predicted, actual);
+      if (f1 > best + 1e-12) {
+        best = f1;
+        pick = m;
+      }
+    }
+    if (pick < 0) break;
+    mask |= 1 << pick;
+    members.push(pick);
+  }
+  return { members, f1: best };
+}
+
+/**
+ * Probes and baselines on raw activations: examples are split 80/20 (whole examples, so that neighbouring
+ * patches of one image never sit on both sides); every score is fit on the first part and reported on the second.
+ */
+function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number, C: number, patches: number, opts: ConceptEvalOptions) {
+  const nTrain = Math.floor((N / patches) * 0.8) * patches;
+  if (nTrain < patches || N - nTrain < patches) throw new UserError(`too few examples (${N / patches}) to fit and test the probes; use more data`);
+  // Standardise features (statistics of the training part) so one learning rate fits every layer.
+  const mu_D = new Float64Array(D), sd_D = new Float64Array(D);
+  for (let n = 0; n < nTrain; n++) for (let d = 0; d < D; d++) mu_D[d] += X_ND[n * D + d] / nTrain;
+  for (let n = 0; n < nTrain; n++) for (let d = 0; d < D; d++) sd_D[d] += (X_ND[n * D + d] - mu_D[d]) ** 2 / nTrain;
+  const Z_ND = new Float32Array(N * D);
+  for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) Z_ND[n * D + d] = (X_ND[n * D + d] - mu_D[d]) / Math.sqrt(sd_D[d] + 1e-12);
+
+  // Logistic regression for all concepts at once (independent sigmoids), full-batch Adam.
+  const W_DC = new Float32Array(D * C), b_C = new Float64Array(C);
+  const logits_NC = new Float32Array(N * C), grad_DC = new Float32Array(D * C), err_NC = new Float32Array(nTrain * C);
+  const m_DC = new Float64Array(D * C), v_DC = new Float64Array(D * C), mb = new Float64Array(C), vb = new Float64Array(C);
+  const sgemm = native().sgemm;
+  const Ztrain = Z_ND.subarray(0, nTrain * D);
+  const lr = 0.05, b1 = 0.9, b2 = 0.999, l2 = 1e-4;
+  for (let t = 1; t <= 300; t++) {
+    sgemm(false, false, nTrain, C, D, Ztrain, W_DC, logits_NC.subarray(0, nTrain * C));
+    const gb = new Float64Array(C);
+    for (let n = 0; n < nTrain; n++) {
+      for (let c = 0; c < C; c++) {
+        const z = logits_NC[n * C + c] + b_C[c];
+        const e = 1 / (1 + Math.exp(-z)) - Y_NC[n * C + c];
+        err_NC[n * C + c] = e / nTrain;
+        gb[c] += e / nTrain;
+      }
+    }
+    sgemm(true, false, D, C, nTrain, Ztrain, err_NC, grad_DC);
+    const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
+    for (let i = 0; i < D * C; i++) {
+      const g = grad_DC[i] + l2 * W_DC[i];
+      m_DC[i] = b1 * m_DC[i] + (1 - b1) * g;
+      v_DC[i] = b2 * v_DC[i] + (1 - b2) * g * g;
+      W_DC[i] -= (lr * (m_DC[i] / c1)) / (Math.sqrt(v_DC[i] / c2) + 1e-8);
+    }
+    for (let c = 0; c < C; c++) {
+      mb[c] = b1 * mb[c] + (1 - b1) * gb[c];
+      vb[c] = b2 * vb[c] + (1 - b2) * gb[c] * gb[c];
+      b_C[c] -= (lr * (mb[c] / c1)) / (Math.sqrt(vb[c] / c2) + 1e-8);
+    }
+  }
+  sgemm(false, false, N, C, D, Z_ND, W_DC, logits_NC);
+  for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) logits_NC[n * C + c] += b_C[c];
+
+  // Every scored feature is a column: the probe's logit for its concept, each raw neuron, R random directions.
+  const R = opts.randomDirections ?? 16;
+  const rng = new Rng(opts.seed ?? 0, 0xc0de);
+  const dirs_DR = new Float32Array(D * R);
+  for (let r = 0; r < R; r++) {
+    let norm = 0;
+    for (let d = 0; d < D; d++) norm += (dirs_DR[d * R + r] = rng.normal()) ** 2;
+    for (let d = 0; d < D; d++) dirs_DR[d * R + r] /= Math.sqrt(norm);
+  }
+  const proj_NR = new Float32Array(N * R);
+  sgemm(false, false, N, R, D, X_ND.subarray(0, N * D), dirs_DR, proj_NR);
+  const column = (src: Float32Array, width: number, j: number) => Float32Array.from({ length: N }, (_, n) => src[n * width + j]);
+  const probe = new Float64Array(C), neuron = new Float64Array(C), random = new Float64Array(C);
+  for (let c = 0; c < C; c++) probe[c] = detectorScores(column(logits_NC, C, c), Y_NC, C, nTrain, [1]).test[c];
+  // Each concept gets the feature with the best training F1, scored on the held-out rows.
+  const bestOf = (cols: Float32Array[], out: Float64Array) => {
+    const bestTrain = new Float64Array(C).fill(-1);
+    for (const x of cols) {
+      const sc = detectorScores(x, Y_NC, C, nTrain, [1, -1]);
+      for (let c = 0; c < C; c++) {
+        if (sc.train[c] > bestTrain[c]) {
+          bestTrain[c] = sc.train[c];
+          out[c] = sc.test[c];
+        }
+      }
+    }
+  };
+  bestOf(Array.from({ length: D }, (_, d) => column(X_ND, D, d)), neuron);
+  bestOf(Array.from({ length: R }, (_, r) => column(proj_NR, R, r)), random);
+  return { probe, neuron, random };
+}
+
+/**
+ * One scalar feature x as a detector of every concept: for each concept the threshold (on a grid of 256 bins of
+ * the training range) and, among `signs`, the direction with the best F1 on rows [0, nTrain); returns that
+ * training F1 and the F1 of the same rule on the held-out rows.
+ */
+export function detectorScores(x: Float32Array, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[]): { train: Float64Array; test: Float64Array } {
+  const BINS = 256;
+  const N = x.length;
+  let lo = Infinity, hi = -Infinity;
+  for (let n = 0; n < nTrain; n++) {
+    lo = Math.min(lo, x[n]);
+    hi = Math.max(hi, x[n]);
+  }
+  const width = hi > lo ? (hi - lo) / BINS : 1;
+  const binOf = (v: number) => Math.min(BINS - 1, Math.max(0, Math.floor((v - lo) / width)));
+  const count_B = new Float64Array(BINS), pos_BC = new Float64Array(BINS * C), actual_C = new Float64Array(C);
+  for (let n = 0; n < nTrain; n++) {
+    const b = binOf(x[n]);
+    count_B[b]++;
+    for (let c = 0; c < C; c++) pos_BC[b * C + c] += Y_NC[n * C + c];
+  }
+  for (let b = 0; b < BINS; b++) for (let c = 0; c < C; c++) actual_C[c] += pos_BC[b * C + c];
+  const train = new Float64Array(C).fill(0);
+  const rule = Array.from({ length: C }, () => ({ sign: 1, cut: BINS }));
+  for (const sign of signs) {
+    // Predict positive for bins >= cut (sign 1) or bins <= cut (sign -1): sweep cumulative sums from that end.
+    const tp_C = new Float64Array(C);
+    let predicted = 0;
+    for (let k = 0; k < BINS; k++) {
+      const b = sign > 0 ? BINS - 1 - k : k;
+      predicted += count_B[b];
+      for (let c = 0; c < C; c++) {
+        tp_C[c] += pos_BC[b * C + c];
+        const f1 = f1Of(tp_C[c], predicted, actual_C[c]);
+        if (f1 > train[c]) {
+          train[c] = f1;
+          rule[c] = { sign, cut: b };
+        }
+      }
+    }
+  }
+  const tp = new Float64Array(C), pred = new Float64Array(C), act = new Float64Array(C);
+  for (let n = nTrain; n < N; n++) {
+    const b = binOf(x[n]);
+    for (let c = 0; c < C; c++) {
+      const on = rule[c].sign > 0 ? b >= rule[c].cut : b <= rule[c].cut;
+      const y = Y_NC[n * C + c];
+      if (on) {
+        pred[c]++;
+        tp[c] += y;
+      }
+      act[c] += y;
+    }
+  }
+  return { train, test: Float64Array.from({ length: C }, (_, c) => f1Of(tp[c], pred[c], act[c])) };
+}
+
+/**
+ * Patch concept labels of a concept-world directory (src/data/README.md) for the examples of a recording of it:
+ * the recording's examples.jsonl names each example's image, which labels.csv orders like the coverage file.
+ */
+export async function conceptWorldLabels(worldDir: string, shardsDir: string): Promise<PatchConcepts> {
+  const info = await readJson<ConceptWorldInfo>(path.join(worldDir, CONCEPTS_FILE), 'a concept world holds concepts.json (written last by `vitsae data concept-world`)');
+  const [n, patches, C] = info.coverage_shape;
+  const coverage_NPC = await fsp.readFile(path.join(worldDir, info.coverage_file));
+  if (coverage_NPC.length !== n * patches * C) throw new UserError(`${path.join(worldDir, info.coverage_file)} has ${coverage_NPC.length} bytes, expected ${n * patches * C}; regenerate the concept world`);
+  const csv = parseCsv(await fsp.readFile(path.join(worldDir, LABELS_FILE), 'utf8'));
+  const indexOf = new Map(csv.slice(1).map((row, i) => [path.normalize(row[0]), i]));
+  const examples = (await fsp.readFile(path.join(shardsDir, EXAMPLES_FILE), 'utf8')).split('\n').filter(Boolean);
+  const image_E = Int32Array.from(examples, (line, e) => {
+    const file = path.normalize((JSON.parse(line) as { file: string }).file);
+    const i = indexOf.get(file);
+    if (i === undefined) throw new UserError(`${shardsDir}/${EXAMPLES_FILE} line ${e + 1} names ${file}, which is not in ${worldDir}/${LABELS_FILE}: the shards were not recorded from this concept world`);
+    return i;
+  });
+  return {
+    concepts: info.concepts,
+    patches,
+    labels(example: number): Uint8Array {
+      const i = image_E[example];
+      const out = new Uint8Array(patches * C);
+      for (let j = 0; j < out.length; j++) out[j] = coverage_NPC[i * patches * C + j] >= info.threshold ? 1 : 0;
+      return out;
+    },
+  };
+}

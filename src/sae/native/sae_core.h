@@ -208,7 +208,7 @@ class SaeCore {
  private:
   std::vector<uint8_t> group_of;  // [S] matryoshka group of each latent
   int B_cap = 0;
-  std::vector<T> xc, pre, xhat, G, dxc, aux_diff, dense_d;  // [B,D], [B,S], [B,D], [B,P,D], [B,D], [B,D], [B,S]
+  std::vector<T> xc, pre, xhat, G, aux_diff, dense_d;  // [B,D], [B,S], [B,D], [B,P,D], [B,D], [B,S]
   std::vector<T> dpre;                                      // [E + E_aux]
   std::vector<int64_t> aux_rowptr;
   std::vector<int32_t> aux_idx;
@@ -223,7 +223,6 @@ class SaeCore {
     pre.resize((size_t)B * S);
     xhat.resize((size_t)B * D);
     G.resize((size_t)B * P * D);
-    dxc.resize((size_t)B * D);
     aux_diff.resize((size_t)B * D);
     if (!sparse()) dense_d.resize((size_t)B * S);
   }
@@ -610,34 +609,15 @@ class SaeCore {
     const T ag = (T)aux_grad_scale, l1g = (T)l1_grad;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
-      T* dx = &dxc[(size_t)b * D];
-      std::fill(dx, dx + D, (T)0);
       for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
         const int s = idx[e];
         const T* g = &G[((size_t)b * P + group_of[s]) * D];
-        const T dp = val[e] > 0 ? dot(g, &W_dec[(size_t)s * D], D) + l1g : (T)0;
-        dpre[e] = dp;
-        if (dp != 0) {
-          const T* we = &W_enc[(size_t)s * D];
-          for (int d = 0; d < D; d++) dx[d] += dp * we[d];
-        }
+        dpre[e] = val[e] > 0 ? dot(g, &W_dec[(size_t)s * D], D) + l1g : (T)0;
       }
       for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
         const int s = aux_idx[e];
-        const T dp = aux_val[e] > 0 ? ag * dot(&aux_diff[(size_t)b * D], &W_dec[(size_t)s * D], D) : (T)0;
-        dpre[E + e] = dp;
-        if (dp != 0) {
-          const T* we = &W_enc[(size_t)s * D];
-          for (int d = 0; d < D; d++) dx[d] += dp * we[d];
-        }
+        dpre[E + e] = aux_val[e] > 0 ? ag * dot(&aux_diff[(size_t)b * D], &W_dec[(size_t)s * D], D) : (T)0;
       }
-    }
-    // b_dec: every prefix's reconstruction contains it (G[:,0] is the sum over prefixes), and x - b_dec feeds the encoder.
-    std::fill(gb_dec.begin(), gb_dec.end(), (T)0);
-    for (int b = 0; b < B; b++) {
-      const T* g0 = &G[(size_t)b * P * D];
-      const T* dx = &dxc[(size_t)b * D];
-      for (int d = 0; d < D; d++) gb_dec[d] += g0[d] - dx[d];
     }
     // Group entries by latent (counting sort in token order, so sums are deterministic).
     std::vector<int64_t> colptr(S + 1, 0);
@@ -681,9 +661,21 @@ class SaeCore {
       }
       gb_enc[s] = gbe;
     }
+    decoder_bias_grad(B);
   }
 
-  // The paper's recipe, dense: three forward/backward GEMM pairs.
+  // b_dec: every prefix's reconstruction contains it (G[:, 0] sums the prefixes' gradients), and the encoder reads
+  // x - b_dec, whose gradient summed over tokens is sum_s gb_enc[s] W_enc[s]: one vector-matrix product instead of
+  // a per-token [B, S] @ [S, D] product.
+  void decoder_bias_grad(int B) {
+    gemm(false, false, 1, D, S, (T)-1, gb_enc.data(), S, W_enc.data(), D, (T)0, gb_dec.data(), D);
+    for (int b = 0; b < B; b++) {
+      const T* g0 = &G[(size_t)b * P * D];
+      for (int d = 0; d < D; d++) gb_dec[d] += g0[d];
+    }
+  }
+
+  // The paper's recipe, dense: five GEMMs (the encoder input's gradient is only needed summed, for b_dec).
   void dense_relu_backward(const T* x, int B, double l1, StepStats& st) {
     const size_t BS = (size_t)B * S;
     T* f = pre.data();
@@ -746,13 +738,10 @@ class SaeCore {
     for (size_t i = 0; i < BS; i++) dp[i] = f[i] > 0 ? dp[i] + l1b : (T)0;
     gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
     gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
-    gemm(false, false, B, D, S, (T)1, dp, S, W_enc.data(), D, (T)0, dxc.data(), D);
     std::vector<double> colsum(S, 0);
     column_sums(B, [&](int b, int s) { return (double)dp[(size_t)b * S + s]; }, colsum);
     for (int s = 0; s < S; s++) gb_enc[s] = (T)colsum[s];
-    std::fill(gb_dec.begin(), gb_dec.end(), (T)0);
-    for (int b = 0; b < B; b++)
-      for (int d = 0; d < D; d++) gb_dec[d] += G[(size_t)b * D + d] - dxc[(size_t)b * D + d];
+    decoder_bias_grad(B);
   }
 
   // out[s] = sum over tokens of value(b, s), threads splitting the latents so that none share an output.

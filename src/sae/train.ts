@@ -96,19 +96,19 @@ function checkFinite(acts_BD: Float32Array, d: number, step: number, shards: str
 
 interface Member extends SweepMember {
   dir: string;
-  sae: SaeConfig;
   model: Sae;
   /** Next step this SAE trains; members of a resumed sweep may differ by one checkpoint interval. */
   step: number;
-  interval: { loss: number; aux: number; l1: number; gradNorm: number; steps: number; seconds: number };
+  interval: { loss: number; aux: number; l1: number; gradNorm: number; steps: number };
   last: LogRow | null;
 }
+
+const emptyInterval = () => ({ loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0 });
 
 async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> {
   const { members } = opts;
   const single = members.length === 1 && members[0].name === '';
   const dirOf = (m: SweepMember) => (single ? opts.out : path.join(opts.out, m.name));
-  const fresh = () => ({ loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0, seconds: 0 });
   if (opts.resume) {
     return Promise.all(
       members.map(async (m) => {
@@ -118,17 +118,13 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
         });
         if (model.dModel !== ds.d) throw new UserError(`${dir} has d_model ${model.dModel} but ${opts.shards} has ${ds.d}`);
         model.config.train = m.train;
-        return { ...m, dir, model, step: model.config.step ?? 0, interval: fresh(), last: null };
+        return { ...m, dir, model, step: model.config.step ?? 0, interval: emptyInterval(), last: null };
       }),
     );
   }
   for (const m of members) {
-    try {
-      await fsp.access(path.join(dirOf(m), 'config.json'));
-      throw new UserError(`${dirOf(m)} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-    }
+    const taken = await fsp.access(path.join(dirOf(m), 'config.json')).then(() => true, () => false);
+    if (taken) throw new UserError(`${dirOf(m)} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
   }
   const first = members[0].train;
   let initial: Sae | null = null;
@@ -153,7 +149,7 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
     model.config.data = { shards: path.resolve(opts.shards), layer: opts.selection.layer, tokens: opts.selection.tokens };
     model.config.step = 0;
     model.config.tokens_seen = 0;
-    return { ...m, dir: dirOf(m), model, step: 0, interval: fresh(), last: null };
+    return { ...m, dir: dirOf(m), model, step: 0, interval: emptyInterval(), last: null };
   });
 }
 
@@ -203,7 +199,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
         m.interval.l1 += st.l1Loss;
         m.interval.gradNorm += st.gradNorm;
         m.interval.steps++;
-        m.interval.seconds += st.seconds ?? 0;
       }
       intervalTokens += batch.acts_BD.length / ds.d;
       const last = step + 1 === totalSteps;
@@ -228,7 +223,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
             ...metrics,
           };
           m.last = row;
-          m.interval = { loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0, seconds: 0 };
+          m.interval = emptyInterval();
           await fsp.appendFile(path.join(m.dir, 'metrics.jsonl'), JSON.stringify(row) + '\n');
           opts.onLog?.(m.name, row);
         }

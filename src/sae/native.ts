@@ -30,7 +30,6 @@ export interface StepStats {
   l0: number;
   gradNorm: number;
   nDead: number;
-  seconds?: number;
 }
 
 export interface Hyper {

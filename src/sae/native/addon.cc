@@ -252,20 +252,14 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B));
     const double l1 = info[1].As<Napi::Number>().DoubleValue();
     const StepHyper h = Hyper(info[2].As<Napi::Object>());
-    auto out = std::make_shared<std::pair<StepStats, double>>();
+    auto out = std::make_shared<StepStats>();
     return Launch(
         env,
         [this, x, B, l1, h, out] {
-          auto t0 = std::chrono::steady_clock::now();
-          out->first = core->forward_backward(x->data(), B, l1);
-          out->first.grad_norm = core->update(h);
-          out->second = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          *out = core->forward_backward(x->data(), B, l1);
+          out->grad_norm = core->update(h);
         },
-        [out](Napi::Env e) {
-          auto o = Stats(e, out->first);
-          o.Set("seconds", out->second);
-          return o;
-        });
+        [out](Napi::Env e) { return Stats(e, *out); });
   }
 
   Napi::Value Infer(const Napi::CallbackInfo& info) {

@@ -16,6 +16,8 @@ import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { native } from '../src/sae/native.js';
 import { LogRow, train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';
+import { benchRecord } from './record.js';
+import { benchEdit } from './edit.js';
 import { ShardDataset, ShuffledTokenLoader, meanAndScale } from '../src/shards/index.js';
 
 const D = 768, EXPANSION = 16, S = D * EXPANSION, B = 4096, K = 32;
@@ -62,7 +64,8 @@ function torch(acts: string, activation: 'topk' | 'relu', bEnc = 0): number {
   return JSON.parse(outText.trim().split('\n').pop()!).tokens_per_s;
 }
 
-async function main() {
+/** SAE training against PyTorch and the sgemm peak. */
+async function benchTraining(): Promise<string[]> {
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-bench-'));
   try {
     const shards = path.join(tmp, 'acts');
@@ -100,13 +103,19 @@ async function main() {
       '',
       `ReLU's dense GEMM throughput: ${reluGemm.toFixed(0)} GFLOP/s = ${((100 * reluGemm) / peak).toFixed(0)}% of the sgemm peak (all step time counted as GEMM time).`,
     ];
-    process.stdout.write(lines.join('\n') + '\n');
+    return lines;
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
   }
 }
 
-main().catch((e) => {
+/** Every benchmark in turn, each printing its own table: SAE training, recording, edits. */
+async function all() {
+  const quick = args.has('--quick');
+  for (const bench of [benchTraining, () => benchRecord({ quick }), benchEdit]) process.stdout.write((await bench()).join('\n') + '\n\n');
+}
+
+all().catch((e) => {
   process.stderr.write(`${e.stack ?? e}\n`);
   process.exit(1);
 });

@@ -1,0 +1,61 @@
+import { defineCommand, UserError } from '../command.js';
+import { parseSize } from '../../data/preprocess.js';
+import { PROBE_FILE, probeTrainSpec, saveProbe, trainProbe } from '../../edit/probe.js';
+
+export const probeTrainCommand = defineCommand({
+  name: 'probe train',
+  summary: "train a linear task head (classification or segmentation) on a frozen model's final representation",
+  usage: `
+vitsae probe train --task classify|segment --model M.onnx --data DATASET --out DIR [--features TENSOR]
+
+classify: one row per image, the final CLS token (the mean of the patch tokens for models without one), labelled
+by the image's class (class folders, a .csv with a label column, IDX with labels). segment: every final patch
+token, labelled by the majority class of its pixels (a dataset folder with images/ and masks/). The features are
+the last residual-stream tensor unless --features names another (a block index or a tensor, e.g. a final
+LayerNorm's output). They are recorded into a temporary directory, or read from --shards (a vitsae record of
+that tensor). The head is fit with AdamW on the training images and measured on the held-out ones (accuracy;
+mIoU for segmentation); DIR gets probe.safetensors (W [D, classes], b [classes]) and probe.json.
+
+Example: vitsae probe train --task classify --model models/fashion-mnist-supervised.onnx \\
+           --data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --out runs/fashion/probe`,
+  spec: {
+    task: { kind: 'enum', choices: ['classify', 'segment'] as const, default: 'classify', doc: 'classify images, or segment: a class per patch' },
+    model: { kind: 'string', default: '', doc: 'the ONNX model' },
+    data: { kind: 'string', default: '', doc: 'the labelled dataset' },
+    shards: { kind: 'string', default: '', doc: 'a finished recording of the feature tensor to train on instead of recording --data' },
+    out: { kind: 'string', default: '', doc: 'output directory for the probe' },
+    features: { kind: 'string', default: '', doc: 'feature tensor: block index or tensor name (default: the last residual-stream tensor)' },
+    classes: { kind: 'strings', default: [], doc: 'class names in label order (default: the dataset\'s, or the numbers)' },
+    ...probeTrainSpec,
+    recordBatch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run while recording the features' },
+    inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
+    mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
+    std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+    progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
+    json: { kind: 'boolean', default: false, doc: 'print probe.json on stdout' },
+  },
+  async run(c) {
+    for (const k of ['model', 'out'] as const) if (!c[k]) throw new UserError(`--${k} is required`);
+    const probe = await trainProbe({
+      task: c.task,
+      model: c.model,
+      data: c.data || undefined,
+      shards: c.shards || undefined,
+      features: c.features || undefined,
+      classes: c.classes,
+      train: { epochs: c.epochs, batch: c.batch, lr: c.lr, weightDecay: c.weightDecay, testFraction: c.testFraction, seed: c.seed },
+      recordBatch: c.recordBatch,
+      inputSize: c.inputSize ? parseSize(c.inputSize) : undefined,
+      mean: c.mean.length ? c.mean : undefined,
+      std: c.std.length ? c.std : undefined,
+      progress: c.progress,
+    });
+    await saveProbe(c.out, probe);
+    const m = probe.info.metrics;
+    process.stdout.write(
+      c.json
+        ? JSON.stringify(probe.info) + '\n'
+        : `${probe.info.task} head on ${probe.info.features} (${probe.info.pooling}, ${probe.info.classes.length} classes): held-out accuracy ${m.accuracy.toFixed(4)}${m.miou !== undefined ? `, mIoU ${m.miou.toFixed(4)}` : ''} on ${m.test_images} images (trained on ${m.train_images}); wrote ${c.out}/${PROBE_FILE}\n`,
+    );
+  },
+});

@@ -1,0 +1,394 @@
+/**
+ * The quantitative, falsifiable test of edits: if latent s means "class k", suppressing it should change the
+ * frozen head's answer on class-k patches (segmentation) or images (classification) far more often than on the
+ * others, and far more than an edit of the same size along a random latent or a random direction.
+ *
+ * The sampled images are split: on the selection part each class gets the latent with the best F1 against its
+ * patches (a patch counts as the class's if its mask majority is k, or for classification if its image is of
+ * class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
+ * maximum (default -2) on every patch, and the baselines add, per patch, a vector of the same norm along another
+ * latent's decoder row (a random latent that fired in the selection) or a random direction.
+ *
+ * On the concept world (src/data/concept-world.ts) the image-class rule is checked too: suppressing the latent of
+ * a concept C (best F1 against the patches showing C) should turn the class into classOf(objects without C).
+ *
+ * Shape letters: N images, P patches, D layer width, S latents, K classes, C concepts.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { openDataset } from '../data/images.js';
+import { loadMask, patchMajority } from '../data/preprocess.js';
+import { CONCEPTS_FILE, ConceptWorldInfo, WorldObject, classOf, withoutConcept } from '../data/concept-world.js';
+import { Rng } from '../shards/random.js';
+import { UserError } from '../util/errors.js';
+import { progress } from '../util/progress.js';
+import { EditEngine, Prepared } from './engine.js';
+
+export interface EditEvalOptions {
+  /** The labelled dataset: class labels (classify) or images/ + masks/ (segment). */
+  data: string;
+  /** A concept-world directory the images come from: adds the rule check (classification heads). */
+  concepts?: string;
+  /** Images sampled from the dataset (default 1000). */
+  images?: number;
+  /** Share of them used to choose latents and measure their maxima (default 0.5). */
+  selectFraction?: number;
+  /** The edit: set the latent to factor x its maximum (default -2). */
+  factor?: number;
+  seed?: number;
+  progress?: boolean;
+}
+
+export interface ChangeRates {
+  /** Share of the target class's units (patches or images) whose predicted class changed. */
+  target_change_rate: number;
+  /** The same over the units of the other classes. */
+  other_change_rate: number;
+}
+
+export interface ClassEditScore {
+  class: string;
+  /** The class's latent, or null when no latent fired on its patches in the selection images. */
+  latent: number | null;
+  f1: number;
+  /** Its maximum activation in the selection images. */
+  max: number;
+  n_target: number;
+  n_other: number;
+  /** Rates are null when there are no units to measure them on. */
+  target_change_rate: number | null;
+  other_change_rate: number | null;
+  random_latent: { latent: number | null; target_change_rate: number | null; other_change_rate: number | null };
+  random_direction: { target_change_rate: number | null; other_change_rate: number | null };
+}
+
+export interface ConceptRuleScore {
+  concept: string;
+  latent: number | null;
+  f1: number;
+  /** Test images where removing the concept changes the rule's class and the head was right before the edit. */
+  n: number;
+  consistent_rate: number | null;
+}
+
+export interface EditEvalReport extends ChangeRates {
+  task: 'classify' | 'segment';
+  unit: 'images' | 'patches';
+  factor: number;
+  n_select_images: number;
+  n_test_images: number;
+  /** Rates are means over the classes that have a latent (and units to measure on). */
+  random_latent: ChangeRates;
+  random_direction: ChangeRates;
+  classes: ClassEditScore[];
+  /** Concept world only: share of the checked (image, concept) pairs whose edited class is the rule's. */
+  rule_consistent_rate?: number;
+  rule_checked?: number;
+  rule?: ConceptRuleScore[];
+}
+
+/** Images run through the head at a time. */
+const CHUNK = 64;
+
+const f1Of = (tp: number, predicted: number, actual: number) => (predicted + actual > 0 ? (2 * tp) / (predicted + actual) : 0);
+
+/** Counts for choosing latents: per (latent, label) how often the latent fires on a patch with that label. */
+class FiringCounts {
+  readonly fires_S: Float64Array;
+  readonly positives_L: Float64Array;
+  readonly tp_SL: Float64Array;
+
+  constructor(S: number, readonly L: number) {
+    this.fires_S = new Float64Array(S);
+    this.positives_L = new Float64Array(L);
+    this.tp_SL = new Float64Array(S * L);
+  }
+
+  /** The latent with the best F1 for label l (lowest index on ties), null if none fired on it. */
+  best(l: number): { latent: number | null; f1: number } {
+    let latent: number | null = null;
+    let f1 = 0;
+    for (let s = 0; s < this.fires_S.length; s++) {
+      const v = f1Of(this.tp_SL[s * this.L + l], this.fires_S[s], this.positives_L[l]);
+      if (v > f1) [latent, f1] = [s, v];
+    }
+    return { latent, f1 };
+  }
+}
+
+/** The concept world's objects and per-patch concept labels of dataset images, on the model's patch grid. */
+interface WorldLabels {
+  concepts: string[];
+  /** World image index of a dataset key, or undefined. */
+  indexOf: Map<string, number>;
+  objects: WorldObject[][];
+  /** 0/1 [P, C] labels of world image i on the model grid. */
+  patchConcepts(i: number): Uint8Array;
+}
+
+function readWorld(dir: string, grid: [number, number]): WorldLabels {
+  const read = (f: string) => readFileSync(path.join(dir, f));
+  let info: ConceptWorldInfo;
+  try {
+    info = JSON.parse(read(CONCEPTS_FILE).toString('utf8'));
+  } catch (e) {
+    throw new UserError(`${dir} is not a concept world (${CONCEPTS_FILE}: ${(e as Error).message}); write one with vitsae data concept-world`);
+  }
+  const [n, WP, C] = info.coverage_shape;
+  const coverage_NPC = read(info.coverage_file);
+  const [wh, ww] = info.grid;
+  const [gh, gw] = grid;
+  if (wh % gh || ww % gw) throw new UserError(`the model's ${gh}x${gw} patch grid does not divide the concept world's ${wh}x${ww} patches`);
+  const [bh, bw] = [wh / gh, ww / gw];
+  const lines = read('objects.jsonl').toString('utf8').split('\n').filter(Boolean);
+  if (lines.length !== n || coverage_NPC.length !== n * WP * C) throw new UserError(`${dir}: objects.jsonl or ${info.coverage_file} does not match ${CONCEPTS_FILE}; regenerate the concept world`);
+  const records = lines.map((l) => JSON.parse(l) as { file: string; objects: WorldObject[] });
+  return {
+    concepts: info.concepts,
+    indexOf: new Map(records.map((r, i) => [path.normalize(r.file), i])),
+    objects: records.map((r) => r.objects),
+    // A model patch shows a concept when its block of world patches covers at least threshold pixels per world patch.
+    patchConcepts(i) {
+      const out = new Uint8Array(gh * gw * C);
+      for (let r = 0; r < gh; r++)
+        for (let c = 0; c < gw; c++)
+          for (let k = 0; k < C; k++) {
+            let sum = 0;
+            for (let y = r * bh; y < (r + 1) * bh; y++) for (let x = c * bw; x < (c + 1) * bw; x++) sum += coverage_NPC[(i * WP + y * ww + x) * C + k];
+            out[(r * gw + c) * C + k] = sum >= info.threshold * bh * bw ? 1 : 0;
+          }
+      return out;
+    },
+  };
+}
+
+/** Rates from counts; null where there is nothing to measure. */
+const rate = (changed: number, n: number) => (n ? changed / n : null);
+const meanOf = (xs: (number | null)[]) => {
+  const v = xs.filter((x): x is number => x !== null);
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0;
+};
+
+export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): Promise<EditEvalReport> {
+  const task = engine.task;
+  const K = engine.classes.length;
+  const { patchTokens: P, dModel: D, grid } = engine.layout;
+  const S = engine.sae.dSae;
+  const factor = opts.factor ?? -2;
+  const seed = opts.seed ?? 0;
+  const ds = await openDataset(opts.data);
+  if (task === 'segment' && (!ds.mask || !grid)) throw new UserError(`${opts.data} has no masks (a folder with images/ and masks/), which segmentation edits are measured on`);
+  const world = opts.concepts ? readWorld(opts.concepts, grid ?? [0, 0]) : null;
+  if (world && engine.preprocess.cropRatio !== null && engine.preprocess.cropRatio !== 1)
+    throw new UserError('the concept world check needs a model that sees the whole image (no centre crop in its model card)');
+
+  const sample = new Rng(seed, 0xed17).permutation(ds.size).subarray(0, Math.min(ds.size, opts.images ?? 1000));
+  const nSelect = Math.round(sample.length * (opts.selectFraction ?? 0.5));
+  const select = Int32Array.from(sample.subarray(0, nSelect)).sort();
+  const test = Int32Array.from(sample.subarray(nSelect)).sort();
+  if (!select.length || !test.length) throw new UserError(`${sample.length} images cannot be split into selection and test images; use more`);
+
+  /** The batch's images through the engine, with patch labels [n, P], the world index and patch concepts [n, P, C]. */
+  const load = async (indices: Int32Array) => {
+    const images = await Promise.all(Array.from(indices, (i) => ds.image(i)));
+    const labels_NP = new Uint8Array(indices.length * P);
+    const worldIndex: number[] = [];
+    for (const [j, i] of indices.entries()) {
+      if (task === 'segment') labels_NP.set(patchMajority(await loadMask(await ds.mask!(i), engine.preprocess), engine.preprocess.size, grid!), j * P);
+      else {
+        const label = ds.label(i);
+        if (label === null) throw new UserError(`${ds.key(i)} has no class label: classification edits are measured on a labelled dataset`);
+        labels_NP.fill(label, j * P, (j + 1) * P);
+      }
+      if (world) {
+        const w = world.indexOf.get(path.normalize(ds.key(i)));
+        if (w === undefined) throw new UserError(`${ds.key(i)} is not an image of the concept world ${opts.concepts}`);
+        worldIndex.push(w);
+      }
+    }
+    for (const y of labels_NP) if (y >= K) throw new UserError(`${opts.data} has label ${y} but the probe knows ${K} classes`);
+    const C = world?.concepts.length ?? 0;
+    const concepts_NPC = new Uint8Array(indices.length * P * C);
+    worldIndex.forEach((w, j) => concepts_NPC.set(world!.patchConcepts(w), j * P * C));
+    return { prepared: await engine.prepare(images, false), labels_NP, worldIndex, concepts_NPC };
+  };
+  const chunks = (indices: Int32Array) => Array.from({ length: Math.ceil(indices.length / CHUNK) }, (_, c) => indices.subarray(c * CHUNK, (c + 1) * CHUNK));
+  const bar = progress('eval edits', sample.length, { enabled: opts.progress ?? true, unit: 'images' });
+
+  // Selection: F1 of every latent against every class (and concept), and the latents' maxima.
+  const byClass = new FiringCounts(S, K);
+  const byConcept = world ? new FiringCounts(S, world.concepts.length) : null;
+  const max_S = new Float32Array(S);
+  let done = 0;
+  for (const indices of chunks(select)) {
+    const { prepared, labels_NP, concepts_NPC } = await load(indices);
+    const { rowptr, idx, val } = prepared.latents;
+    const C = world?.concepts.length ?? 0;
+    for (let row = 0; row < indices.length * P; row++) {
+      const y = labels_NP[row];
+      const concepts = world ? concepts_NPC.subarray(row * C, (row + 1) * C) : null;
+      byClass.positives_L[y]++;
+      concepts?.forEach((on, c) => (byConcept!.positives_L[c] += on));
+      for (let e = rowptr[row]; e < rowptr[row + 1]; e++) {
+        if (!(val[e] > 0)) continue;
+        const s = idx[e];
+        max_S[s] = Math.max(max_S[s], val[e]);
+        byClass.fires_S[s]++;
+        byClass.tp_SL[s * K + y]++;
+        if (concepts) {
+          byConcept!.fires_S[s]++;
+          concepts.forEach((on, c) => (byConcept!.tp_SL[s * C + c] += on));
+        }
+      }
+    }
+    bar.update((done += indices.length));
+  }
+
+  const alive = Array.from({ length: S }, (_, s) => s).filter((s) => byClass.fires_S[s] > 0);
+  const plans = engine.classes.map((_, k) => {
+    const { latent, f1 } = byClass.best(k);
+    const rng = new Rng(seed, 1, k);
+    const others = alive.filter((s) => s !== latent);
+    const randomLatent = others.length ? others[rng.nextInt(others.length)] : null;
+    const direction = Float32Array.from({ length: D }, () => rng.normal());
+    return { latent, f1, randomLatent, direction: unit(direction) };
+  });
+  // Background concepts remove no object, so the rule predicts no change for them.
+  const ruleConcepts = world && task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
+  const rulePlans = ruleConcepts.map((concept) => ({ concept, ...byConcept!.best(world!.concepts.indexOf(concept)) }));
+
+  // Test: counts per class of [units, changed] for the latent edit and the two baselines.
+  const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0] }));
+  const rule = rulePlans.map(() => ({ n: 0, consistent: 0 }));
+  const suppress = (prepared: Prepared, latent: number) => engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
+  for (const indices of chunks(test)) {
+    const { prepared, labels_NP, worldIndex } = await load(indices);
+    const R = engine.rows;
+    /** The truth label of head row r (an image's class, or a patch's). */
+    const truth = (r: number) => (R === 1 ? labels_NP[r * P] : labels_NP[r]);
+    const changed = async (delta: Float32Array) => {
+      const after = await engine.predict(prepared, delta);
+      return (r: number) => after.labels[r] !== prepared.before.labels[r];
+    };
+    for (const [k, plan] of plans.entries()) {
+      if (plan.latent === null) continue;
+      const c = counts[k];
+      const target = suppress(prepared, plan.latent);
+      const norms = rowNorms(target, D);
+      const along = (dir: Float32Array) => {
+        const out = new Float32Array(target.length);
+        for (let row = 0; row < norms.length; row++) for (let d = 0; d < D; d++) out[row * D + d] = norms[row] * dir[d];
+        return out;
+      };
+      const tests: [number[], (r: number) => boolean][] = [[c.edit, await changed(target)], [c.randomDirection, await changed(along(plan.direction))]];
+      // The suppressed latent moves along -W_dec[s]; the random latent's edit moves the same way along its own row.
+      if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(scaled(unit(engine.decoderRow(plan.randomLatent).slice()), -1)))]);
+      for (let r = 0; r < indices.length * R; r++) {
+        const isTarget = truth(r) === k;
+        if (isTarget) c.nTarget++;
+        else c.nOther++;
+        for (const [tally, didChange] of tests) if (didChange(r)) tally[isTarget ? 0 : 1]++;
+      }
+    }
+    for (const [j, plan] of rulePlans.entries()) {
+      if (plan.latent === null) continue;
+      const cases = Array.from(indices.keys()).flatMap((n) => {
+        const objects = world!.objects[worldIndex[n]];
+        const expected = classOf(withoutConcept(objects, plan.concept));
+        const now = classOf(objects);
+        return expected !== null && expected !== now && prepared.before.labels[n] === now ? [{ n, expected }] : [];
+      });
+      if (!cases.length) continue;
+      const after = await engine.predict(prepared, suppress(prepared, plan.latent));
+      rule[j].n += cases.length;
+      rule[j].consistent += cases.filter((x) => after.labels[x.n] === x.expected).length;
+    }
+    bar.update((done += indices.length));
+  }
+  bar.stop();
+
+  const classes: ClassEditScore[] = engine.classes.map((name, k) => {
+    const { latent, f1, randomLatent } = plans[k];
+    const c = counts[k];
+    const rates = (t: number[]) => ({ target_change_rate: rate(t[0], c.nTarget), other_change_rate: rate(t[1], c.nOther) });
+    return {
+      class: name,
+      latent,
+      f1,
+      max: latent === null ? 0 : max_S[latent],
+      n_target: c.nTarget,
+      n_other: c.nOther,
+      ...rates(c.edit),
+      random_latent: { latent: randomLatent, ...rates(c.randomLatent) },
+      random_direction: rates(c.randomDirection),
+    };
+  });
+  const means = (pick: (s: ClassEditScore) => { target_change_rate: number | null; other_change_rate: number | null }): ChangeRates => ({
+    target_change_rate: meanOf(classes.map((s) => pick(s).target_change_rate)),
+    other_change_rate: meanOf(classes.map((s) => pick(s).other_change_rate)),
+  });
+  const report: EditEvalReport = {
+    task,
+    unit: task === 'segment' ? 'patches' : 'images',
+    factor,
+    n_select_images: select.length,
+    n_test_images: test.length,
+    ...means((s) => s),
+    random_latent: means((s) => s.random_latent),
+    random_direction: means((s) => s.random_direction),
+    classes,
+  };
+  if (rulePlans.length) {
+    const checked = rule.reduce((a, r) => a + r.n, 0);
+    report.rule_consistent_rate = checked ? rule.reduce((a, r) => a + r.consistent, 0) / checked : 0;
+    report.rule_checked = checked;
+    report.rule = rulePlans.map((p, j) => ({ concept: p.concept, latent: p.latent, f1: p.f1, n: rule[j].n, consistent_rate: rate(rule[j].consistent, rule[j].n) }));
+  }
+  return report;
+}
+
+function unit(v: Float32Array): Float32Array {
+  const norm = Math.hypot(...v);
+  return norm > 0 ? scaled(v, 1 / norm) : v;
+}
+
+function scaled(v: Float32Array, by: number): Float32Array {
+  for (let i = 0; i < v.length; i++) v[i] *= by;
+  return v;
+}
+
+function rowNorms(x_ND: Float32Array, D: number): Float64Array {
+  const out = new Float64Array(x_ND.length / D);
+  for (let n = 0; n < out.length; n++) {
+    let s = 0;
+    for (let d = 0; d < D; d++) s += x_ND[n * D + d] ** 2;
+    out[n] = Math.sqrt(s);
+  }
+  return out;
+}
+
+/** The report as a markdown table (one row per class, then the means and the concept-world rule). */
+export function editEvalMarkdown(r: EditEvalReport): string {
+  const f = (v: number | null) => (v === null ? '-' : v.toFixed(3));
+  const lines = [
+    `Edit: set the class's best-F1 latent to ${r.factor}x its maximum on every patch; change rates of the predicted class per ${r.unit.replace(/s$/, '')} (${r.n_test_images} test images, latents chosen on ${r.n_select_images}).`,
+    '',
+    '| class | latent | F1 | target | other | random latent: target | other | random direction: target | other |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...r.classes.map(
+      (c) =>
+        `| ${c.class} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${f(c.target_change_rate)} | ${f(c.other_change_rate)} | ${f(c.random_latent.target_change_rate)} | ${f(c.random_latent.other_change_rate)} | ${f(c.random_direction.target_change_rate)} | ${f(c.random_direction.other_change_rate)} |`,
+    ),
+    `| **mean** | | | **${f(r.target_change_rate)}** | **${f(r.other_change_rate)}** | ${f(r.random_latent.target_change_rate)} | ${f(r.random_latent.other_change_rate)} | ${f(r.random_direction.target_change_rate)} | ${f(r.random_direction.other_change_rate)} |`,
+  ];
+  if (r.rule)
+    lines.push(
+      '',
+      `Concept-world rule: suppressing a concept's latent gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs.`,
+      '',
+      '| concept | latent | F1 | checked | consistent |',
+      '| --- | --- | --- | --- | --- |',
+      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} |`),
+    );
+  return lines.join('\n') + '\n';
+}

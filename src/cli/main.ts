@@ -11,6 +11,12 @@ import { dataSyntheticCommand } from './commands/data-synthetic.js';
 import { convertCommand } from './commands/convert.js';
 import { layersCommand } from './commands/layers.js';
 import { recordCommand, shardsMergeCommand } from './commands/record.js';
+import { probeTrainCommand } from './commands/probe.js';
+import { editCommand } from './commands/edit.js';
+import { evalEditsCommand } from './commands/eval-edits.js';
+import { visualsCommand } from './commands/visuals.js';
+import { serveCommand } from './commands/serve.js';
+import { siteCommand } from './commands/site.js';
 
 export const commands: Command[] = [
   demoCommand,
@@ -22,7 +28,13 @@ export const commands: Command[] = [
   trainCommand,
   evalCommand,
   evalConceptsCommand,
+  probeTrainCommand,
+  editCommand,
+  evalEditsCommand,
   convertCommand,
+  visualsCommand,
+  serveCommand,
+  siteCommand,
 ];
 
 function overview(): string {

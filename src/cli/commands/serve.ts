@@ -1,0 +1,41 @@
+import { defineCommand, UserError } from '../command.js';
+import { createServer, openRuns } from '../../server/app.js';
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
+export const serveCommand = defineCommand({
+  name: 'serve',
+  summary: 'browse and name features: the web app over one or more runs (vitsae visuals writes them)',
+  usage: `
+vitsae serve --run DIR [--run DIR2] [--port N] [--host 127.0.0.1]
+
+Serves the feature browser at http://127.0.0.1:PORT/: the feature list (sort, filter, jump by id), feature pages
+(exemplars with the firing patches highlighted, histogram, co-firing features, an editable name and notes), image
+pages (click or drag over patches to see what fires there) and, with two runs, a side-by-side comparison. Names and
+notes are saved in DIR/annotations.sqlite. Binds to 127.0.0.1 unless --host says otherwise.`,
+  spec: {
+    run: { kind: 'strings', default: [], doc: 'run directory with a run.json (repeat for a comparison)' },
+    port: { kind: 'number', int: true, min: 0, max: 65535, default: 8770, doc: 'TCP port (0 picks a free one)' },
+    host: { kind: 'string', default: '127.0.0.1', doc: 'address to bind; anything but loopback exposes editing to the network' },
+    log: { kind: 'boolean', default: false, doc: 'log every request' },
+  },
+  async run(c) {
+    if (!c.run.length) throw new UserError('--run DIR is required (a run directory written by vitsae visuals)');
+    const loopback = LOOPBACK.has(c.host);
+    const app = await createServer({ runs: await openRuns(c.run), loopbackOnly: loopback, logger: c.log });
+    const address = await app.listen({ port: c.port, host: c.host }).catch((e: NodeJS.ErrnoException) => {
+      throw new UserError(e.code === 'EADDRINUSE' ? `port ${c.port} is in use; pick another with --port` : `cannot listen on ${c.host}:${c.port}: ${e.message}`);
+    });
+    if (!loopback) process.stderr.write(`warning: serving on ${c.host}, reachable from the network, with editing enabled\n`);
+    process.stderr.write(`vitsae serve: ${address.replace('[::1]', 'localhost')}/  (Ctrl-C to stop)\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        void app.close().then(resolve);
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+  },
+});

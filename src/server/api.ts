@@ -1,0 +1,112 @@
+/**
+ * The JSON the feature browser reads, from the server (`/api/...`) or from a static site's files alike. Types only,
+ * with no Node imports, so the web app shares them.
+ */
+
+export interface RunInfo {
+  id: string;
+  /** The run directory's name. */
+  name: string;
+  /** Base URL of the run's visuals files: a thumbnail is at files + thumbPath(latent, rank) (src/analysis/layout.ts). */
+  files: string;
+  d_sae: number;
+  n_images: number;
+  patches: number;
+  grid: [number, number];
+  image_size: [number, number];
+  thumb_size: [number, number];
+  k: number;
+  model: string | null;
+  layer: number;
+  dataset: string;
+  sae: string;
+  /** Whether names and notes can be edited (false on a static site). */
+  editable: boolean;
+}
+
+/** A feature in lists: enough to show it with its first thumbnails. */
+export interface LatentRef {
+  latent: number;
+  name: string;
+  /** Fraction of patch tokens it fires on. */
+  frequency: number;
+  /** Exemplars it has, with thumbnails of ranks 0..n_exemplars-1. */
+  n_exemplars: number;
+}
+
+export interface FeatureRow extends LatentRef {
+  /** Fraction of images it fires on somewhere. */
+  image_frequency: number;
+  /** Mean value where it fires. */
+  mean: number;
+  max: number;
+}
+
+export const SORT_KEYS = ['latent', 'frequency', 'image_frequency', 'max', 'mean', 'name'] as const;
+export type SortKey = (typeof SORT_KEYS)[number];
+export const ANNOTATED = ['any', 'named', 'unnamed'] as const;
+
+export interface FeatureQuery {
+  sort: SortKey;
+  order: 'asc' | 'desc';
+  offset: number;
+  limit: number;
+  /** Case-insensitive text in the name or notes. */
+  q?: string;
+  annotated?: (typeof ANNOTATED)[number];
+  min_frequency?: number;
+  max_frequency?: number;
+}
+
+export interface FeatureList {
+  total: number;
+  offset: number;
+  limit: number;
+  items: FeatureRow[];
+}
+
+export interface ExemplarView {
+  image: number;
+  key: string;
+  label: number | null;
+  max: number;
+  /** The value at each patch (row-major on the grid), 0 where the latent does not fire. */
+  values: number[];
+}
+
+export interface FeaturePage extends FeatureRow {
+  run: string;
+  notes: string;
+  /** Best first; exemplar r's thumbnail is thumbPath(latent, r). */
+  /** Value histogram: counts[b] of values in [lo * ratio^b, lo * ratio^(b+1)). */
+  histogram: { lo: number; ratio: number; counts: number[] };
+  exemplars: ExemplarView[];
+  /** Latents firing at the peak patch of this feature's exemplars; count = exemplars shared. */
+  cofire: (LatentRef & { count: number })[];
+}
+
+export interface ImagePage {
+  run: string;
+  image: number;
+  key: string;
+  label: number | null;
+  /** URL of the image as the model saw it. */
+  view: string;
+  grid: [number, number];
+  /** The strongest latents over the whole image. */
+  top: { latent: number; value: number }[];
+  /** Per patch (row-major), the latents firing there as [latent, value], strongest first. */
+  patches: [number, number][][];
+  /** Every latent that fires on the image. */
+  latents: Record<number, LatentRef>;
+}
+
+/** Features of another run that fire most on a feature's exemplar images. */
+export interface Comparison {
+  run: string;
+  other: string;
+  latent: number;
+  /** How many of the feature's exemplar images the other run could find. */
+  images: number;
+  matches: (LatentRef & { count: number; value: number })[];
+}

@@ -1,0 +1,149 @@
+/**
+ * The feature browser in Debian's chromium (driven by playwright-core) on a small real run: a feature page shows
+ * its exemplar images (decoded, not broken), clicking a patch on an image page lists the features firing there,
+ * and a renamed feature keeps its name after a reload. Screenshots go to test-artifacts/.
+ */
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import fastifyStatic from '@fastify/static';
+import Fastify, { FastifyInstance } from 'fastify';
+import { BrowserContext, chromium, Page } from 'playwright-core';
+import { createServer, openRuns, WEB_DIR } from '../src/server/app.js';
+import { writeSite } from '../src/server/site.js';
+import type { FeatureList, ImagePage } from '../src/server/api.js';
+import { makeRun, SmallRun } from './fixtures/web/run.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = path.resolve('test-artifacts');
+const skip = !existsSync(CHROMIUM) ? `${CHROMIUM} is missing (apt-get install chromium)` : !existsSync(path.join(WEB_DIR, 'index.html')) ? 'the web app is not built (npm run build)' : false;
+
+let tmp: string;
+let run: SmallRun;
+let app: FastifyInstance;
+let base: string;
+let browser: BrowserContext;
+let page: Page;
+/** The most frequent feature, and an image with a patch that some feature fires on. */
+let latent: number;
+/** Uncaught errors in the page, checked after each test. */
+const pageErrors: string[] = [];
+
+afterEach(() => assert.deepEqual(pageErrors.splice(0), [], 'errors in the page'));
+
+before(async () => {
+  if (skip) return;
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-browser-'));
+  run = await makeRun(path.join(tmp, 'fashion'));
+  app = await createServer({ runs: await openRuns([run.dir, run.dir]), loopbackOnly: true });
+  base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
+  const list = (await app.inject({ url: '/api/runs/fashion/features?sort=frequency&order=desc&limit=1', headers: { host: '127.0.0.1' } })).json<FeatureList>();
+  latent = list.items[0].latent;
+  await fsp.mkdir(ARTIFACTS, { recursive: true });
+  browser = await chromium.launchPersistentContext(await fsp.mkdtemp(path.join(tmp, 'profile-')), {
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1280, height: 900 },
+  });
+  page = browser.pages()[0] ?? (await browser.newPage());
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+});
+
+after(async () => {
+  await browser?.close();
+  await app?.close();
+  if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+/** Waits until every matching image has loaded, then checks each decoded to a real picture. */
+async function imagesLoaded(selector: string): Promise<number[]> {
+  await page.waitForSelector(selector);
+  await page.waitForFunction((sel) => [...document.querySelectorAll<HTMLImageElement>(sel)].every((img) => img.complete), selector);
+  return page.$$eval(selector, (imgs) => (imgs as HTMLImageElement[]).map((img) => img.naturalWidth));
+}
+
+test('the feature list shows features with their thumbnails', { skip }, async () => {
+  await page.goto(base);
+  await page.waitForSelector('[data-testid=feature-list] tbody tr');
+  const rows = await page.locator('[data-testid=feature-list] tbody tr').count();
+  assert.ok(rows > 10, `${rows} rows`);
+  assert.ok((await imagesLoaded('[data-testid=feature-list] tbody tr:first-child img')).every((w) => w > 0));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'feature-list.png'), fullPage: false });
+});
+
+test('a feature page shows its exemplar images, loaded', { skip }, async () => {
+  await page.goto(`${base}#/r/fashion/f/${latent}`);
+  const widths = await imagesLoaded('[data-testid=exemplar-img]');
+  assert.ok(widths.length >= 4, `${widths.length} exemplars`);
+  assert.ok(widths.every((w) => w > 0), `broken exemplar images: ${widths}`);
+  assert.match(await page.locator('[data-testid=feature-title]').innerText(), new RegExp(`#${latent}`));
+  assert.ok((await page.locator('svg.histogram rect').count()) > 0, 'a histogram');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'feature-page.png'), fullPage: true });
+});
+
+test('clicking a patch on an image page lists the features firing there', { skip }, async () => {
+  const image = 5;
+  const data = (await app.inject({ url: `/api/runs/fashion/images/${image}`, headers: { host: '127.0.0.1' } })).json<ImagePage>();
+  const patch = data.patches.findIndex((p) => p.length > 0);
+  await page.goto(`${base}#/r/fashion/i/${image}`);
+  await imagesLoaded('[data-testid=patch-view] img');
+  await page.locator('[data-testid=patch-cell]').nth(patch).click();
+  await page.waitForFunction(() => document.querySelector('[data-testid=selection-title]')?.textContent?.includes('1 selected patch'));
+  const cards = page.locator('[data-testid=latent-card]');
+  assert.equal(await cards.count(), Math.min(24, data.patches[patch].length));
+  assert.match(await cards.first().innerText(), new RegExp(`#${data.patches[patch][0][0]}\\b`), 'the strongest feature first');
+  // Dragging over a 2x2 block selects four patches.
+  const cell = (p: number) => page.locator('[data-testid=patch-cell]').nth(p).boundingBox();
+  const [a, b] = [(await cell(0))!, (await cell(data.grid[1] + 1))!];
+  await page.mouse.move(a.x + a.width / 2, a.y + a.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(b.x + b.width / 2, b.y + b.height / 2, { steps: 4 });
+  await page.mouse.up();
+  await page.waitForFunction(() => document.querySelector('[data-testid=selection-title]')?.textContent?.includes('4 selected patches'));
+  await cards.first().hover();
+  await imagesLoaded('[data-testid=latent-card] img');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'image-page.png'), fullPage: true });
+});
+
+test('a renamed feature keeps its name after a reload', { skip }, async () => {
+  await page.goto(`${base}#/r/fashion/f/${latent}`);
+  await page.locator('[data-testid=name-input]').fill('upper garment edge');
+  await page.locator('[data-testid=save-name]').click();
+  await page.waitForFunction(() => document.querySelector('[role=status]')?.textContent === 'saved');
+  await page.reload();
+  await page.waitForFunction((l) => document.querySelector('[data-testid=feature-title]')?.textContent === `#${l} upper garment edge`, latent);
+  assert.equal(await page.locator('[data-testid=name-input]').inputValue(), 'upper garment edge');
+  await page.goto(`${base}#/r/fashion?annotated=named`);
+  await page.waitForSelector('[data-testid=feature-list] tbody tr');
+  assert.match(await page.locator('[data-testid=feature-list] tbody').innerText(), /upper garment edge/);
+  await page.goto(`${base}#/compare/fashion/${latent}/fashion-2`);
+  await imagesLoaded('[data-testid=compare-right] [data-testid=exemplar-img]');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'compare.png'), fullPage: true });
+});
+
+test('a static site shows the same pages without editing', { skip }, async () => {
+  const site = path.join(tmp, 'site');
+  await writeSite([run.dir], site, { showProgress: false });
+  // Any static file server will do; browsers do not let pages fetch file:// URLs.
+  const files = Fastify();
+  await files.register(fastifyStatic, { root: site });
+  const url = (await files.listen({ host: '127.0.0.1', port: 0 })) + '/';
+  try {
+    await page.goto(`${url}#/r/fashion?sort=name`);
+    await page.waitForSelector('[data-testid=feature-list] tbody tr');
+    assert.match(await page.locator('[data-testid=feature-list] tbody tr').first().innerText(), /upper garment edge/, 'names from the database, sorted in the page');
+    await page.goto(`${url}#/r/fashion/f/${latent}`);
+    const widths = await imagesLoaded('[data-testid=exemplar-img]');
+    assert.ok(widths.length >= 4 && widths.every((w) => w > 0), `exemplar images: ${widths}`);
+    assert.equal(await page.locator('[data-testid=name-input]').count(), 0, 'no editing');
+    await page.locator('[data-testid=exemplar-img]').first().click();
+    await imagesLoaded('[data-testid=patch-view] img');
+    await page.locator('[data-testid=patch-cell]').first().click();
+    await page.waitForSelector('[data-testid=selection-title]');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'static-site-image.png') });
+  } finally {
+    await files.close();
+  }
+});

@@ -1,0 +1,257 @@
+/**
+ * The feature browser's HTTP API on a small real run: contents against the index and a direct encoding, paging
+ * and sorting, annotations persisted in SQLite, cache headers, 4xx with a message for every bad request (never a
+ * 500), no file outside the thumbnail directories, and the server time of a feature page with 24,576 latents.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { createServer, openRuns } from '../src/server/app.js';
+import type { FeatureList, FeaturePage, ImagePage, RunInfo, Comparison } from '../src/server/api.js';
+import { RunData } from '../src/server/data.js';
+import { HIST_BINS } from '../src/analysis/accumulate.js';
+import { writeRun } from '../src/analysis/run.js';
+import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, VisualsMeta } from '../src/analysis/visuals.js';
+import { Sae } from '../src/sae/model.js';
+import { Rng, ShardDataset } from '../src/shards/index.js';
+import { makeRun, SmallRun } from './fixtures/web/run.js';
+
+let tmp: string;
+let run: SmallRun;
+let app: FastifyInstance;
+let index: VisualsIndex;
+const ID = 'run';
+
+before(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-server-'));
+  run = await makeRun(path.join(tmp, 'run'));
+  // The same run twice: a second SAE for the comparison endpoint.
+  app = await createServer({ runs: await openRuns([run.dir, run.dir]), loopbackOnly: true });
+  index = await VisualsIndex.open(run.visuals);
+});
+
+after(async () => {
+  await app?.close();
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+const get = (url: string, headers: Record<string, string> = {}) => app.inject({ method: 'GET', url, headers: { host: '127.0.0.1:8770', ...headers } });
+
+test('runs and the feature list: sorted, filtered, paged', async () => {
+  const runs = (await get('/api/runs')).json<{ runs: RunInfo[] }>().runs;
+  assert.deepEqual(runs.map((r) => r.id), [ID, `${ID}-2`]);
+  assert.equal(runs[0].d_sae, 64);
+  assert.deepEqual(runs[0].grid, [4, 4]);
+  assert.equal(runs[0].files, `/files/${ID}/`);
+  const all = (await get(`/api/runs/${ID}/features?sort=frequency&order=desc&limit=500`)).json<FeatureList>();
+  assert.equal(all.total, 64);
+  const want = Array.from({ length: 64 }, (_, j) => index.summary(j)).sort((a, b) => b.frequency - a.frequency || a.latent - b.latent);
+  assert.deepEqual(all.items.map((f) => f.latent), want.map((f) => f.latent));
+  const page2 = (await get(`/api/runs/${ID}/features?sort=frequency&order=desc&offset=10&limit=5`)).json<FeatureList>();
+  assert.deepEqual(page2.items.map((f) => f.latent), want.slice(10, 15).map((f) => f.latent));
+  const alive = (await get(`/api/runs/${ID}/features?min_frequency=1e-300&limit=500`)).json<FeatureList>();
+  assert.equal(alive.total, want.filter((f) => f.frequency > 0).length);
+});
+
+test('a feature page holds its statistics, exemplars and co-firing features', async () => {
+  const j = index.meta.d_sae - 1 - [...Array(64).keys()].reverse().findIndex((x) => index.summary(x).frequency > 0);
+  const res = await get(`/api/runs/${ID}/features/${j}`);
+  assert.equal(res.statusCode, 200);
+  assert.match(String(res.headers['server-timing']), /^app;dur=[\d.]+$/);
+  const f = res.json<FeaturePage>();
+  const rec = await index.feature(j);
+  assert.equal(f.latent, j);
+  assert.equal(f.frequency, index.summary(j).frequency);
+  assert.deepEqual(f.exemplars.map((e) => e.image), rec.exemplars.map((e) => e.image));
+  assert.equal(f.exemplars[0].values.length, 16);
+  assert.ok(Math.abs(Math.max(...f.exemplars[0].values) - f.max) < 1e-6, 'the top exemplar peaks at the feature max');
+  assert.equal(f.histogram.counts.reduce((a, b) => a + b, 0), Math.round(f.frequency * index.meta.n_tokens));
+  assert.ok(f.cofire.every((c) => c.latent !== j && c.count >= 1 && c.count <= f.exemplars.length));
+  // Thumbnails are static files with cache validators.
+  const thumb = await get(`/files/${ID}/${thumbPath(j, 0)}`);
+  assert.equal(thumb.statusCode, 200);
+  assert.equal(thumb.headers['content-type'], 'image/webp');
+  assert.match(String(thumb.headers['cache-control']), /max-age=86400/);
+  assert.ok(thumb.headers.etag);
+  assert.equal((await get(`/files/${ID}/${thumbPath(j, 0)}`, { 'if-none-match': String(thumb.headers.etag) })).statusCode, 304);
+});
+
+test('an image page lists what fires on each patch, as a direct encoding says', async () => {
+  const res = await get(`/api/runs/${ID}/images/7`);
+  assert.equal(res.statusCode, 200);
+  const page = res.json<ImagePage>();
+  assert.equal(page.key, 'images-idx3-ubyte#7');
+  assert.equal(page.patches.length, 16);
+  const sae = await Sae.open(run.sae);
+  const ds = await ShardDataset.open(run.shards);
+  const z = await sae.encode(await ds.readTokens(0, 7, 1, 1, 16));
+  await ds.close();
+  for (let p = 0; p < 16; p++) {
+    const want = new Map<number, number>();
+    for (let e = z.rowptr[p]; e < z.rowptr[p + 1]; e++) if (z.val[e] > 0) want.set(z.idx[e], z.val[e]);
+    assert.deepEqual(new Map(page.patches[p]), want, `patch ${p}`);
+    for (const [j] of page.patches[p]) assert.equal(page.latents[j].latent, j);
+  }
+  assert.deepEqual(page.top, await index.imageTop(7));
+  // Concurrent pages share the SAE, which encodes one batch at a time.
+  const pages = await Promise.all([11, 12, 13, 14].map((i) => get(`/api/runs/${ID}/images/${i}`)));
+  assert.deepEqual(pages.map((p) => p.statusCode), [200, 200, 200, 200]);
+  const view = await get(page.view);
+  assert.equal(view.headers['content-type'], 'image/png');
+  assert.match(String(view.headers['cache-control']), /max-age/);
+  assert.equal((await get(page.view, { 'if-none-match': String(view.headers.etag) })).statusCode, 304);
+});
+
+test('names and notes are saved in SQLite and shown everywhere', async () => {
+  const put = (latent: number, body: unknown) =>
+    app.inject({ method: 'PUT', url: `/api/runs/${ID}/features/${latent}/annotation`, headers: { host: '127.0.0.1' }, payload: body as object });
+  assert.equal((await put(3, { name: ' vertical edge ', notes: 'left side of trousers' })).statusCode, 200);
+  assert.equal((await get(`/api/runs/${ID}/features/3`)).json<FeaturePage>().name, 'vertical edge');
+  const named = (await get(`/api/runs/${ID}/features?annotated=named`)).json<FeatureList>();
+  assert.deepEqual(named.items.map((f) => [f.latent, f.name]), [[3, 'vertical edge']]);
+  assert.equal((await get(`/api/runs/${ID}/features?q=TROUSERS`)).json<FeatureList>().total, 1);
+  const bad = await put(3, { name: 'x'.repeat(201) });
+  assert.equal(bad.statusCode, 400);
+  assert.match(bad.json().message, /name/);
+  assert.equal((await put(3, { title: 'x' })).statusCode, 400);
+  // Stored on disk: a fresh reader sees it.
+  const again = await RunData.open(run.dir, 'again', { files: () => '', view: () => '' }, { readonly: true });
+  assert.equal((await again.feature(3)).notes, 'left side of trousers');
+  await again.close();
+});
+
+test('two runs compare by the images they share', async () => {
+  const j = index.meta.d_sae - 1 - [...Array(64).keys()].reverse().findIndex((x) => index.summary(x).frequency > 0);
+  const c = (await get(`/api/runs/${ID}/compare/${j}?other=${ID}-2`)).json<Comparison>();
+  assert.equal(c.images, index.exemplarCount(j));
+  // The feature fires on all its own exemplars, so in an identical run it is among the best matches.
+  assert.ok(c.matches.some((m) => m.latent === j && m.count === c.images), JSON.stringify(c.matches.slice(0, 3)));
+});
+
+test('bad requests get a 4xx with a message, never a 500, and no file outside the data', async () => {
+  const cases: [string, number][] = [
+    [`/api/runs/${ID}/features/64`, 404],
+    [`/api/runs/${ID}/features/-1`, 400],
+    [`/api/runs/${ID}/features/1.5`, 400],
+    [`/api/runs/${ID}/features/abc`, 400],
+    [`/api/runs/${ID}/features/99999999999999999999999`, 404],
+    [`/api/runs/nope/features/1`, 404],
+    [`/api/runs/${ID}/features?sort=bogus`, 400],
+    [`/api/runs/${ID}/features?limit=0`, 400],
+    [`/api/runs/${ID}/features?limit=100000`, 400],
+    [`/api/runs/${ID}/features?offset=-3`, 400],
+    [`/api/runs/${ID}/features?min_frequency=2`, 400],
+    [`/api/runs/${ID}/features?what=1`, 400],
+    [`/api/runs/${ID}/images/240`, 404],
+    [`/api/runs/${ID}/images/-2/view.png`, 400],
+    [`/api/runs/${ID}/compare/1?other=nope`, 404],
+    [`/api/runs/${ID}/compare/1`, 400],
+    [`/files/${ID}/thumbs/../../run.json`, 0],
+    [`/files/${ID}/thumbs/..%2f..%2frun.json`, 0],
+    [`/files/${ID}/thumbs/%2e%2e/%2e%2e/run.json`, 0],
+    [`/files/${ID}/thumbs/%2e%2e%2f%2e%2e%2fannotations.sqlite`, 0],
+    [`/files/${ID}/thumbs/%00`, 0],
+    [`/files/${ID}/features/0.json`, 0],
+    ['/api/nothing', 404],
+  ];
+  // Code 0: any 4xx (path traversal attempts are refused in different ways, but never served).
+  for (const [url, code] of cases) {
+    const res = await get(url);
+    assert.ok(res.statusCode >= 400 && res.statusCode < 500, `${url}: ${res.statusCode}`);
+    if (code && res.statusCode !== code) assert.fail(`${url}: expected ${code}, got ${res.statusCode} ${res.body}`);
+    assert.ok(!res.body.includes('"format": "vitsae-run"'), `${url} leaked run.json`);
+    if (String(res.headers['content-type']).includes('json')) assert.ok(res.json().message, `${url} has a message`);
+  }
+  assert.match((await get(`/api/runs/${ID}/features?sort=bogus`)).json().message, /latent, frequency/);
+  // A page on another host name (DNS rebinding) is refused.
+  assert.equal((await get('/api/runs', { host: 'attacker.example:8770' })).statusCode, 403);
+});
+
+/**
+ * A synthetic index of 24,576 latents with realistic chunks (20 exemplars of 256 patches each): full statistics
+ * and histogram tables, and the chunk files of the latents the test asks for.
+ */
+async function bigIndex(dir: string, S: number, asked: number[]): Promise<void> {
+  const visuals = path.join(dir, 'visuals');
+  const P = 256, K = 20, N = 100_000;
+  await fsp.mkdir(path.join(visuals, 'features'), { recursive: true });
+  const rng = new Rng(5);
+  const stats = new Float64Array(S * STATS_COLUMNS.length);
+  for (let j = 0; j < S; j++) {
+    const fires = Math.floor(rng.nextFloat() * 1e5);
+    stats.set([fires, Math.min(N, fires), fires * 2, 4 + rng.nextFloat()], j * 4);
+  }
+  const hist = new Uint32Array(S * HIST_BINS).map(() => (rng.nextFloat() < 0.2 ? Math.floor(rng.nextFloat() * 1000) : 0));
+  await fsp.writeFile(path.join(visuals, 'stats.bin'), new Uint8Array(stats.buffer));
+  await fsp.writeFile(path.join(visuals, 'hist.bin'), new Uint8Array(hist.buffer));
+  for (const c of new Set(asked.map((j) => Math.floor(j / CHUNK_SIZE)))) {
+    const features = Array.from({ length: CHUNK_SIZE }, (_, i) => ({
+      latent: c * CHUNK_SIZE + i,
+      exemplars: Array.from({ length: K }, (_, r) => ({
+        image: (c * 7919 + i * 31 + r) % N,
+        key: `n01440764/ILSVRC2012_val_000${(c * 7919 + i * 31 + r) % N}.JPEG`,
+        label: r,
+        max: 5 - r * 0.1,
+        patches: Buffer.from(Array.from({ length: P }, () => (rng.nextFloat() < 0.3 ? Math.floor(rng.nextFloat() * 256) : 0))).toString('base64'),
+      })),
+      cofire: Array.from({ length: 12 }, (_, q) => [(c * CHUNK_SIZE + i + q + 1) % S, 12 - q]),
+    }));
+    await fsp.writeFile(path.join(visuals, 'features', `${c}.json`), JSON.stringify({ first: c * CHUNK_SIZE, features }));
+  }
+  const meta: VisualsMeta = {
+    format: 'vitsae-visuals',
+    version: 1,
+    d_sae: S,
+    n_images: N,
+    n_tokens: N * P,
+    patches: P,
+    grid: [16, 16],
+    image_size: [224, 224],
+    k: K,
+    cofire: 8,
+    image_top: 16,
+    chunk_size: CHUNK_SIZE,
+    thumb_size: [128, 128],
+    histogram: HISTOGRAM_LAYOUT,
+    stats_columns: STATS_COLUMNS,
+    source: { sae: path.join(dir, 'sae'), shards: path.join(dir, 'acts'), layer: -2, images: path.join(dir, 'images') },
+    created: new Date().toISOString(),
+  };
+  await fsp.writeFile(path.join(visuals, 'index.json'), JSON.stringify(meta));
+  await writeRun(dir, { shards: path.join(dir, 'acts'), sae: path.join(dir, 'sae'), visuals });
+}
+
+test('with 24,576 latents a feature page takes under 50 ms of server time', async () => {
+  const S = 24_576;
+  const asked = Array.from({ length: 8 }, (_, i) => Math.floor(((i + 0.5) * S) / 8));
+  const dir = path.join(tmp, 'big');
+  await bigIndex(dir, S, asked);
+  const big = await createServer({ runs: await openRuns([dir]) });
+  try {
+    const timing = async (url: string) => {
+      const res = await big.inject({ method: 'GET', url });
+      assert.equal(res.statusCode, 200, res.body);
+      return Number(/dur=([\d.]+)/.exec(String(res.headers['server-timing']))![1]);
+    };
+    await timing(`/api/runs/big/features/${asked[0]}`); // the first request also warms up the code
+    // Each latent is in a different chunk, so every request reads and parses its chunk from disk.
+    const cold = [];
+    for (const j of asked.slice(1)) cold.push(await timing(`/api/runs/big/features/${j}`));
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    assert.ok(median(cold) < 50, `feature pages took ${cold.map((t) => t.toFixed(1)).join(', ')} ms`);
+    const warm = await timing(`/api/runs/big/features/${asked[3]}`);
+    assert.ok(warm < 50, `a cached feature page took ${warm} ms`);
+    // A list sorts all latents once per sort order (kept for later requests), then pages through that order.
+    const lists = [];
+    for (const sort of ['frequency', 'max', 'name', 'latent']) {
+      await timing(`/api/runs/big/features?sort=${sort}&order=desc`);
+      lists.push(await timing(`/api/runs/big/features?sort=${sort}&order=desc&offset=200&limit=100&min_frequency=1e-9`));
+    }
+    assert.ok(median(lists) < 50, `feature lists took ${lists.join(', ')} ms`);
+  } finally {
+    await big.close();
+  }
+});

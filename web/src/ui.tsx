@@ -1,0 +1,131 @@
+/** Small shared pieces: routes, data loading, number formats, thumbnails, latent cards, the histogram. */
+import { createContext, useContext, useEffect, useState } from 'react';
+import type { LatentRef, RunInfo } from '../../src/server/api.js';
+import { Source, thumbUrl } from './data.js';
+
+export interface AppData {
+  source: Source;
+  runs: RunInfo[];
+}
+
+export const AppContext = createContext<AppData>(null as unknown as AppData);
+
+export function useApp(): AppData {
+  return useContext(AppContext);
+}
+
+export function useRun(id: string): RunInfo | undefined {
+  return useApp().runs.find((r) => r.id === id);
+}
+
+/** Hash routes, so that the same build works on a server and as static files. */
+export const href = {
+  list: (run: string, params?: Record<string, string>) => `#/r/${run}${params && Object.keys(params).length ? '?' + new URLSearchParams(params) : ''}`,
+  feature: (run: string, latent: number) => `#/r/${run}/f/${latent}`,
+  image: (run: string, image: number) => `#/r/${run}/i/${image}`,
+  compare: (a: string, latent: number, b: string, other?: number) => `#/compare/${a}/${latent}/${b}${other === undefined ? '' : `/${other}`}`,
+};
+
+export interface Loaded<T> {
+  data?: T;
+  error?: string;
+  loading: boolean;
+}
+
+/** Runs `load` whenever `deps` change; results of superseded calls are dropped. */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
+  const [state, setState] = useState<Loaded<T>>({ loading: true });
+  useEffect(() => {
+    let live = true;
+    setState((s) => ({ ...s, loading: true }));
+    load().then(
+      (data) => live && setState({ data, loading: false }),
+      (e: Error) => live && setState({ error: e.message, loading: false }),
+    );
+    return () => {
+      live = false;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, deps);
+  return state;
+}
+
+export function Status({ state }: { state: Loaded<unknown> }) {
+  if (state.error) return <p className="error" role="alert">{state.error}</p>;
+  if (state.loading && !state.data) return <p className="muted">Loading…</p>;
+  return null;
+}
+
+/** A fraction as a percentage with two significant digits (tiny ones as "<0.01%"). */
+export function pct(f: number): string {
+  if (f === 0) return '0%';
+  if (f < 1e-4) return '<0.01%';
+  return `${(f * 100).toPrecision(2)}%`;
+}
+
+export function num(v: number): string {
+  return v === 0 ? '0' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
+}
+
+export function featureTitle(latent: number, name: string): string {
+  return name ? `#${latent} ${name}` : `#${latent}`;
+}
+
+/** A latent's first exemplar thumbnails. */
+export function Thumbs({ run, latent, count, size = 48 }: { run: RunInfo; latent: number; count: number; size?: number }) {
+  return (
+    <span className="thumbs">
+      {Array.from({ length: count }, (_, r) => (
+        <img key={r} src={thumbUrl(run, latent, r)} width={size} height={Math.round((size * run.thumb_size[0]) / run.thumb_size[1])} alt="" loading="lazy" />
+      ))}
+    </span>
+  );
+}
+
+/** A linked feature with its name, frequency and first thumbnails. */
+export function LatentCard({ run, refd, detail, onHover }: { run: RunInfo; refd: LatentRef; detail?: string; onHover?: (latent: number | null) => void }) {
+  return (
+    <a
+      className="latent-card"
+      data-testid="latent-card"
+      href={href.feature(run.id, refd.latent)}
+      onMouseEnter={() => onHover?.(refd.latent)}
+      onMouseLeave={() => onHover?.(null)}
+    >
+      <span className="latent-title">
+        <b>#{refd.latent}</b> {refd.name || <span className="muted">unnamed</span>}
+      </span>
+      <span className="muted small">
+        {detail ? `${detail} · ` : ''}fires on {pct(refd.frequency)}
+      </span>
+      <Thumbs run={run} latent={refd.latent} count={Math.min(4, refd.n_exemplars)} />
+    </a>
+  );
+}
+
+/** Bars of a log-binned histogram: counts[b] of values in [lo * ratio^b, lo * ratio^(b+1)). */
+export function Histogram({ lo, ratio, counts, width = 420, height = 120 }: { lo: number; ratio: number; counts: number[]; width?: number; height?: number }) {
+  if (!counts.length) return <p className="muted">Never fires.</p>;
+  const max = Math.max(...counts);
+  const pad = 18;
+  const bw = (width - 8) / counts.length;
+  const edge = (b: number) => lo * ratio ** b;
+  const ticks = [0, Math.floor(counts.length / 2), counts.length];
+  return (
+    <svg className="histogram" width={width} height={height + pad} role="img" aria-label="value histogram, log scale">
+      {counts.map((c, b) => {
+        const h = max ? (c / max) * (height - 4) : 0;
+        return (
+          <rect key={b} x={4 + b * bw} y={height - h} width={Math.max(1, bw - 1)} height={h}>
+            <title>{`${num(edge(b))}–${num(edge(b + 1))}: ${c}`}</title>
+          </rect>
+        );
+      })}
+      {ticks.map((b) => (
+        <text key={b} x={Math.min(width - 4, Math.max(4, 4 + b * bw))} y={height + 13} textAnchor={b === 0 ? 'start' : b === counts.length ? 'end' : 'middle'}>
+          {num(edge(b))}
+        </text>
+      ))}
+    </svg>
+  );
+}

@@ -8,6 +8,7 @@ import { evalConceptsCommand } from './commands/eval-concepts.js';
 import { demoCommand } from './commands/demo.js';
 import { shardsInfoCommand } from './commands/shards.js';
 import { dataSyntheticCommand } from './commands/data-synthetic.js';
+import { dataConceptWorldCommand } from './commands/data-concept-world.js';
 import { convertCommand } from './commands/convert.js';
 import { layersCommand } from './commands/layers.js';
 import { recordCommand, shardsMergeCommand } from './commands/record.js';
@@ -20,6 +21,7 @@ import { siteCommand } from './commands/site.js';
 
 export const commands: Command[] = [
   demoCommand,
+  dataConceptWorldCommand,
   dataSyntheticCommand,
   layersCommand,
   recordCommand,

@@ -1,0 +1,99 @@
+/**
+ * The demo: the whole pipeline on the embedded default. A concept world (images with known concepts) is generated,
+ * and for each shipped demo model (models/*.onnx) a run directory is built: record one layer's patch activations,
+ * train a TopK SAE, evaluate it, check its latents against the ground-truth concepts (concept-world models), and
+ * compute the exemplars that the browser shows. Each step is the library call its CLI command wraps.
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeConceptWorld, CONCEPTS_FILE } from './data/concept-world.js';
+import { record } from './backbone/record.js';
+import { defaultsOf } from './cli/config.js';
+import { saeSpec, trainSpec } from './sae/config.js';
+import { train } from './sae/train.js';
+import { Sae } from './sae/model.js';
+import { evaluateSae } from './sae/evaluate.js';
+import { SaeMetrics } from './sae/metrics.js';
+import { ConceptReport, conceptWorldLabels, evaluateConcepts } from './analysis/concepts.js';
+import { computeVisuals } from './analysis/exemplars.js';
+import { writeRun } from './analysis/run.js';
+import { writeFileAtomic } from './util/fs.js';
+import { UserError } from './util/errors.js';
+
+export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
+export const FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz';
+
+/** The shipped models and the data each is recorded on ('world' = the generated concept world). */
+export const DEMO_MODELS = [
+  { stem: 'concept-world-supervised', data: 'world' },
+  { stem: 'concept-world-simclr', data: 'world' },
+  { stem: 'fashion-mnist-supervised', data: FASHION_MNIST },
+] as const;
+
+export interface DemoOptions {
+  out: string;
+  /** Concept-world images to generate and record. */
+  worldSize: number;
+  /** SAE training tokens per model. */
+  tokens: number;
+  /** Recorded layer (block index, negative from the end). */
+  layer: string;
+  /** Only these model stems (default all). */
+  only?: string[];
+  seed: number;
+  showProgress?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface DemoRun {
+  model: string;
+  dir: string;
+  metrics: SaeMetrics;
+  concepts: ConceptReport | null;
+}
+
+export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const models = DEMO_MODELS.filter((m) => !opts.only?.length || opts.only.includes(m.stem));
+  for (const m of models) {
+    const file = path.join(MODELS_DIR, `${m.stem}.onnx`);
+    if (!existsSync(file)) throw new UserError(`${file} is missing: the demo models ship with vitsae (models/README.md tells how they were trained)`);
+  }
+  const world = path.join(opts.out, 'world');
+  if (models.some((m) => m.data === 'world') && !existsSync(path.join(world, CONCEPTS_FILE))) {
+    log(`generating ${opts.worldSize} concept-world images in ${world}`);
+    await fsp.rm(world, { recursive: true, force: true });
+    await writeConceptWorld(world, { n: opts.worldSize, seed: opts.seed, progress: opts.showProgress });
+  }
+  const runs: DemoRun[] = [];
+  for (const m of models) {
+    const dir = path.join(opts.out, m.stem);
+    const model = path.join(MODELS_DIR, `${m.stem}.onnx`);
+    const data = m.data === 'world' ? world : m.data;
+    const acts = path.join(dir, 'acts');
+    const saeDir = path.join(dir, 'sae');
+    const visuals = path.join(dir, 'visuals');
+    await fsp.rm(dir, { recursive: true, force: true });
+    log(`\n${m.stem}: recording layer ${opts.layer} of ${model} on ${data}`);
+    await record({ model, layers: [opts.layer], data, out: acts, progress: opts.showProgress, log });
+    log(`${m.stem}: training a TopK SAE`);
+    const sae = { ...defaultsOf(saeSpec), activation: 'topk' as const, k: 16, expansion: 8 };
+    const t = { ...defaultsOf(trainSpec), batch: 1024, tokens: opts.tokens, lr: 1e-3, lrWarmup: 100, deadWindow: 500_000, seed: opts.seed };
+    await train({ shards: acts, out: saeDir, selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: opts.showProgress });
+    const model_ = await Sae.load(saeDir);
+    const metrics = await evaluateSae(model_, acts, { selection: { layer: -1, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });
+    await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
+    let concepts: ConceptReport | null = null;
+    if (m.data === 'world') {
+      log(`${m.stem}: checking latents against the ground-truth concepts`);
+      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer: -1 }, showProgress: opts.showProgress, seed: opts.seed });
+      await writeFileAtomic(path.join(dir, 'concepts.json'), JSON.stringify(concepts, null, 2) + '\n');
+    }
+    log(`${m.stem}: exemplars for every feature`);
+    await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
+    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals });
+    runs.push({ model: m.stem, dir, metrics, concepts });
+  }
+  return runs;
+}

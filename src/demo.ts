@@ -27,7 +27,6 @@ export const FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3
 /** The shipped models and the data each is recorded on ('world' = the generated concept world). */
 export const DEMO_MODELS = [
   { stem: 'concept-world-supervised', data: 'world' },
-  { stem: 'concept-world-simclr', data: 'world' },
   { stem: 'fashion-mnist-supervised', data: FASHION_MNIST },
 ] as const;
 
@@ -42,6 +41,8 @@ export interface DemoOptions {
   /** Only these model stems (default all). */
   only?: string[];
   seed: number;
+  /** Where the demo models are (default: the shipped models/). */
+  modelsDir?: string;
   showProgress?: boolean;
   log?: (line: string) => void;
 }
@@ -54,10 +55,13 @@ export interface DemoRun {
 }
 
 export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
-  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const t0 = Date.now();
+  const out = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const log = (l: string) => out(`[${Math.round((Date.now() - t0) / 1000)} s] ${l}`);
+  const modelsDir = opts.modelsDir ?? MODELS_DIR;
   const models = DEMO_MODELS.filter((m) => !opts.only?.length || opts.only.includes(m.stem));
   for (const m of models) {
-    const file = path.join(MODELS_DIR, `${m.stem}.onnx`);
+    const file = path.join(modelsDir, `${m.stem}.onnx`);
     if (!existsSync(file)) throw new UserError(`${file} is missing: the demo models ship with vitsae (models/README.md tells how they were trained)`);
   }
   const world = path.join(opts.out, 'world');
@@ -69,13 +73,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
   const runs: DemoRun[] = [];
   for (const m of models) {
     const dir = path.join(opts.out, m.stem);
-    const model = path.join(MODELS_DIR, `${m.stem}.onnx`);
+    const model = path.join(modelsDir, `${m.stem}.onnx`);
     const data = m.data === 'world' ? world : m.data;
     const acts = path.join(dir, 'acts');
     const saeDir = path.join(dir, 'sae');
     const visuals = path.join(dir, 'visuals');
     await fsp.rm(dir, { recursive: true, force: true });
-    log(`\n${m.stem}: recording layer ${opts.layer} of ${model} on ${data}`);
+    log(`${m.stem}: recording layer ${opts.layer} of ${model} on ${data}`);
     await record({ model, layers: [opts.layer], data, out: acts, progress: opts.showProgress, log });
     log(`${m.stem}: training a TopK SAE`);
     const sae = { ...defaultsOf(saeSpec), activation: 'topk' as const, k: 16, expansion: 8 };

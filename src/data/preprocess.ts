@@ -2,7 +2,7 @@
  * Image preprocessing per model: resize, centre crop, scale to [0, 1], normalise with mean/std, channel order.
  * Settings come from a preset (CLIP, DINOv2, SigLIP, ImageNet) overridden by a JSON model card next to the .onnx
  * file (`model.onnx` -> `model.json`) and then by command-line flags. Decoding runs in sharp (libvips), whose
- * work happens on libuv's worker threads, so images decode while onnxruntime computes on the main thread.
+ * work happens on libuv's worker threads, so images decode while the recorder's onnxruntime worker computes.
  *
  * Array names carry their shape: pixels_CHW is [channels, height, width], px_HWC decoded bytes [height, width,
  * channels], mask_HW [height, width].

@@ -5,8 +5,8 @@ import { serveCommand } from './serve.js';
 
 const spec = {
   out: { kind: 'string', default: 'runs', doc: 'directory for the concept world and one run directory per demo model' },
-  worldSize: { kind: 'number', int: true, min: 10, default: 3000, doc: 'concept-world images to generate and record' },
-  tokens: { kind: 'number', int: true, min: 1, default: 2_000_000, doc: 'SAE training tokens per model' },
+  worldSize: { kind: 'number', int: true, min: 10, default: 2000, doc: 'concept-world images to generate and record' },
+  tokens: { kind: 'number', int: true, min: 1, default: 1_500_000, doc: 'SAE training tokens per model' },
   layer: { kind: 'string', default: '-2', doc: 'layer to record: block index (negative from the end) or tensor name' },
   only: { kind: 'strings', default: [], doc: `only these models (${DEMO_MODELS.map((m) => m.stem).join(', ')})` },
   seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the world and the SAE training' },
@@ -21,7 +21,7 @@ export const demoCommand = defineCommand({
   summary: 'the whole pipeline on the shipped demo models and a generated concept world, then the browser',
   usage: `
 Generates a concept world (images whose shapes, colours and textures are known per patch), and for each shipped
-demo model (a supervised and a self-supervised ViT on that world, a supervised ViT on Fashion-MNIST) records a
+demo model (a supervised ViT on that world, a supervised ViT on Fashion-MNIST's real photos) records a
 layer, trains a TopK SAE, evaluates it, checks its latents against the ground-truth concepts, and computes every
 feature's exemplars. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals, eval.json, concepts.json),
 prints a summary and opens the browser app on the runs (unless --no-serve).`,

@@ -1,0 +1,34 @@
+/**
+ * `vitsae demo` end to end on a small concept world with the shipped supervised model: every step of the
+ * pipeline runs and leaves a browsable run directory with its evaluation and concept check.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { runDemo } from '../src/demo.js';
+import { readRun } from '../src/analysis/run.js';
+
+test('the demo builds a run with an SAE, its evaluation, the concept check and exemplars', async () => {
+  const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-demo-'));
+  try {
+    const lines: string[] = [];
+    const [run] = await runDemo({ out, worldSize: 150, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
+    assert.equal(run.model, 'concept-world-supervised');
+    assert.ok(run.metrics.nmse < 0.5 && run.metrics.l0 === 16, `nmse ${run.metrics.nmse}, l0 ${run.metrics.l0}`);
+    const c = run.concepts!;
+    assert.equal(c.concepts.length, 22);
+    assert.equal(c.n_patches, 150 * 64);
+    // The model's patches carry colour (its per-patch head is trained on it), so a probe decodes it well.
+    const colours = c.concepts.filter((s) => s.concept.startsWith('colour:'));
+    assert.ok(colours.reduce((a, s) => a + s.probe_f1, 0) / colours.length > 0.7, 'colour is linearly decodable');
+    const r = await readRun(run.dir);
+    for (const p of [r.sae, r.shards, r.visuals]) assert.ok(existsSync(p), p);
+    assert.ok(existsSync(path.join(run.dir, 'concepts.json')) && existsSync(path.join(run.dir, 'eval.json')));
+    assert.ok(existsSync(path.join(r.visuals, 'index.json')), 'the browser index was written');
+    assert.ok(lines.some((l) => l.includes('exemplars')), 'progress is reported');
+  } finally {
+    await fsp.rm(out, { recursive: true, force: true });
+  }
+});

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -490,7 +489,7 @@ def train_fashion(args, log):
     steps = 1 if args.smoke else args.steps
 
     def loss_fn(idx, gen):
-        # Flips and shifts of up to 2 source pixels (4-5 input pixels), so the model does not overfit in a few epochs.
+        # Random flips per image and a shift of up to 4 pixels (under 2 source pixels) per batch, against overfitting.
         b = x[idx]
         b = torch.where((torch.rand(len(idx), generator=gen) < 0.5).view(-1, 1, 1, 1), b.flip(3), b)
         dx, dy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))

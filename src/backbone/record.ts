@@ -1,22 +1,25 @@
 /**
  * The recorder: runs the head of a model (inputs -> chosen layers) over a dataset and writes activation shards.
- * Images of the next batch decode (sharp, on libuv's threads) while onnxruntime runs the current one; writes of
- * a batch overlap the next decode too. Beside the shards go `examples.jsonl` (one {file, label?} per recorded
- * example, in shard order, so skipped files never shift the mapping) and, with --on-error skip, `errors.jsonl`.
+ * onnxruntime runs on a worker thread (see HeadWorker), so that the next batch decodes (sharp, on libuv's threads,
+ * normalised on the main thread) and the previous one is written while it computes the current one. Beside the
+ * shards go `examples.jsonl` (one {file, label?} per recorded example, in shard order, so skipped files never
+ * shift the mapping) and, with --on-error skip, `errors.jsonl`.
  *
  * Array names carry their shape: acts_NLTD is [examples, layers, stored tokens, d_model], pixels_NCHW the batch.
  */
 import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { Dataset, openDataset } from '../data/images.js';
 import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
 import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
+import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
 import { headModel } from './graph.js';
+import { encodeModel } from './onnx.js';
 
 export const EXAMPLES_FILE = 'examples.jsonl';
 export const ERRORS_FILE = 'errors.jsonl';
@@ -138,7 +141,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 
   const { writer, next, resumed } = await openWriter(opts.out, metadata, ds, slice);
   if (resumed) log(`resuming ${opts.out}: ${writer.nExamples} examples kept, continuing at dataset index ${next}`);
-  const head = await createSession(headModel(bb.model, layers.map((l) => l.name), bb.index));
+  const head = await HeadWorker.start(encodeModel(headModel(bb.model, layers.map((l) => l.name), bb.index)), bb.input.name);
   const examples = await fs.open(path.join(opts.out, EXAMPLES_FILE), 'a');
   const errors = await fs.open(path.join(opts.out, ERRORS_FILE), 'a');
   const bar = progress('record', slice.end - next, { enabled: opts.progress ?? true, unit: 'images' });
@@ -165,8 +168,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       const n = cur.files.length;
       if (n) {
         const rows = fixed ?? n;
-        const feeds = { [bb.input.name]: new ort.Tensor('float32', cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size]) };
-        const outs = await head.run(feeds);
+        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size]);
         const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
         await writing;
         writing = (async () => {
@@ -191,9 +193,108 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     bar.stop();
     await examples.close();
     await errors.close();
-    await head.release();
+    await head.close();
   }
 }
+
+/**
+ * The head session's options. onnxruntime's threads would spin between operators by default, taking the cores
+ * from the decoding beside them (and, on a shared machine, losing their time slices to spinning); waking them
+ * costs microseconds against operators of milliseconds.
+ */
+export const HEAD_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = { extra: { session: { intra_op: { allow_spinning: '0' } } } };
+
+/** Marks the worker threads that serve a head session (see HeadWorker), in their workerData. */
+const HEAD_WORKER = 'vitsae-head-session';
+
+interface HeadWorkerData {
+  role: typeof HEAD_WORKER;
+  /** The encoded head model. */
+  model: Uint8Array;
+  input: string;
+}
+
+/** A message of the head worker: its session is ready (no outputs), a batch's outputs, or an error. */
+type HeadReply = { outputs?: { name: string; data: Float32Array; dims: number[] }[] } | { error: string };
+
+/**
+ * The head model's onnxruntime session on a worker thread. onnxruntime-node's `session.run` returns a promise but
+ * computes synchronously on the calling thread, so on the main thread it would stall the event loop for a whole
+ * batch: the next batch's decode (sharp's stages and the normalisation need the loop between them) and the writes
+ * of the previous one would wait for it instead of running beside it. Pixels and outputs are transferred, not
+ * copied. Requests are answered in order; the first answer says whether the session loaded.
+ */
+class HeadWorker {
+  private readonly worker: Worker;
+  private readonly pending: { resolve: (outputs: Record<string, ort.Tensor>) => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | null = null;
+
+  /** Loads `model` on a new worker; `input` names its image input. */
+  static async start(model: Uint8Array, input: string): Promise<HeadWorker> {
+    const head = new HeadWorker({ role: HEAD_WORKER, model, input });
+    await head.answer();
+    return head;
+  }
+
+  private constructor(data: HeadWorkerData) {
+    this.worker = new Worker(new URL(import.meta.url), { workerData: data });
+    this.worker.on('message', (m: HeadReply) => {
+      const p = this.pending.shift()!;
+      if ('error' in m) p.reject(new Error(m.error));
+      else p.resolve(Object.fromEntries((m.outputs ?? []).map((o) => [o.name, new ort.Tensor('float32', o.data, o.dims)])));
+    });
+    this.worker.on('error', (e) => this.fail(e));
+    this.worker.on('exit', (code) => this.fail(new Error(`the onnxruntime worker thread exited (code ${code})`)));
+  }
+
+  /** The head's outputs for one batch; `pixels_NCHW`'s buffer moves to the worker (it is unusable afterwards). */
+  run(pixels_NCHW: Float32Array, dims: number[]): Promise<Record<string, ort.Tensor>> {
+    return this.answer({ pixels_NCHW, dims }, [pixels_NCHW.buffer as ArrayBuffer]);
+  }
+
+  /** Ends the worker, and its session with it. */
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+
+  /** The worker's next answer, to `request` if one is given. */
+  private answer(request?: object, transfer: ArrayBuffer[] = []): Promise<Record<string, ort.Tensor>> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.push({ resolve, reject });
+      if (request) this.worker.postMessage(request, transfer);
+    });
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    for (const p of this.pending.splice(0)) p.reject(e);
+  }
+}
+
+/** The head worker's side: load the session, then answer each batch with its outputs. */
+async function serveHead({ model, input }: HeadWorkerData): Promise<void> {
+  const port = parentPort!;
+  const reply = (m: HeadReply, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(model, HEAD_SESSION_OPTIONS);
+  } catch (e) {
+    return reply({ error: (e as Error).message });
+  }
+  reply({});
+  port.on('message', async ({ pixels_NCHW, dims }: { pixels_NCHW: Float32Array; dims: number[] }) => {
+    try {
+      const outs = await session.run({ [input]: new ort.Tensor('float32', pixels_NCHW, dims) });
+      const outputs = Object.entries(outs).map(([name, t]) => ({ name, data: t.data as Float32Array, dims: [...t.dims] }));
+      reply({ outputs }, outputs.map((o) => o.data.buffer as ArrayBuffer));
+    } catch (e) {
+      reply({ error: (e as Error).message });
+    }
+  });
+}
+
+if (!isMainThread && (workerData as Partial<HeadWorkerData> | null)?.role === HEAD_WORKER) void serveHead(workerData as HeadWorkerData);
 
 /**
  * A writer for `dir`: a new one, or the unfinished recording there if its metadata matches, with the manifest

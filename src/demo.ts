@@ -91,7 +91,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
     let concepts: ConceptReport | null = null;
     if (m.data === 'world') {
       log(`${m.stem}: checking latents against the ground-truth concepts`);
-      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer: -1 }, showProgress: opts.showProgress, seed: opts.seed });
+      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer: -1 }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
       await writeFileAtomic(path.join(dir, 'concepts.json'), JSON.stringify(concepts, null, 2) + '\n');
     }
     log(`${m.stem}: exemplars for every feature`);

@@ -5,6 +5,7 @@ import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../config.js';
 import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js';
 import { SweepMember, train } from '../../sae/train.js';
 import { readJson } from '../../util/fs.js';
+import { gracefulInterrupt } from '../../util/interrupt.js';
 
 export const selectionSpec = {
   layer: { kind: 'number', int: true, default: -1, doc: 'recorded layer to use: a value from metadata.json layers, or a negative index into them' },
@@ -91,13 +92,7 @@ Examples:
       : c.sweep
         ? sweepMembers(c.sweep, withoutSweep(argv))
         : [{ name: '', ...split(c) }];
-    let stop = false;
-    const onInt = () => {
-      if (stop) process.exit(130);
-      stop = true;
-      process.stderr.write('\nstopping after this step and writing a checkpoint (Ctrl-C again to quit at once)\n');
-    };
-    process.on('SIGINT', onInt);
+    const interrupt = gracefulInterrupt('step');
     try {
       const results = await train({
         shards: c.shards,
@@ -110,13 +105,13 @@ Examples:
         checkpointEvery: c.checkpointEvery,
         windowTokens: c.windowTokens,
         showProgress: c.progress,
-        shouldStop: () => stop,
+        shouldStop: interrupt.requested,
       });
       if (c.json) process.stdout.write(JSON.stringify(results.map((r) => ({ dir: r.dir, ...r.final, stopped: r.stopped })), null, 2) + '\n');
       else for (const r of results) process.stderr.write(`${r.stopped ? 'stopped' : 'trained'}: ${r.dir}  nmse ${r.final?.nmse.toFixed(4)}  l0 ${r.final?.l0.toFixed(1)}  dead ${((r.final?.dead_fraction ?? 0) * 100).toFixed(1)}%\n`);
       if (results.some((r) => r.stopped)) process.exitCode = 130;
     } finally {
-      process.off('SIGINT', onInt);
+      interrupt.dispose();
     }
   },
 });

@@ -7,6 +7,7 @@ import { SaeCheckpointConfig } from '../../sae/config.js';
 import { readJson } from '../../util/fs.js';
 import { readMetadata } from '../../shards/format.js';
 import { RecordingData } from '../../backbone/record.js';
+import { gracefulInterrupt } from '../../util/interrupt.js';
 
 export const visualsCommand = defineCommand({
   name: 'visuals',
@@ -53,13 +54,7 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
     const md = await readMetadata(shards);
     const recorded = (md.data as Partial<RecordingData> | null)?.format === 'vitsae-record' ? (md.data as RecordingData) : null;
     const images = c.images || run?.images;
-    let stop = false;
-    const onInt = () => {
-      if (stop) process.exit(130);
-      stop = true;
-      process.stderr.write('\nstopping after this batch and writing a checkpoint (Ctrl-C again to quit at once)\n');
-    };
-    process.on('SIGINT', onInt);
+    const interrupt = gracefulInterrupt('batch');
     try {
       const meta = await computeVisuals({
         sae,
@@ -74,7 +69,7 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
         thumbSize: c.thumbSize,
         model: run?.model ?? recorded?.model,
         showProgress: c.progress,
-        shouldStop: () => stop,
+        shouldStop: interrupt.requested,
       });
       if (!meta) {
         process.stderr.write(`stopped; run the same command to resume ${out}\n`);
@@ -87,7 +82,7 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
       if (c.json) process.stdout.write(JSON.stringify(meta) + '\n');
       else process.stderr.write(`visuals of ${meta.d_sae} latents over ${meta.n_images} images in ${out}\nNext: vitsae serve --run ${runDir}\n`);
     } finally {
-      process.off('SIGINT', onInt);
+      interrupt.dispose();
     }
   },
 });

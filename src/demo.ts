@@ -15,7 +15,7 @@ import { train } from './sae/train.js';
 import { Sae } from './sae/model.js';
 import { evaluateSae } from './sae/evaluate.js';
 import { SaeMetrics } from './sae/metrics.js';
-import { ConceptReport, conceptWorldLabels, evaluateConcepts } from './analysis/concepts.js';
+import { CONCEPT_REPORT_FILE, ConceptReport, conceptWorldLabels, evaluateConcepts, writeConceptReport } from './analysis/concepts.js';
 import { computeVisuals } from './analysis/exemplars.js';
 import { writeRun } from './analysis/run.js';
 import { writeFileAtomic } from './util/fs.js';
@@ -89,14 +89,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
     const metrics = await evaluateSae(model_, acts, { selection: { layer: -1, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });
     await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
     let concepts: ConceptReport | null = null;
+    const conceptsFile = path.join(dir, CONCEPT_REPORT_FILE);
     if (m.data === 'world') {
       log(`${m.stem}: checking latents against the ground-truth concepts`);
       concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer: -1 }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
-      await writeFileAtomic(path.join(dir, 'concepts.json'), JSON.stringify(concepts, null, 2) + '\n');
+      await writeConceptReport(conceptsFile, concepts);
     }
     log(`${m.stem}: exemplars for every feature`);
     await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
-    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals });
+    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, ...(concepts ? { concepts: conceptsFile } : {}) });
     runs.push({ model: m.stem, dir, metrics, concepts });
   }
   return runs;

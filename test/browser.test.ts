@@ -1,7 +1,7 @@
 /**
  * The feature browser in Debian's chromium (driven by playwright-core) on a small real run: a feature page shows
- * its exemplar images (decoded, not broken), clicking a patch on an image page lists the features firing there,
- * and a renamed feature keeps its name after a reload. Screenshots go to test-artifacts/.
+ * its exemplar images (decoded, not broken) and its best-matching concepts, clicking a patch on an image page lists
+ * the features firing there, and a renamed feature keeps its name after a reload. Screenshots go to test-artifacts/.
  */
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,8 +13,8 @@ import Fastify, { FastifyInstance } from 'fastify';
 import { BrowserContext, chromium, Page } from 'playwright-core';
 import { createServer, openRuns, WEB_DIR } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
-import type { FeatureList, ImagePage } from '../src/server/api.js';
-import { makeRun, SmallRun } from './fixtures/web/run.js';
+import type { ConceptMatch, FeatureList, ImagePage } from '../src/server/api.js';
+import { addClassConcepts, makeRun, SmallRun } from './fixtures/web/run.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = path.resolve('test-artifacts');
@@ -28,6 +28,8 @@ let browser: BrowserContext;
 let page: Page;
 /** The most frequent feature, and an image with a patch that some feature fires on. */
 let latent: number;
+/** Its best-matching concept in the run's concept report. */
+let bestConcept: ConceptMatch;
 /** Uncaught errors in the page, checked after each test. */
 const pageErrors: string[] = [];
 
@@ -37,10 +39,12 @@ before(async () => {
   if (skip) return;
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-browser-'));
   run = await makeRun(path.join(tmp, 'fashion'));
+  const concepts = await addClassConcepts(run);
   app = await createServer({ runs: await openRuns([run.dir, run.dir]), loopbackOnly: true });
   base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
   const list = (await app.inject({ url: '/api/runs/fashion/features?sort=frequency&order=desc&limit=1', headers: { host: '127.0.0.1' } })).json<FeatureList>();
   latent = list.items[0].latent;
+  bestConcept = concepts.latents[latent][0];
   await fsp.mkdir(ARTIFACTS, { recursive: true });
   browser = await chromium.launchPersistentContext(await fsp.mkdtemp(path.join(tmp, 'profile-')), {
     executablePath: CHROMIUM,
@@ -80,7 +84,19 @@ test('a feature page shows its exemplar images, loaded', { skip }, async () => {
   assert.ok(widths.every((w) => w > 0), `broken exemplar images: ${widths}`);
   assert.match(await page.locator('[data-testid=feature-title]').innerText(), new RegExp(`#${latent}`));
   assert.ok((await page.locator('svg.histogram rect').count()) > 0, 'a histogram');
+  const { concept, f1, precision, recall } = bestConcept;
+  assert.match(await page.locator('[data-testid=concept-match]').innerText(), new RegExp(`best-matching concept: ${concept} \\(F1 ${f1.toFixed(2)}, P ${precision.toFixed(2)}, R ${recall.toFixed(2)}\\)`));
   await page.screenshot({ path: path.join(ARTIFACTS, 'feature-page.png'), fullPage: true });
+});
+
+test('the feature list sorts and filters by concept match', { skip }, async () => {
+  await page.goto(`${base}#/r/fashion?sort=concept_f1&concept=${encodeURIComponent(bestConcept.concept)}`);
+  await page.waitForSelector('[data-testid=feature-list] tbody tr');
+  const badges = await page.locator('[data-testid=feature-list] [data-testid=concept-badge]').allInnerTexts();
+  assert.ok(badges.length > 0 && badges.every((b) => b.startsWith(`${bestConcept.concept} `)), `badges: ${badges}`);
+  const f1s = badges.map((b) => Number(b.split(' ').pop()));
+  assert.deepEqual(f1s, [...f1s].sort((a, b) => b - a), 'best match first');
+  assert.equal(await page.locator('[data-testid=concept-filter]').inputValue(), bestConcept.concept);
 });
 
 test('clicking a patch on an image page lists the features firing there', { skip }, async () => {
@@ -138,6 +154,7 @@ test('a static site shows the same pages without editing', { skip }, async () =>
     const widths = await imagesLoaded('[data-testid=exemplar-img]');
     assert.ok(widths.length >= 4 && widths.every((w) => w > 0), `exemplar images: ${widths}`);
     assert.equal(await page.locator('[data-testid=name-input]').count(), 0, 'no editing');
+    assert.match(await page.locator('[data-testid=concept-match]').innerText(), new RegExp(`best-matching concept: ${bestConcept.concept} `), 'the concept data is in the site');
     await page.locator('[data-testid=exemplar-img]').first().click();
     await imagesLoaded('[data-testid=patch-view] img');
     await page.locator('[data-testid=patch-cell]').first().click();

@@ -1,7 +1,8 @@
 /**
  * Concept recovery on data whose concepts are known exactly: tokens are sums of a few unit atoms, and the
  * concept "atom a is present" labels each patch. A TopK SAE that recovers the atoms must score near 1, above the
- * raw-neuron and random-direction baselines; the greedy OR-groups and threshold fits match brute force.
+ * raw-neuron and random-direction baselines; the greedy OR-groups, threshold fits and each latent's best concepts
+ * match brute force.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';
 import { detectorScores, evaluateConcepts, greedyGroup, PatchConcepts } from '../src/analysis/concepts.js';
+import { bestConceptMatches } from '../src/analysis/concept-matches.js';
 
 const D = 16, ATOMS = 24, PATCHES = 16, EXAMPLES = 800, CONCEPTS = 8;
 let tmp: string;
@@ -85,6 +87,15 @@ test('an SAE that recovers the atoms scores near the probe ceiling and above the
   assert.ok(r.recovery_ratio_group3 > 0.9 && r.recovery_ratio > 0.7, `recovery ratios ${r.recovery_ratio}, ${r.recovery_ratio_group3}`);
   // Each concept's best latent is a different one: the atoms are different directions.
   assert.equal(new Set(r.concepts.map((c) => c.latent)).size, CONCEPTS);
+  // The reverse view, per latent, agrees with the per-concept scores: a concept's best latent matches it with the
+  // same F1, and matches nothing better.
+  assert.equal(r.latents.length, sae.dSae);
+  for (const s of r.concepts) {
+    const m = r.latents[s.latent];
+    assert.ok(m[0].f1 >= s.f1, `latent ${s.latent}'s best match ${m[0].f1} vs ${s.concept} ${s.f1}`);
+    const same = m.find((x) => x.concept === s.concept);
+    if (same) assert.ok(Math.abs(same.f1 - s.f1) < 1e-12 && Math.abs((2 * same.precision * same.recall) / (same.precision + same.recall) - s.f1) < 1e-12);
+  }
 });
 
 test('greedy OR-groups match a brute-force search of the same greedy rule', () => {
@@ -139,4 +150,44 @@ test('detector thresholds: the fitted rule is the best on the training rows and 
     best = Math.max(best, (2 * tp) / (pred + act));
   }
   assert.ok(s.train[0] <= best + 1e-12 && s.train[0] > best - 0.01, `binned ${s.train[0]} vs exact ${best}`);
+});
+
+test("each latent's best concepts match brute force over its firing and the concepts' presence", () => {
+  const rng = new Rng(3);
+  const N = 400, S = 12, C = 5;
+  const fires_NS = Uint8Array.from({ length: N * S }, () => (rng.nextFloat() < 0.15 ? 1 : 0));
+  const present_NC = Uint8Array.from({ length: N * C }, () => (rng.nextFloat() < 0.3 ? 1 : 0));
+  // Latent 0 never fires; latent 1 fires exactly where concept 2 is present.
+  for (let n = 0; n < N; n++) [fires_NS[n * S], fires_NS[n * S + 1]] = [0, present_NC[n * C + 2]];
+  const tp_SC = new Float64Array(S * C), fires_S = new Float64Array(S), positives_C = new Float64Array(C);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) positives_C[c] += present_NC[n * C + c];
+    for (let s = 0; s < S; s++) {
+      fires_S[s] += fires_NS[n * S + s];
+      for (let c = 0; c < C; c++) tp_SC[s * C + c] += fires_NS[n * S + s] & present_NC[n * C + c];
+    }
+  }
+  const names = Array.from({ length: C }, (_, c) => `concept ${c}`);
+  const got = bestConceptMatches(tp_SC, fires_S, positives_C, names, 3);
+  for (let s = 0; s < S; s++) {
+    // Brute force: every (latent, concept) pair's confusion counts from the patches themselves.
+    const all = names.map((concept, c) => {
+      let tp = 0, pred = 0, act = 0;
+      for (let n = 0; n < N; n++) {
+        const on = fires_NS[n * S + s], y = present_NC[n * C + c];
+        tp += on & y;
+        pred += on;
+        act += y;
+      }
+      return { concept, f1: (2 * tp) / (pred + act), precision: pred ? tp / pred : 0, recall: tp / act };
+    });
+    const want = all.filter((m) => m.f1 > 0).sort((a, b) => b.f1 - a.f1).slice(0, 3);
+    assert.equal(got[s].length, want.length, `latent ${s}`);
+    got[s].forEach((m, i) => {
+      assert.equal(m.concept, want[i].concept, `latent ${s} rank ${i}`);
+      for (const k of ['f1', 'precision', 'recall'] as const) assert.ok(Math.abs(m[k] - want[i][k]) < 1e-12, `latent ${s} rank ${i} ${k}`);
+    });
+  }
+  assert.deepEqual(got[0], [], 'a dead latent matches nothing');
+  assert.deepEqual(got[1][0], { concept: 'concept 2', f1: 1, precision: 1, recall: 1 });
 });

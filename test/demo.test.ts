@@ -1,6 +1,7 @@
 /**
  * `vitsae demo` end to end on a small concept world with the shipped supervised model: every step of the
- * pipeline runs and leaves a browsable run directory with its evaluation and concept check.
+ * pipeline runs and leaves a browsable run directory with its evaluation and concept check; `vitsae eval concepts
+ * --run` redoes the check into the run.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +9,11 @@ import { existsSync, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { runDemo } from '../src/demo.js';
-import { readRun } from '../src/analysis/run.js';
+import { readRun, writeRun } from '../src/analysis/run.js';
+import { readConceptReport } from '../src/analysis/concepts.js';
+import { Sae } from '../src/sae/model.js';
+import { evalConceptsCommand } from '../src/cli/commands/eval-concepts.js';
+import { runForJson } from './fixtures/helpers.js';
 
 test('the demo builds a run with an SAE, its evaluation, the concept check and exemplars', async () => {
   const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-demo-'));
@@ -25,7 +30,17 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.ok(colours.reduce((a, s) => a + s.probe_f1, 0) / colours.length > 0.7, 'colour is linearly decodable');
     const r = await readRun(run.dir);
     for (const p of [r.sae, r.shards, r.visuals]) assert.ok(existsSync(p), p);
-    assert.ok(existsSync(path.join(run.dir, 'concepts.json')) && existsSync(path.join(run.dir, 'eval.json')));
+    assert.ok(existsSync(path.join(run.dir, 'eval.json')));
+    // The concept report is recorded in the run, with every latent's best concepts, for the browser.
+    assert.equal(r.concepts, path.join(run.dir, 'concepts.json'));
+    assert.deepEqual(await readConceptReport(r.concepts), c);
+    assert.equal(c.latents.length, (await Sae.open(r.sae)).dSae);
+    // The command, on a run without the report: the same per-latent matches, written and recorded again.
+    await fsp.rm(r.concepts);
+    await writeRun(run.dir, { ...r, concepts: undefined });
+    const [printed] = (await runForJson(evalConceptsCommand, ['--run', run.dir, '--concepts', path.join(out, 'world'), '--no-progress', '--json'])) as (typeof c)[];
+    assert.deepEqual(printed.latents, c.latents);
+    assert.deepEqual(await readConceptReport((await readRun(run.dir)).concepts!), printed);
     assert.ok(existsSync(path.join(r.visuals, 'index.json')), 'the browser index was written');
     assert.ok(lines.some((l) => l.includes('exemplars')), 'progress is reported');
   } finally {

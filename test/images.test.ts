@@ -201,8 +201,27 @@ describe('datasets', () => {
     const seg = await openDataset(path.join(root, 'seg'));
     assert.deepEqual([seg.kind, seg.size, seg.key(1)], ['segmentation', 2, 'images/b.jpg']);
     assert.ok(Buffer.isBuffer(await seg.mask!(1)));
+    assert.deepEqual([seg.label(0), seg.classes, seg.maskClasses], [null, null, null]);
     writeFileSync(path.join(root, 'seg/images/c.png'), await tiny());
     await assert.rejects(openDataset(path.join(root, 'seg')), { message: /images\/c.png has no mask/ });
+    rmSync(path.join(root, 'seg/images/c.png'));
+  });
+
+  it('names numeric labels and mask values from classes.txt and mask_classes.txt; a segmentation labels.csv', async () => {
+    const seg = path.join(root, 'seg');
+    writeFileSync(path.join(seg, 'labels.csv'), 'path,label\nimages/b.jpg,1\nimages/a.jpg,0\n');
+    writeFileSync(path.join(seg, 'classes.txt'), 'cat\ndog\n');
+    writeFileSync(path.join(seg, 'mask_classes.txt'), 'background\r\ncircle\n\n');
+    const ds = await openDataset(seg);
+    assert.deepEqual([ds.label(0), ds.label(1), ds.classes, ds.maskClasses], [0, 1, ['cat', 'dog'], ['background', 'circle']]);
+    const list = await openDataset(path.join(seg, 'labels.csv'));
+    assert.deepEqual([list.key(0), list.label(0), list.classes], ['images/b.jpg', 1, ['cat', 'dog']]);
+    writeFileSync(path.join(seg, 'labels.csv'), 'path,label\nimages/b.jpg,1\n');
+    await assert.rejects(openDataset(seg), { message: /labels.csv has no label for images\/a.jpg/ });
+    writeFileSync(path.join(seg, 'mask_classes.txt'), 'background\n\ncircle\n');
+    rmSync(path.join(seg, 'labels.csv'));
+    await assert.rejects(openDataset(seg), { message: /mask_classes.txt: expected one non-empty class name per line/ });
+    for (const f of ['classes.txt', 'mask_classes.txt']) rmSync(path.join(seg, f));
   });
 
   it('IDX files, gzipped, with labels found beside the images', async () => {

@@ -1,7 +1,8 @@
 /**
  * The feature browser's HTTP API on a small real run: contents against the index and a direct encoding, paging
- * and sorting, annotations persisted in SQLite, cache headers, 4xx with a message for every bad request (never a
- * 500), no file outside the thumbnail directories, and the server time of a feature page with 24,576 latents.
+ * and sorting, annotations persisted in SQLite, concept matches from a known concept report, cache headers, 4xx
+ * with a message for every bad request (never a 500), no file outside the thumbnail directories, and the server
+ * time of a feature page and of lists with 24,576 latents.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,10 +11,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createServer, openRuns } from '../src/server/app.js';
-import type { FeatureList, FeaturePage, ImagePage, RunInfo, Comparison } from '../src/server/api.js';
+import type { ConceptMatch, FeatureList, FeaturePage, ImagePage, RunInfo, Comparison } from '../src/server/api.js';
 import { RunData } from '../src/server/data.js';
 import { HIST_BINS } from '../src/analysis/accumulate.js';
-import { writeRun } from '../src/analysis/run.js';
+import { readRun, writeRun } from '../src/analysis/run.js';
+import { addConceptReportToRun, ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
 import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, VisualsMeta } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
 import { Rng, ShardDataset } from '../src/shards/index.js';
@@ -123,6 +125,72 @@ test('names and notes are saved in SQLite and shown everywhere', async () => {
   await again.close();
 });
 
+/** A concept report with the given per-latent matches (the per-concept summary does not matter here). */
+function reportOf(concepts: string[], latents: ConceptMatch[][]): ConceptReport {
+  const score = { support: 1, latent: 0, f1: 0, group: [], group_f1: 0, probe_f1: 0, neuron_f1: 0, random_f1: 0 };
+  return {
+    mean_best_f1: 0, mean_group_f1: 0, mean_probe_f1: 0, mean_neuron_f1: 0, mean_random_f1: 0, recovery_ratio: 0, recovery_ratio_group3: 0, n_decodable: 0, n_patches: 1,
+    concepts: concepts.map((concept) => ({ concept, ...score })),
+    latents,
+  };
+}
+
+const match = (concept: string, precision: number, recall: number): ConceptMatch => ({ concept, f1: (2 * precision * recall) / (precision + recall), precision, recall });
+
+test('concept matches: the list sorts and filters by them, a feature page shows them', async () => {
+  // The same run with a known concept report, recorded in its run.json.
+  const dir = path.join(tmp, 'labelled');
+  await writeRun(dir, { shards: run.shards, sae: run.sae, visuals: run.visuals });
+  const known: Record<number, ConceptMatch[]> = {
+    5: [match('colour:red', 0.9, 0.9), match('shape:square', 0.3, 0.6)], // F1 0.9, 0.4
+    20: [match('colour:red', 0.9, 0.9)], // ties with 5
+    9: [match('shape:square', 0.8, 0.6)], // 0.686
+    12: [match('colour:red', 0.5, 0.5), match('shape:circle', 0.2, 0.2)], // 0.5
+    40: [match('shape:circle', 0.25, 0.1)], // 0.143
+  };
+  const concepts = ['colour:red', 'shape:square', 'shape:circle', 'texture:striped'];
+  await addConceptReportToRun(dir, reportOf(concepts, Array.from({ length: 64 }, (_, j) => known[j] ?? [])));
+  assert.equal((await readRun(dir)).concepts, path.join(dir, 'concepts.json'));
+  const labelled = await createServer({ runs: await openRuns([dir]), loopbackOnly: true });
+  try {
+    const ask = async <T>(url: string) => {
+      const res = await labelled.inject({ method: 'GET', url, headers: { host: '127.0.0.1' } });
+      assert.equal(res.statusCode, 200, res.body);
+      return res.json<T>();
+    };
+    const list = async (query: string) => (await ask<FeatureList>(`/api/runs/labelled/features?limit=500&${query}`)).items;
+    assert.deepEqual((await ask<{ runs: RunInfo[] }>('/api/runs')).runs[0].concepts, concepts);
+    assert.deepEqual((await get('/api/runs')).json<{ runs: RunInfo[] }>().runs[0].concepts, [], 'a run without a report');
+    // Best F1 first, ties by id; features without a match (F1 0) after them, by id.
+    const unmatched = [...Array(64).keys()].filter((j) => !known[j]);
+    const desc = await list('sort=concept_f1&order=desc');
+    assert.deepEqual(desc.map((f) => f.latent), [5, 20, 9, 12, 40, ...unmatched]);
+    assert.deepEqual(desc.slice(0, 5).map((f) => f.concept), ['colour:red', 'colour:red', 'shape:square', 'colour:red', 'shape:circle']);
+    const f1s = [0.9, 0.9, 0.6857, 0.5, 0.1429];
+    desc.slice(0, 5).forEach((f, i) => assert.ok(Math.abs(f.concept_f1 - f1s[i]) < 1e-4, `latent ${f.latent}: F1 ${f.concept_f1}`));
+    assert.deepEqual(desc[5], { ...desc[5], concept: '', concept_f1: 0 });
+    assert.deepEqual((await list('sort=concept_f1&order=asc')).map((f) => f.latent), [...unmatched, 40, 12, 9, 5, 20]);
+    // The concept filter selects by the best match: latent 5 also matches shape:square, but less well than red.
+    assert.deepEqual((await list('sort=concept_f1&order=desc&concept=colour:red')).map((f) => f.latent), [5, 20, 12]);
+    assert.deepEqual((await list('sort=latent&concept=shape:square')).map((f) => f.latent), [9]);
+    assert.deepEqual(await list('concept=texture:striped'), [], "a concept that is no feature's best");
+    assert.deepEqual((await list('sort=latent&min_concept_f1=0.5')).map((f) => f.latent), [5, 9, 12, 20]);
+    assert.deepEqual((await list('sort=concept_f1&order=desc&concept=colour:red&min_concept_f1=0.6')).map((f) => f.latent), [5, 20]);
+    // A feature page lists its matches with precision and recall, best first.
+    const page = await ask<FeaturePage>('/api/runs/labelled/features/5');
+    assert.deepEqual(page.concepts, known[5]);
+    assert.ok(Math.abs(page.concepts[1].f1 - 0.4) < 1e-12 && page.concepts[1].precision === 0.3 && page.concepts[1].recall === 0.6);
+    assert.deepEqual([page.concept, page.concept_f1], ['colour:red', known[5][0].f1]);
+    assert.deepEqual((await ask<FeaturePage>('/api/runs/labelled/features/0')).concepts, []);
+    assert.equal((await labelled.inject({ method: 'GET', url: '/api/runs/labelled/features?min_concept_f1=2', headers: { host: '127.0.0.1' } })).statusCode, 400);
+  } finally {
+    await labelled.close();
+  }
+  // Another SAE's report (another latent count) is refused with a message.
+  await writeConceptReport(path.join(dir, 'concepts.json'), reportOf(concepts, [[], []]));
+  await assert.rejects(RunData.open(dir, 'x', { files: () => '', view: () => '' }), /matches 2 latents but the run's SAE has 64/);
+});
+
 test('two runs compare by the images they share', async () => {
   const j = index.meta.d_sae - 1 - [...Array(64).keys()].reverse().findIndex((x) => index.summary(x).frequency > 0);
   const c = (await get(`/api/runs/${ID}/compare/${j}?other=${ID}-2`)).json<Comparison>();
@@ -172,7 +240,7 @@ test('bad requests get a 4xx with a message, never a 500, and no file outside th
 
 /**
  * A synthetic index of 24,576 latents with realistic chunks (20 exemplars of 256 patches each): full statistics
- * and histogram tables, and the chunk files of the latents the test asks for.
+ * and histogram tables, the chunk files of the latents the test asks for, and a concept report.
  */
 async function bigIndex(dir: string, S: number, asked: number[]): Promise<void> {
   const visuals = path.join(dir, 'visuals');
@@ -221,7 +289,12 @@ async function bigIndex(dir: string, S: number, asked: number[]): Promise<void> 
     created: new Date().toISOString(),
   };
   await fsp.writeFile(path.join(visuals, 'index.json'), JSON.stringify(meta));
-  await writeRun(dir, { shards: path.join(dir, 'acts'), sae: path.join(dir, 'sae'), visuals });
+  // Most latents match up to three of 22 concepts.
+  const names = Array.from({ length: 22 }, (_, c) => `concept:${c}`);
+  const matches = (n: number) => Array.from({ length: n }, () => match(names[rng.nextInt(names.length)], 0.01 + rng.nextFloat(), 0.01 + rng.nextFloat())).sort((a, b) => b.f1 - a.f1);
+  const concepts = path.join(dir, 'concepts.json');
+  await writeConceptReport(concepts, reportOf(names, Array.from({ length: S }, () => matches(rng.nextInt(4)))));
+  await writeRun(dir, { shards: path.join(dir, 'acts'), sae: path.join(dir, 'sae'), visuals, concepts });
 }
 
 test('with 24,576 latents a feature page takes under 50 ms of server time', async () => {
@@ -246,9 +319,10 @@ test('with 24,576 latents a feature page takes under 50 ms of server time', asyn
     assert.ok(warm < 50, `a cached feature page took ${warm} ms`);
     // A list sorts all latents once per sort order (kept for later requests), then pages through that order.
     const lists = [];
-    for (const sort of ['frequency', 'max', 'name', 'latent']) {
+    for (const sort of ['frequency', 'max', 'name', 'latent', 'concept_f1']) {
       await timing(`/api/runs/big/features?sort=${sort}&order=desc`);
       lists.push(await timing(`/api/runs/big/features?sort=${sort}&order=desc&offset=200&limit=100&min_frequency=1e-9`));
+      lists.push(await timing(`/api/runs/big/features?sort=${sort}&order=desc&limit=100&concept=concept:3&min_concept_f1=0.2`));
     }
     assert.ok(median(lists) < 50, `feature lists took ${lists.join(', ')} ms`);
   } finally {

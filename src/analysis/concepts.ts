@@ -7,13 +7,14 @@
  *   - baselines: the best raw neuron and the best random direction (threshold and sign fit on the training
  *     images, F1 on the held-out ones).
  * The recovery ratio is the mean over concepts that the probe decodes at F1 >= 0.8 of (SAE F1 / probe F1).
+ * Per latent, the report also lists the concepts it matches best (concept-matches.ts), for the feature browser.
  *
  * Shape letters: N patches, D d_model, C concepts, S latents, M candidate latents.
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../sae/native.js';
-import { readJson } from '../util/fs.js';
+import { readJson, writeFileAtomic } from '../util/fs.js';
 import { parseCsv } from '../data/images.js';
 import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../data/concept-world.js';
 import { EXAMPLES_FILE } from '../backbone/record.js';
@@ -22,6 +23,8 @@ import { Rng } from '../shards/random.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
+import { bestConceptMatches, ConceptMatch } from './concept-matches.js';
+import { readRun, writeRun } from './run.js';
 
 /** Binary per-patch concept labels for the examples of a shard directory. */
 export interface PatchConcepts {
@@ -58,6 +61,8 @@ export interface ConceptReport {
   n_decodable: number;
   n_patches: number;
   concepts: ConceptScore[];
+  /** latents[s]: latent s's best-matching concepts, best F1 first (at most 3, only F1 > 0). */
+  latents: ConceptMatch[][];
 }
 
 export interface ConceptEvalOptions {
@@ -189,6 +194,7 @@ export async function evaluateConcepts(sae: Sae, shards: string, labels: PatchCo
       n_decodable: decodable.length,
       n_patches: total,
       concepts: scores,
+      latents: bestConceptMatches(tp_SC, fires_S, positives_C, labels.concepts),
     };
   } finally {
     await ds.close();
@@ -394,4 +400,31 @@ export async function conceptWorldLabels(worldDir: string, shardsDir: string): P
       return out;
     },
   };
+}
+
+/** A run directory's concept report (see run.json's `concepts`). */
+export const CONCEPT_REPORT_FILE = 'concepts.json';
+
+/** Writes a report as JSON, readable: the summary indented, then one line per latent. */
+export async function writeConceptReport(file: string, report: ConceptReport): Promise<void> {
+  const { latents, ...summary } = report;
+  const head = JSON.stringify(summary, null, 2).replace(/\n}$/, '');
+  await writeFileAtomic(file, `${head},\n  "latents": [\n${latents.map((m) => `    ${JSON.stringify(m)}`).join(',\n')}\n  ]\n}\n`);
+}
+
+export async function readConceptReport(file: string): Promise<ConceptReport> {
+  const r = await readJson<Partial<ConceptReport>>(file, 'the concept report that run.json names (vitsae eval concepts --run DIR writes it)');
+  if (!Array.isArray(r?.concepts) || !Array.isArray(r.latents)) {
+    throw new UserError(`${file} is not a concept report with per-latent matches (older vitsae versions wrote none); rerun vitsae eval concepts --run DIR`);
+  }
+  return r as ConceptReport;
+}
+
+/** Writes the report into run directory `dir` and records it in its run.json, for the feature browser. */
+export async function addConceptReportToRun(dir: string, report: ConceptReport): Promise<string> {
+  const run = await readRun(dir);
+  const file = path.join(run.dir, CONCEPT_REPORT_FILE);
+  await writeConceptReport(file, report);
+  await writeRun(run.dir, { ...run, concepts: file });
+  return file;
 }

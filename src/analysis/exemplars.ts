@@ -273,7 +273,9 @@ const RENDER_CONCURRENCY = 4;
  */
 async function renderThumbnails(out: string, acc: ExemplarAccumulator, images: ExampleImages, grid: [number, number], size: number, showProgress: boolean): Promise<[number, number]> {
   const [H, W] = images.size;
-  const scale = size / Math.max(H, W);
+  // Never larger than the model's view: an upscaled thumbnail costs 4x the encoding and shows nothing more (the
+  // browser scales it up pixelated).
+  const scale = Math.min(1, size / Math.max(H, W));
   const thumbSize: [number, number] = [Math.max(1, Math.round(H * scale)), Math.max(1, Math.round(W * scale))];
   // Missing thumbnails grouped by image, as (latent, rank) pairs: the values are read from the accumulator when drawn.
   const jobs = new Map<number, [number, number][]>();

@@ -19,6 +19,13 @@ export interface RunSpec {
   /** The image dataset the shards' examples come from, when it is not the one the recording names. */
   images?: string;
   visuals: string;
+  /** The SAE's concept report (src/analysis/concepts.ts), when its latents were checked against known concepts. */
+  concepts?: string;
+  /**
+   * Task heads trained on the run's model (directories written by `vitsae probe train`): with a model, they make
+   * the browser offer edit demos.
+   */
+  probes?: string[];
 }
 
 /** A run as read: every path absolute. */
@@ -40,8 +47,10 @@ export async function readRun(dir: string): Promise<Run> {
   const abs = (p: string) => path.resolve(dir, p);
   for (const k of ['shards', 'sae', 'visuals'] as const)
     if (typeof raw[k] !== 'string' || !raw[k]) throw new UserError(`${file}: "${k}" must name a directory`);
-  for (const k of ['model', 'images'] as const)
+  for (const k of ['model', 'images', 'concepts'] as const)
     if (raw[k] !== undefined && typeof raw[k] !== 'string') throw new UserError(`${file}: "${k}" must be a path`);
+  if (raw.probes !== undefined && !(Array.isArray(raw.probes) && raw.probes.every((p) => typeof p === 'string' && p)))
+    throw new UserError(`${file}: "probes" must be a list of probe directories`);
   return {
     dir: path.resolve(dir),
     ...(raw.model ? { model: abs(raw.model) } : {}),
@@ -49,6 +58,8 @@ export async function readRun(dir: string): Promise<Run> {
     sae: abs(raw.sae!),
     ...(raw.images ? { images: abs(raw.images) } : {}),
     visuals: abs(raw.visuals!),
+    ...(raw.concepts ? { concepts: abs(raw.concepts) } : {}),
+    ...(raw.probes?.length ? { probes: raw.probes.map(abs) } : {}),
   };
 }
 
@@ -77,6 +88,8 @@ export async function writeRun(dir: string, spec: RunSpec): Promise<void> {
     sae: rel(spec.sae),
     ...(spec.images ? { images: rel(spec.images) } : {}),
     visuals: rel(spec.visuals),
+    ...(spec.concepts ? { concepts: rel(spec.concepts) } : {}),
+    ...(spec.probes?.length ? { probes: spec.probes.map(rel) } : {}),
   };
   await writeFileAtomic(path.join(root, RUN_FILE), JSON.stringify(out, null, 2) + '\n');
 }

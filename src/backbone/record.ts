@@ -70,6 +70,8 @@ export interface RecordingData {
   grid: [number, number] | null;
   preprocess: Preprocess;
   classes: string[] | null;
+  /** Names of the values in labels.bin (segmentation datasets with a mask_classes.txt), else null. */
+  mask_classes: string[] | null;
   /** Dataset indices [start, end) this directory covers, and the split it came from. */
   slice: { start: number; end: number; worker: number; workers: number };
 }
@@ -128,6 +130,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     grid: layout.grid,
     preprocess: pp,
     classes: ds.classes,
+    mask_classes: ds.maskClasses ?? null,
     slice: { ...slice, worker, workers },
   };
   const metadata: NewShardMetadata = {

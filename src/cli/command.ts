@@ -10,6 +10,8 @@ export interface Command<S extends ConfigSpec = ConfigSpec> {
   /** Extra help: what the command does, positional arguments, an example. */
   usage?: string;
   spec: S;
+  /** Whether the command takes arguments that are not options (its run checks how many); others refuse them. */
+  positionals?: boolean;
   /** `argv` is the command's own arguments, for commands that re-parse them (sweeps). */
   run(config: ConfigOf<S>, positionals: string[], given: Set<keyof S>, argv: string[]): Promise<void>;
 }
@@ -26,6 +28,8 @@ export async function runCommand(cmd: Command, argv: string[]): Promise<void> {
     process.stdout.write(commandHelp(cmd) + '\n');
     return;
   }
+  if (!cmd.positionals && parsed.positionals.length)
+    throw new ConfigError(`unexpected argument "${parsed.positionals[0]}": vitsae ${cmd.name} takes only options (a boolean option is --flag or --no-flag)`);
   await cmd.run(parsed.config, parsed.positionals, parsed.given, argv);
 }
 

@@ -18,6 +18,7 @@ import { evalEditsCommand } from './commands/eval-edits.js';
 import { visualsCommand } from './commands/visuals.js';
 import { serveCommand } from './commands/serve.js';
 import { siteCommand } from './commands/site.js';
+import { compareCommand } from './commands/compare.js';
 
 export const commands: Command[] = [
   demoCommand,
@@ -37,6 +38,7 @@ export const commands: Command[] = [
   visualsCommand,
   serveCommand,
   siteCommand,
+  compareCommand,
 ];
 
 function overview(): string {

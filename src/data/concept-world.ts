@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { Rng } from '../shards/random.js';
+import { CLASSES_FILE, MASK_CLASSES_FILE } from './images.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
@@ -411,6 +412,9 @@ export async function writeConceptWorld(out: string, opts: WriteOptions): Promis
       'The salient object is the one whose shape comes first in `salience` (the shapes of an image differ). The class is ' +
       '`<colour>-solid` if it is solid, else `<colour>-patterned`: index 2 * colour index + (0 solid, 1 patterned).',
   };
+  // Names for the numeric labels of labels.csv and masks/, read by any dataset loader (src/data/images.ts).
+  await writeFileAtomic(path.join(out, CLASSES_FILE), info.classes.join('\n') + '\n');
+  await writeFileAtomic(path.join(out, MASK_CLASSES_FILE), info.mask_classes.join('\n') + '\n');
   await writeFileAtomic(path.join(out, CONCEPTS_FILE), JSON.stringify(info, null, 2) + '\n');
   return info;
 }

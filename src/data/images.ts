@@ -4,7 +4,10 @@
  * - a flat folder of images (no labels),
  * - a list file: .txt with one path per line, or .csv with a header naming a path column and optionally a label,
  * - IDX files (MNIST, Fashion-MNIST; gzipped or not): the images file, with the labels file found beside it,
- * - segmentation pairs: a folder with images/ and masks/ (same file stem, masks single-channel PNG class indices).
+ * - segmentation pairs: a folder with images/ and masks/ (same file stem, masks single-channel PNG class indices),
+ *   with image classes from a labels.csv beside them when there is one.
+ * Numeric labels take their names from a classes.txt beside the data (one name per line, line k names label k), and
+ * mask values from mask_classes.txt, so heads and reports say "circle" rather than "1".
  */
 import { existsSync, promises as fs, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
@@ -19,8 +22,10 @@ export interface Dataset {
   /** The --data path, absolute. */
   source: string;
   size: number;
-  /** Class names when labels come from names (folders, CSV labels); null when labels are bare numbers or absent. */
+  /** Class names: from folder or CSV label names, or classes.txt for numeric labels; null when unnamed or absent. */
   classes: string[] | null;
+  /** Names of mask values (segmentation), from mask_classes.txt; null when absent. */
+  maskClasses?: string[] | null;
   /** Identifies example i in messages and manifests: a path relative to the dataset, or `file#index` for IDX. */
   key(i: number): string;
   /** Class index of example i, or null. */
@@ -126,7 +131,7 @@ function listDataset(file: string): Dataset {
   const files = rows.map((r) => r[p]);
   if (l < 0) return { ...fileDataset('list', root, files, null, null), source: file };
   const raw = rows.map((r) => (r[l] ?? '').trim());
-  if (raw.every((v) => /^\d+$/.test(v))) return { ...fileDataset('list', root, files, raw.map(Number), null), source: file };
+  if (raw.every((v) => /^\d+$/.test(v))) return { ...fileDataset('list', root, files, raw.map(Number), classNames(root, CLASSES_FILE)), source: file };
   const classes = [...new Set(raw)].sort(byName);
   return { ...fileDataset('list', root, files, raw.map((v) => classes.indexOf(v)), classes), source: file };
 }
@@ -188,11 +193,38 @@ function idxDataset(file: string): Dataset {
     kind: 'idx',
     source: file,
     size: n,
-    classes: null,
+    classes: labels ? classNames(path.dirname(file), CLASSES_FILE) : null,
     key: (i) => `${base}#${i}`,
     label: (i) => (labels ? labels[i] : null),
     image: async (i) => ({ data: data.subarray(i * h * w, (i + 1) * h * w), width: w, height: h, channels: 1 }),
   };
+}
+
+/** Names of numeric labels (line k names label k), when the data has such a file beside it. */
+export const CLASSES_FILE = 'classes.txt';
+/** Names of a segmentation dataset's mask values. */
+export const MASK_CLASSES_FILE = 'mask_classes.txt';
+
+function classNames(dir: string, file: string): string[] | null {
+  const p = path.join(dir, file);
+  if (!existsSync(p)) return null;
+  const names = readFileSync(p, 'utf8').split(/\r?\n/).map((l) => l.trim());
+  while (names.length && !names[names.length - 1]) names.pop();
+  if (!names.length || names.some((n) => !n)) throw new UserError(`${p}: expected one non-empty class name per line`);
+  return names;
+}
+
+/** Image labels of a segmentation folder from ROOT/labels.csv (path,label rows naming images/...), or null. */
+function segmentationLabels(root: string, images: string[]): number[] | null {
+  const file = path.join(root, 'labels.csv');
+  if (!existsSync(file)) return null;
+  const list = listDataset(file);
+  const byKey = new Map(Array.from({ length: list.size }, (_, i) => [path.normalize(list.key(i)), list.label(i)]));
+  return images.map((img) => {
+    const label = byKey.get(path.join('images', img));
+    if (label === undefined || label === null) throw new UserError(`${file} has no label for images/${img}; list every image, or remove the file`);
+    return label;
+  });
 }
 
 async function segmentationDataset(root: string): Promise<Dataset> {
@@ -204,13 +236,15 @@ async function segmentationDataset(root: string): Promise<Dataset> {
     if (!mask) throw new UserError(`dataset ${root}: images/${img} has no mask in masks/ (same name, any image extension)`);
     return mask;
   });
+  const labels = segmentationLabels(root, images);
   return {
     kind: 'segmentation',
     source: root,
     size: images.length,
-    classes: null,
+    classes: labels ? classNames(root, CLASSES_FILE) : null,
+    maskClasses: classNames(root, MASK_CLASSES_FILE),
     key: (i) => path.join('images', images[i]),
-    label: () => null,
+    label: (i) => (labels ? labels[i] : null),
     image: (i) => readImageFile(path.join(root, 'images', images[i])),
     mask: (i) => readImageFile(path.join(root, 'masks', pairs[i])),
   };

@@ -74,6 +74,23 @@ export interface Prepared {
   readonly before: Predictions;
 }
 
+/** A class of a head row and its probability. */
+export interface RankedClass {
+  class: number;
+  name: string;
+  prob: number;
+}
+
+/** The k most probable classes of head row `row`, most probable first. */
+export function topClasses(p: Predictions, row: number, classes: string[], k: number): RankedClass[] {
+  const K = classes.length;
+  const probs = p.probs.subarray(row * K, (row + 1) * K);
+  return Array.from(probs.keys())
+    .sort((a, b) => probs[b] - probs[a])
+    .slice(0, k)
+    .map((c) => ({ class: c, name: classes[c], prob: probs[c] }));
+}
+
 export interface EditResult {
   before: Predictions;
   after: Predictions;

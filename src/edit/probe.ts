@@ -186,8 +186,10 @@ export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
       if (data.format !== 'vitsae-record' || layerIdx < 0)
         throw new UserError(`${shards} is not a vitsae recording of tensor ${features.name}; record it with vitsae record --layer ${features.name}`);
       const { rows_ND, labels_N, pooling } = await loadRows(ds, layerIdx, opts.task);
-      const K = Math.max(...labels_N) + 1;
-      const classes = opts.classes?.length ? opts.classes : (data.classes ?? Array.from({ length: K }, (_, k) => String(k)));
+      // A loop, not Math.max(...labels_N): segmentation has a label per patch, too many for call arguments.
+      const K = labels_N.reduce((max, label) => Math.max(max, label), -1) + 1;
+      const named = opts.task === 'segment' ? data.mask_classes : data.classes;
+      const classes = opts.classes?.length ? opts.classes : (named ?? Array.from({ length: K }, (_, k) => String(k)));
       if (classes.length < K) throw new UserError(`the labels go up to ${K - 1} but only ${classes.length} class names were given`);
       const R = rowsPerImage(pooling, { patchTokens: ds.metadata.content_tokens_per_example });
       const { train, test } = splitImages(ds.nExamples, opts.train);

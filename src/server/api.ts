@@ -2,6 +2,10 @@
  * The JSON the feature browser reads, from the server (`/api/...`) or from a static site's files alike. Types only,
  * with no Node imports, so the web app shares them.
  */
+import type { ConceptMatch } from '../analysis/concept-matches.js';
+import type { CompareJson } from '../analysis/compare/format.js';
+
+export type { ConceptMatch };
 
 export interface RunInfo {
   id: string;
@@ -22,6 +26,8 @@ export interface RunInfo {
   sae: string;
   /** Whether names and notes can be edited (false on a static site). */
   editable: boolean;
+  /** The ground-truth concepts the latents were matched against (run.json's concept report); empty without one. */
+  concepts: string[];
 }
 
 /** A feature in lists: enough to show it with its first thumbnails. */
@@ -40,9 +46,12 @@ export interface FeatureRow extends LatentRef {
   /** Mean value where it fires. */
   mean: number;
   max: number;
+  /** The best-matching ground-truth concept ('' when none matches or the run has no concept report), and its F1. */
+  concept: string;
+  concept_f1: number;
 }
 
-export const SORT_KEYS = ['latent', 'frequency', 'image_frequency', 'max', 'mean', 'name'] as const;
+export const SORT_KEYS = ['latent', 'frequency', 'image_frequency', 'max', 'mean', 'name', 'concept_f1'] as const;
 export type SortKey = (typeof SORT_KEYS)[number];
 export const ANNOTATED = ['any', 'named', 'unnamed'] as const;
 
@@ -56,6 +65,10 @@ export interface FeatureQuery {
   annotated?: (typeof ANNOTATED)[number];
   min_frequency?: number;
   max_frequency?: number;
+  /** Only features whose best-matching concept is this one. */
+  concept?: string;
+  /** Only features whose best concept match has at least this F1. */
+  min_concept_f1?: number;
 }
 
 export interface FeatureList {
@@ -83,6 +96,8 @@ export interface FeaturePage extends FeatureRow {
   exemplars: ExemplarView[];
   /** Latents firing at the peak patch of this feature's exemplars; count = exemplars shared. */
   cofire: (LatentRef & { count: number })[];
+  /** Its best-matching ground-truth concepts, best first (at most 3; empty without a concept report). */
+  concepts: ConceptMatch[];
 }
 
 export interface ImagePage {
@@ -109,4 +124,10 @@ export interface Comparison {
   /** How many of the feature's exemplar images the other run could find. */
   images: number;
   matches: (LatentRef & { count: number; value: number })[];
+}
+
+/** A `vitsae compare` output over two of the runs (compare.json, src/analysis/compare/format.ts) with their run ids. */
+export interface RunComparison extends CompareJson {
+  /** The ids of runs[0] and runs[1]. */
+  ids: [string, string];
 }

@@ -12,9 +12,10 @@ import { STATUS_CODES } from 'node:http';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../util/errors.js';
-import { ANNOTATED, SORT_KEYS } from './api.js';
+import { ANNOTATED, RunComparison, SORT_KEYS } from './api.js';
 import { NotFound, RunData, Urls } from './data.js';
 import { THUMBS_DIR } from '../analysis/visuals.js';
+import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
 
 /** The built web app: dist/web next to dist/src (see web/vite.config.ts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -43,6 +44,10 @@ export interface ServerOptions {
   /** Refuse requests whose Host is not a loopback name (against DNS rebinding) — for servers bound to loopback. */
   loopbackOnly?: boolean;
   logger?: boolean;
+  /** Limits of the edit demos' uploads and queue; default DEFAULT_EDIT_LIMITS. */
+  editLimits?: Partial<EditLimits>;
+  /** A `vitsae compare` output over two of the runs (src/server/comparison.ts), answered at /api/comparison. */
+  comparison?: RunComparison;
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
@@ -90,6 +95,11 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
 
   app.get('/api/runs', async () => ({ runs: opts.runs.map((r) => r.info()) }));
 
+  app.get('/api/comparison', async () => {
+    if (!opts.comparison) throw new NotFound('this server has no comparison of runs: write one with vitsae compare RUN_A RUN_B --out DIR and serve it with --compare DIR');
+    return opts.comparison;
+  });
+
   app.get(
     '/api/runs/:run/features',
     {
@@ -105,6 +115,8 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
             annotated: Type.Enum(ANNOTATED, { default: 'any' }),
             min_frequency: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
             max_frequency: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+            concept: Type.Optional(Type.String({ maxLength: 200 })),
+            min_concept_f1: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
           },
           { additionalProperties: false },
         ),
@@ -146,6 +158,8 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     { schema: { params: LatentParams, querystring: Type.Object({ other: Type.String({ maxLength: 100 }) }, { additionalProperties: false }) } },
     async (req) => runOf(req.params.run).compare(req.params.latent, runOf(req.query.other)),
   );
+
+  await app.register(editRoutes, { ...DEFAULT_EDIT_LIMITS, ...opts.editLimits, runs: opts.runs, runOf });
 
   // Thumbnails: each run's thumbs/ directory and nothing else of it; @fastify/static refuses paths that leave it.
   for (const r of opts.runs) {

@@ -5,11 +5,14 @@
  */
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { ExampleImages, resizeRgb } from '../analysis/images.js';
+import { ConceptReport, readConceptReport } from '../analysis/concepts.js';
+import { ExampleImages, modelViewOf, resizeRgb, RgbImage } from '../analysis/images.js';
 import { readRun, Run } from '../analysis/run.js';
 import { VisualsIndex } from '../analysis/visuals.js';
 import { Sae } from '../sae/model.js';
 import { ShardDataset } from '../shards/format.js';
+import type { ImageInput } from '../data/preprocess.js';
+import { UserError } from '../util/errors.js';
 import type { Comparison, FeatureList, FeaturePage, FeatureQuery, FeatureRow, ImagePage, LatentRef, RunInfo } from './api.js';
 import { Annotations } from './annotations.js';
 import { FeatureTable } from './query.js';
@@ -27,6 +30,12 @@ export class NotFound extends Error {}
 
 /** Image-page pictures are at least this many pixels on their longer side. */
 const VIEW_MIN = 256;
+
+/** A model's view enlarged to at least VIEW_MIN pixels, as PNG. */
+async function viewPng(img: RgbImage): Promise<Buffer> {
+  const big = Math.max(img.width, img.height) < VIEW_MIN ? await resizeRgb(img, VIEW_MIN) : img;
+  return sharp(big.data, { raw: { width: big.width, height: big.height, channels: 3 } }).png().toBuffer();
+}
 
 /** A small least-recently-used cache of promises (failed ones are dropped). */
 class Lru<K, V> {
@@ -61,15 +70,24 @@ export class RunData {
     readonly annotations: Annotations,
     private readonly urls: Urls,
     readonly editable: boolean,
+    /** The SAE's check against ground-truth concepts, when run.json names one. */
+    readonly concepts: ConceptReport | null,
   ) {
-    this.rows = Array.from({ length: index.nLatents }, (_, j) => ({ ...index.summary(j), name: annotations.get(j)?.name ?? '', n_exemplars: index.exemplarCount(j) }));
+    this.rows = Array.from({ length: index.nLatents }, (_, j) => {
+      const best = concepts?.latents[j][0];
+      return { ...index.summary(j), name: annotations.get(j)?.name ?? '', n_exemplars: index.exemplarCount(j), concept: best?.concept ?? '', concept_f1: best?.f1 ?? 0 };
+    });
     this.table = new FeatureTable(this.rows, (j) => annotations.get(j)?.notes ?? '');
   }
 
   static async open(dir: string, id: string, urls: Urls, opts: { readonly?: boolean } = {}): Promise<RunData> {
     const run = await readRun(dir);
     const index = await VisualsIndex.open(run.visuals);
-    return new RunData(id, run, index, Annotations.open(run.dir, index.nLatents, opts), urls, !opts.readonly);
+    const concepts = run.concepts ? await readConceptReport(run.concepts) : null;
+    if (concepts && concepts.latents.length !== index.nLatents) {
+      throw new UserError(`${run.concepts} matches ${concepts.latents.length} latents but the run's SAE has ${index.nLatents}: it is another SAE's report; rerun vitsae eval concepts --run ${dir}`);
+    }
+    return new RunData(id, run, index, Annotations.open(run.dir, index.nLatents, opts), urls, !opts.readonly, concepts);
   }
 
   info(): RunInfo {
@@ -90,6 +108,7 @@ export class RunData {
       dataset: path.basename(m.source.images),
       sae: path.basename(m.source.sae),
       editable: this.editable,
+      concepts: this.concepts?.concepts.map((c) => c.concept) ?? [],
     };
   }
 
@@ -135,6 +154,7 @@ export class RunData {
         };
       }),
       cofire: f.cofire.map(([j, count]) => ({ ...this.ref(j), count })),
+      concepts: this.concepts?.latents[latent] ?? [],
     };
   }
 
@@ -160,11 +180,18 @@ export class RunData {
   /** The picture of an image page: the model's view, enlarged to at least VIEW_MIN pixels, as PNG. */
   view(image: number): Promise<Buffer> {
     this.checkImage(image);
-    return this.views.get(image, async () => {
-      const img = await (await this.exampleImages()).modelView(image);
-      const big = Math.max(img.width, img.height) < VIEW_MIN ? await resizeRgb(img, VIEW_MIN) : img;
-      return sharp(big.data, { raw: { width: big.width, height: big.height, channels: 3 } }).png().toBuffer();
-    });
+    return this.views.get(image, async () => viewPng(await (await this.exampleImages()).modelView(image)));
+  }
+
+  /** Any image (an upload) as the model sees it, drawn like an image page's picture. */
+  async viewOf(input: ImageInput): Promise<Buffer> {
+    return viewPng(await modelViewOf(input, (await this.exampleImages()).preprocess));
+  }
+
+  /** Example `image` as the dataset holds it, before preprocessing: what the edit engine reads. */
+  async source(image: number): Promise<ImageInput> {
+    this.checkImage(image);
+    return (await this.exampleImages()).image(image);
   }
 
   /** Encodes one image's patches with the SAE: per patch, [latent, value] strongest first. */

@@ -10,6 +10,10 @@ export class FeatureTable {
   // The filtered columns, packed: scanning them in a sort order touches no row object.
   private readonly frequency: Float64Array;
   private readonly named: Uint8Array;
+  private readonly conceptF1: Float64Array;
+  /** Each row's best concept as an index into `conceptIds` (-1 = none). */
+  private readonly concept: Int32Array;
+  private readonly conceptIds = new Map<string, number>();
 
   /** `notes` gives a latent's notes for the text filter (rows carry only names). */
   constructor(
@@ -18,6 +22,12 @@ export class FeatureTable {
   ) {
     this.frequency = Float64Array.from(rows, (r) => r.frequency);
     this.named = Uint8Array.from(rows, (r) => (r.name ? 1 : 0));
+    this.conceptF1 = Float64Array.from(rows, (r) => r.concept_f1);
+    this.concept = Int32Array.from(rows, (r) => {
+      if (!r.concept) return -1;
+      if (!this.conceptIds.has(r.concept)) this.conceptIds.set(r.concept, this.conceptIds.size);
+      return this.conceptIds.get(r.concept)!;
+    });
   }
 
   /** Sets a latent's name (the name orders are recomputed on next use). */
@@ -55,13 +65,17 @@ export class FeatureTable {
     const minF = q.min_frequency ?? -Infinity;
     const maxF = q.max_frequency ?? Infinity;
     const want = q.annotated === 'named' ? 1 : q.annotated === 'unnamed' ? 0 : -1;
-    const { frequency, named, rows } = this;
+    // -1: any; a concept that is no feature's best selects nothing (-2 is no row's index).
+    const wantConcept = q.concept ? (this.conceptIds.get(q.concept) ?? -2) : -1;
+    const minConceptF1 = q.min_concept_f1 ?? -Infinity;
+    const { frequency, named, conceptF1, concept, rows } = this;
     const order = this.order(q.sort, q.order);
     const items: FeatureRow[] = [];
     let total = 0;
     for (let k = 0; k < order.length; k++) {
       const i = order[k];
       if (frequency[i] < minF || frequency[i] > maxF || (want >= 0 && named[i] !== want)) continue;
+      if (conceptF1[i] < minConceptF1 || (wantConcept !== -1 && concept[i] !== wantConcept)) continue;
       if (text && !rows[i].name.toLowerCase().includes(text) && !this.notes(i).toLowerCase().includes(text)) continue;
       if (total >= q.offset && items.length < q.limit) items.push(rows[i]);
       total++;

@@ -4,6 +4,7 @@
  *
  *   SITE/index.html, assets/             the built app, marked with <meta name="vitsae-data"> so it reads files
  *   SITE/data/runs.json                  { runs: RunInfo[] } (editable false)
+ *   SITE/data/comparison.json            RunComparison, when the site is written with a `vitsae compare` output
  *   SITE/data/RUN/features.json          { rows: FeatureRow[], notes: {latent: notes} }: the list, sorted in the browser
  *   SITE/data/RUN/features/LATENT.json   FeaturePage
  *   SITE/data/RUN/images/IMAGE.json      ImagePage, for every image that is some feature's exemplar
@@ -17,6 +18,8 @@ import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { runIds, WEB_DIR } from './app.js';
 import { RunData, Urls } from './data.js';
+import { CompareJson } from '../analysis/compare/format.js';
+import { withRunIds } from './comparison.js';
 
 export const SITE_DATA = 'data';
 /** The marker that tells the app to read SITE_DATA instead of the server's API. */
@@ -37,7 +40,8 @@ async function forEachLimited<T>(items: T[], fn: (item: T) => Promise<void>): Pr
   }));
 }
 
-export async function writeSite(runDirs: string[], out: string, opts: { webDir?: string; showProgress?: boolean } = {}): Promise<void> {
+/** `comparison`: a `vitsae compare` output whose two runs are among `runDirs`. */
+export async function writeSite(runDirs: string[], out: string, opts: { webDir?: string; showProgress?: boolean; comparison?: CompareJson } = {}): Promise<void> {
   const web = opts.webDir ?? WEB_DIR;
   const html = await fsp.readFile(path.join(web, 'index.html'), 'utf8').catch(() => {
     throw new UserError(`the web app is not built (${web} has no index.html); run npm run build`);
@@ -51,6 +55,7 @@ export async function writeSite(runDirs: string[], out: string, opts: { webDir?:
     const json = (file: string, value: unknown) => fsp.writeFile(path.join(out, SITE_DATA, file), JSON.stringify(value));
     await fsp.mkdir(path.join(out, SITE_DATA), { recursive: true });
     await json('runs.json', { runs: runs.map((r) => r.info()) });
+    if (opts.comparison) await json('comparison.json', withRunIds(opts.comparison, runs));
     for (const run of runs) await writeRun(run, out, json, opts.showProgress !== false);
   } finally {
     for (const r of runs) await r.close();

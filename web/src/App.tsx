@@ -2,6 +2,9 @@
 import { useEffect, useState } from 'react';
 import { openSource } from './data.js';
 import { Compare } from './Compare.js';
+import { EditDemo } from './EditDemo.js';
+import { parseDemoImage } from './edits.js';
+import { CompareRuns } from './CompareRuns.js';
 import { FeatureList } from './FeatureList.js';
 import { FeaturePage } from './FeaturePage.js';
 import { ImagePage } from './ImagePage.js';
@@ -22,6 +25,7 @@ function Routes({ app, hash }: { app: AppData; hash: string }) {
   const parts = route.split('/').filter(Boolean);
   const run = (id: string) => app.runs.find((r) => r.id === id);
   const int = (s: string | undefined) => (s !== undefined && /^\d+$/.test(s) ? Number(s) : undefined);
+  if (parts[0] === 'matches') return <CompareRuns params={new URLSearchParams(query)} />;
   if (parts[0] === 'compare') {
     const [a, b, latent] = [run(parts[1]), run(parts[3]), int(parts[2])];
     if (a && b && latent !== undefined && latent < a.d_sae) return <Compare a={a} b={b} latent={latent} other={int(parts[4])} />;
@@ -32,6 +36,11 @@ function Routes({ app, hash }: { app: AppData; hash: string }) {
     if (r && parts.length === 2) return <FeatureList run={r} params={new URLSearchParams(query)} />;
     if (r && parts[2] === 'f' && n !== undefined && n < r.d_sae) return <FeaturePage run={r} latent={n} />;
     if (r && parts[2] === 'i' && n !== undefined && n < r.n_images) return <ImagePage run={r} image={n} />;
+    if (r && parts[2] === 'edit' && n !== undefined) {
+      const image = parseDemoImage(parts[4]);
+      const latent = int(new URLSearchParams(query).get('latent') ?? undefined);
+      if ((parts[4] === undefined || image !== undefined) && (latent === undefined || latent < r.d_sae)) return <EditDemo run={r} probe={n} image={image} latent={latent} />;
+    }
   }
   if (parts.length === 0 && app.runs.length) {
     location.replace(href.list(app.runs[0].id));
@@ -66,6 +75,11 @@ export function App() {
               </a>
             ))}
             {app.runs.length > 1 && !app.source.isStatic && <a href={href.compare(current.id, 0, app.runs.find((r) => r !== current)!.id)}>compare</a>}
+            {app.runs.length > 1 && (
+              <a href={href.matches()} className={hash.startsWith('#/matches') ? 'active' : ''}>
+                matches
+              </a>
+            )}
           </nav>
         )}
         {current && (

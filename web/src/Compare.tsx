@@ -9,7 +9,8 @@ import { href, LatentCard, num, Status, useApp, useLoad } from './ui.js';
 export function Compare({ a, b, latent, other }: { a: RunInfo; b: RunInfo; latent: number; other?: number }) {
   const { source, runs } = useApp();
   const left = useLoad(() => source.feature(a.id, latent), [a.id, latent]);
-  const cmp = useLoad(() => source.compare(a.id, latent, b.id), [a.id, latent, b.id]);
+  // Co-firing needs the server; a static site shows the pair it is given (from its comparison's matches page).
+  const cmp = useLoad(() => (source.isStatic ? Promise.resolve(undefined) : source.compare(a.id, latent, b.id)), [a.id, latent, b.id, source.isStatic]);
   const shown = other ?? cmp.data?.matches[0]?.latent;
   const right = useLoad(() => (shown === undefined ? Promise.resolve(undefined) : source.feature(b.id, shown)), [b.id, shown]);
   const go = (na: string, nl: number, nb: string) => (location.hash = href.compare(na, nl, nb));

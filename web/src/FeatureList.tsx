@@ -1,7 +1,7 @@
-/** The feature list: sort, filter by frequency, name or notes and annotation, page, jump to an id. */
+/** The feature list: sort, filter by frequency, name or notes, annotation and concept match, page, jump to an id. */
 import { FormEvent, useState } from 'react';
 import type { FeatureQuery, RunInfo, SortKey } from '../../src/server/api.js';
-import { href, num, pct, Status, Thumbs, useApp, useLoad } from './ui.js';
+import { ConceptBadge, href, num, pct, Status, Thumbs, useApp, useLoad } from './ui.js';
 
 const PAGE = 50;
 const SORTS: [SortKey, string][] = [
@@ -11,6 +11,15 @@ const SORTS: [SortKey, string][] = [
   ['max', 'max value'],
   ['mean', 'mean value'],
   ['name', 'name'],
+  ['concept_f1', 'concept match'],
+];
+
+/** Minimum F1 of a feature's best concept match: [label, min]. */
+const MATCHES: [string, number | undefined][] = [
+  ['any match', undefined],
+  ['F1 ≥ 0.25', 0.25],
+  ['F1 ≥ 0.5', 0.5],
+  ['F1 ≥ 0.75', 0.75],
 ];
 
 /** Frequency bands: [label, min, max] (fractions of patch tokens). */
@@ -29,6 +38,7 @@ function queryOf(params: URLSearchParams): FeatureQuery & { page: number; alive:
   const alive = params.get('alive') !== '0';
   const annotated = params.get('annotated');
   const band = BANDS[Number(params.get('band') ?? 0)] ?? BANDS[0];
+  const match = MATCHES[Number(params.get('match') ?? 0)] ?? MATCHES[0];
   return {
     sort,
     order: params.get('order') === 'asc' ? 'asc' : params.get('order') === 'desc' ? 'desc' : sort === 'latent' || sort === 'name' ? 'asc' : 'desc',
@@ -38,6 +48,8 @@ function queryOf(params: URLSearchParams): FeatureQuery & { page: number; alive:
     annotated: annotated === 'named' || annotated === 'unnamed' ? annotated : 'any',
     min_frequency: band[1] ?? (alive ? Number.MIN_VALUE : undefined),
     max_frequency: band[2],
+    concept: params.get('concept') || undefined,
+    min_concept_f1: match[1],
     page,
     alive,
   };
@@ -61,13 +73,14 @@ export function FeatureList({ run, params }: { run: RunInfo; params: URLSearchPa
     if (Number.isInteger(j) && j >= 0 && j < run.d_sae) location.hash = href.feature(run.id, j);
   };
   const list = state.data;
+  const hasConcepts = run.concepts.length > 0;
   return (
     <section>
       <form className="toolbar" onSubmit={(e) => e.preventDefault()}>
         <label>
           Sort by{' '}
           <select value={q.sort} onChange={(e) => set({ sort: e.target.value, order: '' })} data-testid="sort">
-            {SORTS.map(([k, label]) => (
+            {SORTS.filter(([k]) => hasConcepts || k !== 'concept_f1').map(([k, label]) => (
               <option key={k} value={k}>
                 {label}
               </option>
@@ -90,6 +103,25 @@ export function FeatureList({ run, params }: { run: RunInfo; params: URLSearchPa
             </option>
           ))}
         </select>
+        {hasConcepts && (
+          <>
+            <select value={q.concept ?? ''} onChange={(e) => set({ concept: e.target.value })} aria-label="concept filter" data-testid="concept-filter">
+              <option value="">any concept</option>
+              {run.concepts.map((c) => (
+                <option key={c} value={c}>
+                  best match: {c}
+                </option>
+              ))}
+            </select>
+            <select value={params.get('match') ?? '0'} onChange={(e) => set({ match: e.target.value === '0' ? '' : e.target.value })} aria-label="concept match filter">
+              {MATCHES.map(([label], i) => (
+                <option key={i} value={i}>
+                  {label}
+                </option>
+              ))}
+            </select>
+          </>
+        )}
         <label>
           <input type="checkbox" checked={alive} onChange={(e) => set({ alive: e.target.checked ? '' : '0' })} /> hide dead
         </label>
@@ -119,6 +151,7 @@ export function FeatureList({ run, params }: { run: RunInfo; params: URLSearchPa
                 <th className="num">images</th>
                 <th className="num">mean</th>
                 <th className="num">max</th>
+                {hasConcepts && <th>best concept</th>}
               </tr>
             </thead>
             <tbody>
@@ -138,6 +171,7 @@ export function FeatureList({ run, params }: { run: RunInfo; params: URLSearchPa
                   <td className="num">{pct(f.image_frequency)}</td>
                   <td className="num">{num(f.mean)}</td>
                   <td className="num">{num(f.max)}</td>
+                  {hasConcepts && <td>{f.concept && <ConceptBadge concept={f.concept} f1={f.concept_f1} />}</td>}
                 </tr>
               ))}
             </tbody>

@@ -1,7 +1,11 @@
-/** A feature: its exemplars with the firing patches highlighted, statistics, histogram, co-firing features, name. */
+/**
+ * A feature: its exemplars with the firing patches highlighted, statistics, best-matching concepts, histogram,
+ * co-firing features, name.
+ */
 import { FormEvent, useEffect, useState } from 'react';
-import type { FeaturePage as Page, RunInfo } from '../../src/server/api.js';
+import type { ConceptMatch, FeaturePage as Page, RunInfo } from '../../src/server/api.js';
 import { thumbUrl } from './data.js';
+import { EditLinks } from './EditLinks.js';
 import { featureTitle, href, Histogram, LatentCard, num, pct, Status, useApp, useLoad } from './ui.js';
 
 function NameEditor({ run, page, onSaved }: { run: RunInfo; page: Page; onSaved: () => void }) {
@@ -42,6 +46,24 @@ function NameEditor({ run, page, onSaved }: { run: RunInfo; page: Page; onSaved:
   );
 }
 
+const scores = (m: ConceptMatch) => `F1 ${m.f1.toFixed(2)}, P ${m.precision.toFixed(2)}, R ${m.recall.toFixed(2)}`;
+
+/** The ground-truth concepts whose presence this feature's firing matches best (the run's concept report). */
+function ConceptMatches({ matches }: { matches: ConceptMatch[] }) {
+  if (!matches.length) return <p className="muted">No ground-truth concept matches this feature.</p>;
+  const [best, ...next] = matches;
+  return (
+    <p data-testid="concept-match">
+      best-matching concept: <b>{best.concept}</b> ({scores(best)})
+      {next.length > 0 && (
+        <span className="muted">
+          ; then {next.map((m) => `${m.concept} (${scores(m)})`).join(', ')}
+        </span>
+      )}
+    </p>
+  );
+}
+
 /** The body of a feature page; `compact` leaves out editing and co-firing (for side-by-side views). */
 export function FeatureDetail({ run, page, compact = false, onSaved }: { run: RunInfo; page: Page; compact?: boolean; onSaved?: () => void }) {
   const [th, tw] = run.thumb_size;
@@ -64,6 +86,7 @@ export function FeatureDetail({ run, page, compact = false, onSaved }: { run: Ru
           max <b>{num(page.max)}</b>
         </span>
       </div>
+      {run.concepts.length > 0 && <ConceptMatches matches={page.concepts} />}
       {!compact && run.editable && <NameEditor run={run} page={page} onSaved={onSaved ?? (() => {})} />}
       {!compact && !run.editable && page.notes && <p className="notes">{page.notes}</p>}
       <h3>Top images</h3>
@@ -108,6 +131,7 @@ export function FeaturePage({ run, latent }: { run: RunInfo; latent: number }) {
         {latent > 0 && <a href={href.feature(run.id, latent - 1)}>← #{latent - 1}</a>}
         {latent + 1 < run.d_sae && <a href={href.feature(run.id, latent + 1)}>#{latent + 1} →</a>}
         {other && !source.isStatic && <a href={href.compare(run.id, latent, other.id)}>compare with {other.id}</a>}
+        <EditLinks run={run} latent={latent} image={state.data?.exemplars[0]?.image} />
       </nav>
       <Status state={state} />
       {state.data && <FeatureDetail run={run} page={state.data} onSaved={() => setVersion((v) => v + 1)} />}

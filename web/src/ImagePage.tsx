@@ -5,27 +5,31 @@
 import { useMemo, useState } from 'react';
 import type { ImagePage as Page, LatentRef, RunInfo } from '../../src/server/api.js';
 import { plasma } from '../../src/analysis/colormap.js';
+import { EditLinks } from './EditLinks.js';
 import { href, LatentCard, num, Status, useApp, useLoad } from './ui.js';
 
 const LISTED = 24;
 const VIEW = 448;
 
-interface Rect {
+export interface Rect {
   r0: number;
   c0: number;
   r1: number;
   c1: number;
 }
 
-function cellsOf(rect: Rect | null, gw: number): number[] {
+export function cellsOf(rect: Rect | null, gw: number): number[] {
   if (!rect) return [];
   const out = [];
   for (let r = Math.min(rect.r0, rect.r1); r <= Math.max(rect.r0, rect.r1); r++) for (let c = Math.min(rect.c0, rect.c1); c <= Math.max(rect.c0, rect.c1); c++) out.push(r * gw + c);
   return out;
 }
 
+/** What the patch view and the firing list need of an image: also the edit demos' images (uploads too). */
+export type PatchData = Pick<Page, 'view' | 'key' | 'grid' | 'patches' | 'latents'>;
+
 /** Features firing on the selected patches: their strongest value there and on how many of them they fire. */
-function firing(page: Page, cells: number[]): { ref: LatentRef; max: number; count: number }[] {
+export function firing(page: PatchData, cells: number[]): { ref: LatentRef; max: number; count: number }[] {
   const agg = new Map<number, { max: number; count: number }>();
   for (const p of cells)
     for (const [j, v] of page.patches[p]) {
@@ -38,7 +42,7 @@ function firing(page: Page, cells: number[]): { ref: LatentRef; max: number; cou
     .map(([j, a]) => ({ ref: page.latents[j], ...a }));
 }
 
-function PatchView({ run, page, selected, onSelect, hover }: { run: RunInfo; page: Page; selected: Rect | null; onSelect: (r: Rect | null) => void; hover: number | null }) {
+export function PatchView({ run, page, selected, onSelect, hover }: { run: RunInfo; page: PatchData; selected: Rect | null; onSelect: (r: Rect | null) => void; hover: number | null }) {
   const [gh, gw] = page.grid;
   const [h, w] = run.image_size;
   const width = VIEW;
@@ -97,6 +101,7 @@ export function ImagePage({ run, image }: { run: RunInfo; image: number }) {
         {/* A static site has pages for exemplar images only, so there is no stepping through all images. */}
         {!source.isStatic && image > 0 && <a href={href.image(run.id, image - 1)}>← image {image - 1}</a>}
         {!source.isStatic && image + 1 < run.n_images && <a href={href.image(run.id, image + 1)}>image {image + 1} →</a>}
+        <EditLinks run={run} image={image} />
       </nav>
       <Status state={state} />
       {page && (

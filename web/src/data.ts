@@ -2,22 +2,24 @@
  * Where the app gets its data: the live server's JSON API, or the files of a static site written by `vitsae site`
  * (the same JSON, precomputed; lists are sorted and filtered here with the server's own query code).
  */
-import type { Comparison, FeatureList, FeaturePage, FeatureQuery, FeatureRow, ImagePage, RunInfo } from '../../src/server/api.js';
+import type { Comparison, FeatureList, FeaturePage, FeatureQuery, FeatureRow, ImagePage, RunComparison, RunInfo } from '../../src/server/api.js';
 import { FeatureTable } from '../../src/server/query.js';
 import { thumbPath } from '../../src/analysis/layout.js';
 
 export interface Source {
-  /** A static site: no editing, no comparison. */
+  /** A static site: no editing, no co-firing comparison. */
   readonly isStatic: boolean;
   runs(): Promise<RunInfo[]>;
   list(run: string, q: FeatureQuery): Promise<FeatureList>;
   feature(run: string, latent: number): Promise<FeaturePage>;
   image(run: string, image: number): Promise<ImagePage>;
   compare(run: string, latent: number, other: string): Promise<Comparison>;
+  /** The `vitsae compare` output the server or site was given (serve/site --compare). */
+  comparison(): Promise<RunComparison>;
   annotate(run: string, latent: number, name: string, notes: string): Promise<void>;
 }
 
-async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
+export async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
   const res = await fetch(url, init);
   if (!res.ok) {
     const body = (await res.json().catch(() => null)) as { message?: string } | null;
@@ -39,6 +41,7 @@ const live: Source = {
   feature: (run, latent) => getJson(`/api/runs/${run}/features/${latent}`),
   image: (run, image) => getJson(`/api/runs/${run}/images/${image}`),
   compare: (run, latent, other) => getJson(`/api/runs/${run}/compare/${latent}?other=${encodeURIComponent(other)}`),
+  comparison: () => getJson('/api/comparison'),
   annotate: async (run, latent, name, notes) => {
     await getJson(`/api/runs/${run}/features/${latent}/annotation`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, notes }) });
   },
@@ -63,6 +66,10 @@ function staticSource(runs: RunInfo[]): Source {
     compare: async () => {
       throw new Error('comparisons need the server (vitsae serve)');
     },
+    comparison: () =>
+      getJson<RunComparison>('data/comparison.json').catch(() => {
+        throw new Error('this site has no comparison of runs (vitsae site --compare DIR includes one)');
+      }),
     annotate: async () => {
       throw new Error('this is a read-only site');
     },

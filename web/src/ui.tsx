@@ -24,6 +24,8 @@ export const href = {
   feature: (run: string, latent: number) => `#/r/${run}/f/${latent}`,
   image: (run: string, image: number) => `#/r/${run}/i/${image}`,
   compare: (a: string, latent: number, b: string, other?: number) => `#/compare/${a}/${latent}/${b}${other === undefined ? '' : `/${other}`}`,
+  /** The matched and unmatched latents of the comparison the server or site was given. */
+  matches: (params?: Record<string, string>) => `#/matches${params && Object.keys(params).length ? '?' + new URLSearchParams(params) : ''}`,
 };
 
 export interface Loaded<T> {
@@ -69,6 +71,15 @@ export function num(v: number): string {
 
 export function featureTitle(latent: number, name: string): string {
   return name ? `#${latent} ${name}` : `#${latent}`;
+}
+
+/** A feature's best-matching ground-truth concept and the F1 of the match. */
+export function ConceptBadge({ concept, f1 }: { concept: string; f1: number }) {
+  return (
+    <span className="concept-badge" title={`best-matching ground-truth concept, F1 ${f1.toFixed(3)}`} data-testid="concept-badge">
+      {concept} <b>{f1.toFixed(2)}</b>
+    </span>
+  );
 }
 
 /** A latent's first exemplar thumbnails. */

@@ -10,6 +10,7 @@ const spec = {
 
 export const convertCommand = defineCommand({
   name: 'convert',
+  positionals: true,
   summary: 'convert an SAE between vitsae, saev and SAELens layouts',
   usage: `
 vitsae convert INPUT --out DIR [--to vitsae|saelens]

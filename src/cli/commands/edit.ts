@@ -5,7 +5,7 @@ import { ConfigOf, ConfigSpec } from '../config.js';
 import { readRun, Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals.js';
 import { parseSize } from '../../data/preprocess.js';
-import { Edit, EditEngine, latentMaxima, Predictions } from '../../edit/engine.js';
+import { Edit, EditEngine, latentMaxima, Predictions, RankedClass, topClasses } from '../../edit/engine.js';
 
 /** Options shared by the commands that run the edit engine. */
 export const engineSpec = {
@@ -79,19 +79,9 @@ async function maximaFor(engine: EditEngine, run: Run | null, shards: string, ma
   return latentMaxima(engine.sae, dir, engine.sae.config.data?.layer ?? -1, maxTokens);
 }
 
-type Ranked = { class: number; name: string; prob: number }[];
+type Ranked = RankedClass[];
 /** One edited image in the output: the top classes (classify), or the patch labels and the changed patches. */
 type ImageResult = { file: string; before: Ranked; after: Ranked; changed: boolean } | { file: string; before: number[]; after: number[]; changed_patches: number[] };
-
-/** The k most probable classes of head row `row`. */
-function topClasses(p: Predictions, row: number, classes: string[], k: number): Ranked {
-  const K = classes.length;
-  const probs = p.probs.subarray(row * K, (row + 1) * K);
-  return Array.from(probs.keys())
-    .sort((a, b) => probs[b] - probs[a])
-    .slice(0, k)
-    .map((c) => ({ class: c, name: classes[c], prob: probs[c] }));
-}
 
 export const editCommand = defineCommand({
   name: 'edit',

@@ -2,9 +2,11 @@ import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec } from '../config.js';
 import { Sae } from '../../sae/model.js';
-import { conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
+import { addConceptReportToRun, conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
+import { readRun } from '../../analysis/run.js';
 
 const spec = {
+  run: { kind: 'string', default: '', doc: 'a run directory (run.json): the default SAE and shards; the report goes to RUN/concepts.json, which the browser shows' },
   sae: { kind: 'string', default: '', doc: 'SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
   shards: { kind: 'string', default: '', doc: 'activation shards recorded from the labelled images; default: the SAE training shards' },
   concepts: { kind: 'string', default: '', doc: 'ground truth: a concept-world directory (or its concepts.json) whose images were recorded' },
@@ -22,20 +24,27 @@ export const evalConceptsCommand = defineCommand({
   usage: `
 For every concept: the best latent's F1 (fires vs present, per patch), the best OR of up to 3 latents, a
 logistic-regression probe on the raw activations (the ceiling), the best raw neuron and the best random
-direction. recovery_ratio = mean over concepts the probe decodes at F1 >= 0.8 of (latent F1 / probe F1).
+direction. recovery_ratio = mean over concepts the probe decodes at F1 >= 0.8 of (latent F1 / probe F1). For
+every latent, the report also lists its best-matching concepts; with --run DIR it is written to DIR/concepts.json
+and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature's concept.
 
-  vitsae eval concepts --sae runs/sae --concepts runs/world --json`,
+  vitsae eval concepts --sae runs/sae --concepts runs/world --json
+  vitsae eval concepts --run runs/world-run --concepts runs/world`,
   spec,
   async run(c, _pos, given) {
-    if (!c.sae) throw new UserError('--sae is required');
+    const run = c.run ? await readRun(c.run) : null;
+    if (run && c.sae && path.resolve(c.sae) !== run.sae) throw new UserError(`--sae ${c.sae} is not the SAE of ${run.dir} (${run.sae}); the run records reports of its own SAE only`);
+    const saePath = c.sae || run?.sae;
+    if (!saePath) throw new UserError('--sae is required (or --run DIR with a run.json)');
     if (!c.concepts) throw new UserError('--concepts DIR is required (a concept world from `vitsae data concept-world`)');
-    const sae = await Sae.open(c.sae);
-    const shards = c.shards || sae.config.data?.shards;
+    const sae = await Sae.open(saePath);
+    const shards = c.shards || run?.shards || sae.config.data?.shards;
     if (!shards) throw new UserError('--shards DIR is required (the SAE does not name its training shards)');
     const layer = given.has('layer') || !sae.config.data ? c.layer : sae.config.data.layer;
     const world = c.concepts.endsWith('.json') ? path.dirname(c.concepts) : c.concepts;
     const labels = await conceptWorldLabels(world, shards);
     const r = await evaluateConcepts(sae, shards, labels, { selection: { layer }, maxPatches: c.maxPatches, probeExamples: c.probeExamples, seed: c.seed, showProgress: c.progress });
+    if (run) process.stderr.write(`wrote ${await addConceptReportToRun(run.dir, r)}\n`);
     if (c.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
       return;

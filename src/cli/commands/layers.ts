@@ -4,6 +4,7 @@ import { chooseInputSize, parseSize, readModelCard } from '../../data/preprocess
 
 export const layersCommand = defineCommand({
   name: 'layers',
+  positionals: true,
   summary: "list a model's residual-stream tensors, one per block",
   usage: `
 vitsae layers MODEL.onnx [--json] [--input-size N|HxW]

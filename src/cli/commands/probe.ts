@@ -1,4 +1,6 @@
+import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
+import { readRun, writeRun } from '../../analysis/run.js';
 import { parseSize } from '../../data/preprocess.js';
 import { PROBE_FILE, probeTrainSpec, saveProbe, trainProbe } from '../../edit/probe.js';
 
@@ -14,13 +16,15 @@ token, labelled by the majority class of its pixels (a dataset folder with image
 the last residual-stream tensor unless --features names another (a block index or a tensor, e.g. a final
 LayerNorm's output). They are recorded into a temporary directory, or read from --shards (a vitsae record of
 that tensor). The head is fit with AdamW on the training images and measured on the held-out ones (accuracy;
-mIoU for segmentation); DIR gets probe.safetensors (W [D, classes], b [classes]) and probe.json.
+mIoU for segmentation); DIR gets probe.safetensors (W [D, classes], b [classes]) and probe.json. With --run RUN
+the model defaults to the run's and the probe is added to RUN/run.json, so vitsae serve offers edit demos on it.
 
 Example: vitsae probe train --task classify --model models/fashion-mnist-supervised.onnx \\
            --data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --out runs/fashion/probe`,
   spec: {
     task: { kind: 'enum', choices: ['classify', 'segment'] as const, default: 'classify', doc: 'classify images, or segment: a class per patch' },
     model: { kind: 'string', default: '', doc: 'the ONNX model' },
+    run: { kind: 'string', default: '', doc: "a run directory: its model is the default, and the probe is added to its run.json's probes" },
     data: { kind: 'string', default: '', doc: 'the labelled dataset' },
     shards: { kind: 'string', default: '', doc: 'a finished recording of the feature tensor to train on instead of recording --data' },
     out: { kind: 'string', default: '', doc: 'output directory for the probe' },
@@ -35,10 +39,13 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
     json: { kind: 'boolean', default: false, doc: 'print probe.json on stdout' },
   },
   async run(c) {
-    for (const k of ['model', 'out'] as const) if (!c[k]) throw new UserError(`--${k} is required`);
+    const run = c.run ? await readRun(c.run) : null;
+    const model = c.model || run?.model;
+    if (!model) throw new UserError(c.run ? `--model is required: ${c.run}/run.json names no model` : '--model is required');
+    if (!c.out) throw new UserError('--out is required');
     const probe = await trainProbe({
       task: c.task,
-      model: c.model,
+      model,
       data: c.data || undefined,
       shards: c.shards || undefined,
       features: c.features || undefined,
@@ -51,6 +58,12 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
       progress: c.progress,
     });
     await saveProbe(c.out, probe);
+    if (run) {
+      // Read again: run.json may have changed while the probe trained.
+      const now = await readRun(run.dir);
+      const out = path.resolve(c.out);
+      await writeRun(now.dir, { ...now, probes: [...(now.probes ?? []).filter((p) => p !== out), out] });
+    }
     const m = probe.info.metrics;
     process.stdout.write(
       c.json

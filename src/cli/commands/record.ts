@@ -64,6 +64,7 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
 
 export const shardsMergeCommand = defineCommand({
   name: 'shards merge',
+  positionals: true,
   summary: 'join the shard directories of a recording split across workers',
   usage: `
 vitsae shards merge --out DIR PART_DIR...

@@ -96,6 +96,7 @@ function render(info: Info): string {
 
 export const shardsInfoCommand = defineCommand({
   name: 'shards info',
+  positionals: true,
   summary: 'describe and validate a shard directory (saev protocol 2.1)',
   usage: `
 vitsae shards info DIR [--json]

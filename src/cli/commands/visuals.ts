@@ -37,7 +37,7 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
     imageTop: { kind: 'number', int: true, min: 1, default: 16, doc: 'top latents stored per image' },
     batchTokens: { kind: 'number', int: true, min: 1, default: 4096, doc: 'tokens per encoder batch (rounded down to whole images)' },
     checkpointEvery: { kind: 'number', int: true, min: 1, default: 200, doc: 'batches between checkpoints of the pass' },
-    thumbSize: { kind: 'number', int: true, min: 16, max: 1024, default: 128, doc: 'longer side of exemplar thumbnails in pixels' },
+    thumbSize: { kind: 'number', int: true, min: 16, max: 1024, default: 128, doc: 'longer side of exemplar thumbnails in pixels (at most the model input size; the browser scales up)' },
     progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
     json: { kind: 'boolean', default: false, doc: 'print the index metadata as JSON' },
   },
@@ -77,7 +77,11 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
         return;
       }
       const runDir = c.run || out;
-      const spec: RunSpec = { shards, sae, visuals: out, ...(images ? { images } : {}), ...(meta.source.model ? { model: meta.source.model } : {}) };
+      // A concept report stays valid as long as the SAE is the same one.
+      const concepts = run?.concepts && run.sae === path.resolve(sae) ? { concepts: run.concepts } : {};
+      // Task heads belong to the model, so they stay while it does.
+      const probes = run?.probes && run.model === meta.source.model ? { probes: run.probes } : {};
+      const spec: RunSpec = { shards, sae, visuals: out, ...(images ? { images } : {}), ...(meta.source.model ? { model: meta.source.model } : {}), ...concepts, ...probes };
       await writeRun(runDir, spec);
       if (c.json) process.stdout.write(JSON.stringify(meta) + '\n');
       else process.stderr.write(`visuals of ${meta.d_sae} latents over ${meta.n_images} images in ${out}\nNext: vitsae serve --run ${runDir}\n`);

@@ -1,0 +1,20 @@
+/** Links from a feature or image page to the run's edit demos (none without probes, or on a static site). */
+import type { RunInfo } from '../../src/server/api.js';
+import { editHref, useProbes } from './edits.js';
+import { num } from './ui.js';
+
+/** The demos of one image and/or one feature. */
+export function EditLinks({ run, image, latent }: { run: RunInfo; image?: number; latent?: number }) {
+  const probes = useProbes(run);
+  if (!probes?.length) return null;
+  return (
+    <span className="edit-links" data-testid="edit-links">
+      {latent === undefined ? 'edit this image:' : 'edit this feature:'}
+      {probes.map((p) => (
+        <a key={p.id} href={editHref(run.id, p.id, image, latent)} title={`${p.name}: ${p.classes.length} classes, held-out accuracy ${num(p.accuracy)}`}>
+          {p.task === 'classify' ? 'classification' : 'segmentation'} demo
+        </a>
+      ))}
+    </span>
+  );
+}

@@ -1,0 +1,129 @@
+/**
+ * The edit demos' data: a run's task heads, uploads and edits, from the server's API (a static site has no
+ * demos), hash routes to the demos, and the hook that keeps an image's unedited answer and its edited one.
+ */
+import { useEffect, useRef, useState } from 'react';
+import type { RunInfo } from '../../src/server/api.js';
+import type { EditAnswer, EditRequest, EditSpec, ProbeList, ProbeSummary, Upload } from '../../src/server/edit-api.js';
+import { getJson } from './data.js';
+import type { PatchData } from './ImagePage.js';
+import { useApp } from './ui.js';
+
+/** A demo's image: one of the run's (its index) or an upload (its id). */
+export type DemoImage = number | { upload: string };
+
+const UPLOAD_PREFIX = 'upload-';
+
+/** The demo of `probe`, on an image, with a latent chosen; the image is an index or `upload-<id>` in the route. */
+export function editHref(run: string, probe: number, image?: DemoImage, latent?: number): string {
+  const img = image === undefined ? '' : `/${typeof image === 'number' ? image : UPLOAD_PREFIX + image.upload}`;
+  return `#/r/${run}/edit/${probe}${img}${latent === undefined ? '' : `?latent=${latent}`}`;
+}
+
+/** The image named by a route part, if it names one. */
+export function parseDemoImage(part: string | undefined): DemoImage | undefined {
+  if (part === undefined) return undefined;
+  if (/^\d+$/.test(part)) return Number(part);
+  return part.startsWith(UPLOAD_PREFIX) && /^[0-9a-f]{64}$/.test(part.slice(UPLOAD_PREFIX.length)) ? { upload: part.slice(UPLOAD_PREFIX.length) } : undefined;
+}
+
+export function imageView(run: string, image: DemoImage): string {
+  return typeof image === 'number' ? `/api/runs/${run}/images/${image}/view.png` : `/api/runs/${run}/uploads/${image.upload}/view.png`;
+}
+
+const probeLists = new Map<string, Promise<ProbeSummary[]>>();
+
+/** The run's task heads (undefined while loading); none on a static site. Asked once per run and page load. */
+export function useProbes(run: RunInfo): ProbeSummary[] | undefined {
+  const { source } = useApp();
+  const [probes, setProbes] = useState<ProbeSummary[] | undefined>(source.isStatic ? [] : undefined);
+  useEffect(() => {
+    if (source.isStatic) return;
+    let list = probeLists.get(run.id);
+    if (!list) {
+      list = getJson<ProbeList>(`/api/runs/${run.id}/probes`).then((l) => l.probes);
+      list.catch(() => probeLists.delete(run.id));
+      probeLists.set(run.id, list);
+    }
+    let live = true;
+    list.then(
+      (p) => live && setProbes(p),
+      () => live && setProbes([]),
+    );
+    return () => {
+      live = false;
+    };
+  }, [run.id, source.isStatic]);
+  return probes;
+}
+
+export function postEdit(run: string, req: EditRequest): Promise<EditAnswer> {
+  return getJson(`/api/runs/${run}/edit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
+}
+
+export function postUpload(file: File): Promise<Upload> {
+  return getJson('/api/uploads', { method: 'POST', headers: { 'content-type': file.type || 'application/octet-stream' }, body: file });
+}
+
+/** Milliseconds a slider must rest before its edit is sent. */
+const DEBOUNCE = 120;
+
+export interface EditSession {
+  /** The unedited answer with every patch's latents, as the patch view and firing list want them. */
+  base?: EditAnswer;
+  page?: PatchData;
+  /** The answer to the current edits (the base answer while there are none). */
+  edited?: EditAnswer;
+  /** An edit is on its way. */
+  pending: boolean;
+  error?: string;
+}
+
+/**
+ * Loads the unedited answer of `image` under `probe`, then answers `edits` as they change: debounced, and only the
+ * answer to the latest edits is kept (earlier ones arriving late are dropped).
+ */
+export function useEditSession(run: RunInfo, probe: number, image: DemoImage, edits: EditSpec[]): EditSession {
+  const [state, setState] = useState<EditSession>({ pending: true });
+  const latest = useRef(0);
+  const imageKey = JSON.stringify(image);
+  useEffect(() => {
+    let live = true;
+    // Answers to edits of the previous image, still on their way, must not land on this one.
+    latest.current++;
+    setState({ pending: true });
+    postEdit(run.id, { probe, image, edits: [], patches: 'all' }).then(
+      (base) => {
+        if (!live) return;
+        const [gh, gw] = base.grid;
+        const patches = Array.from({ length: gh * gw }, (_, p) => base.patches[p] ?? []);
+        setState({ base, edited: base, pending: false, page: { view: imageView(run.id, image), key: typeof image === 'number' ? `image ${image}` : 'upload', grid: base.grid, patches, latents: base.latents } });
+      },
+      (e: Error) => live && setState({ pending: false, error: e.message }),
+    );
+    return () => {
+      live = false;
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [run.id, probe, imageKey]);
+  const editsKey = JSON.stringify(edits);
+  const ready = state.base !== undefined;
+  useEffect(() => {
+    if (!ready) return;
+    const id = ++latest.current;
+    if (!edits.length) {
+      setState((s) => ({ ...s, edited: s.base, pending: false, error: undefined }));
+      return;
+    }
+    setState((s) => ({ ...s, pending: true }));
+    const timer = setTimeout(() => {
+      postEdit(run.id, { probe, image, edits }).then(
+        (edited) => id === latest.current && setState((s) => ({ ...s, edited, pending: false, error: undefined })),
+        (e: Error) => id === latest.current && setState((s) => ({ ...s, pending: false, error: e.message })),
+      );
+    }, DEBOUNCE);
+    return () => clearTimeout(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [editsKey, ready]);
+  return state;
+}

@@ -1,14 +1,19 @@
 /**
  * The demo: the whole pipeline on the embedded default. A concept world (images with known concepts) is generated,
  * and for each shipped demo model (models/*.onnx) a run directory is built: record one layer's patch activations,
- * train a TopK SAE, evaluate it, check its latents against the ground-truth concepts (concept-world models), and
- * compute the exemplars that the browser shows. Each step is the library call its CLI command wraps.
+ * train a TopK SAE, evaluate it, check its latents against the ground-truth concepts (concept-world models),
+ * compute the exemplars that the browser shows, and fit the task heads that its edit demos run. Each step is the
+ * library call its CLI command wraps.
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeConceptWorld, CONCEPTS_FILE } from './data/concept-world.js';
 import { record } from './backbone/record.js';
+import { openBackbone, selectLayers } from './backbone/backbone.js';
+import { probeTrainSpec, saveProbe, Task, trainProbe } from './edit/probe.js';
+import { ShardDataset } from './shards/index.js';
+import { readModelCard } from './data/preprocess.js';
 import { defaultsOf } from './cli/config.js';
 import { saeSpec, trainSpec } from './sae/config.js';
 import { train } from './sae/train.js';
@@ -79,26 +84,54 @@ export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
     const saeDir = path.join(dir, 'sae');
     const visuals = path.join(dir, 'visuals');
     await fsp.rm(dir, { recursive: true, force: true });
-    log(`${m.stem}: recording layer ${opts.layer} of ${model} on ${data}`);
-    await record({ model, layers: [opts.layer], data, out: acts, progress: opts.showProgress, log });
+    // The SAE's layer and, in the same pass, the last block: the task heads of the edit demos read it.
+    const bb = await openBackbone(model);
+    const [saeTensor, lastTensor] = selectLayers(bb, [opts.layer, '-1']).map((l) => l.name);
+    const tensors = saeTensor === lastTensor ? [saeTensor] : [saeTensor, lastTensor];
+    log(`${m.stem}: recording ${tensors.join(' and ')} of ${model} on ${data}`);
+    await record({ model, layers: tensors, data, out: acts, progress: opts.showProgress, log });
+    const layer = await firstLayer(acts);
     log(`${m.stem}: training a TopK SAE`);
     const sae = { ...defaultsOf(saeSpec), activation: 'topk' as const, k: 16, expansion: 8 };
     const t = { ...defaultsOf(trainSpec), batch: 1024, tokens: opts.tokens, lr: 1e-3, lrWarmup: 100, deadWindow: 500_000, seed: opts.seed };
-    await train({ shards: acts, out: saeDir, selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: opts.showProgress });
+    await train({ shards: acts, out: saeDir, selection: { layer, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: opts.showProgress });
     const model_ = await Sae.load(saeDir);
-    const metrics = await evaluateSae(model_, acts, { selection: { layer: -1, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });
+    const metrics = await evaluateSae(model_, acts, { selection: { layer, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });
     await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
     let concepts: ConceptReport | null = null;
     const conceptsFile = path.join(dir, CONCEPT_REPORT_FILE);
     if (m.data === 'world') {
       log(`${m.stem}: checking latents against the ground-truth concepts`);
-      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer: -1 }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
+      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
       await writeConceptReport(conceptsFile, concepts);
     }
     log(`${m.stem}: exemplars for every feature`);
     await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
-    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, ...(concepts ? { concepts: conceptsFile } : {}) });
+    const probes: string[] = [];
+    for (const task of (m.data === 'world' ? ['classify', 'segment'] : ['classify']) as Task[]) {
+      log(`${m.stem}: a ${task} head on the last block, for the edit demos`);
+      const out = path.join(dir, `probe-${task}`);
+      // IDX labels are bare numbers; the model card names the classes its own head was trained on (the same ones).
+      const classes = task === 'classify' && m.data !== 'world' ? cardClassNames(model) : undefined;
+      await saveProbe(out, await trainProbe({ task, model, shards: acts, features: lastTensor, classes, train: { ...defaultsOf(probeTrainSpec), seed: opts.seed }, progress: opts.showProgress }));
+      probes.push(out);
+    }
+    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, probes, ...(concepts ? { concepts: conceptsFile } : {}) });
     runs.push({ model: m.stem, dir, metrics, concepts });
   }
   return runs;
+}
+
+function cardClassNames(model: string): string[] | undefined {
+  return (readModelCard(model) as { output_labels?: { class_logits?: string[] } } | null)?.output_labels?.class_logits;
+}
+
+/** The first recorded layer of a shard directory (the value metadata.json lists). */
+async function firstLayer(shards: string): Promise<number> {
+  const ds = await ShardDataset.open(shards);
+  try {
+    return ds.metadata.layers[0];
+  } finally {
+    await ds.close();
+  }
 }

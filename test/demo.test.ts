@@ -12,6 +12,7 @@ import { runDemo } from '../src/demo.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
 import { readConceptReport } from '../src/analysis/concepts.js';
 import { Sae } from '../src/sae/model.js';
+import { loadProbe } from '../src/edit/probe.js';
 import { evalConceptsCommand } from '../src/cli/commands/eval-concepts.js';
 import { runForJson } from './fixtures/helpers.js';
 
@@ -31,6 +32,14 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     const r = await readRun(run.dir);
     for (const p of [r.sae, r.shards, r.visuals]) assert.ok(existsSync(p), p);
     assert.ok(existsSync(path.join(run.dir, 'eval.json')));
+    // Task heads for the edit demos, on the last block (recorded in the same pass), with the world's class names.
+    assert.deepEqual(r.probes, ['classify', 'segment'].map((t) => path.join(run.dir, `probe-${t}`)));
+    const [classify, segment] = await Promise.all(r.probes!.map(loadProbe));
+    assert.deepEqual([classify.info.task, classify.info.classes.length, classify.info.classes[0]], ['classify', 12, 'red-solid']);
+    assert.deepEqual([segment.info.task, segment.info.classes], ['segment', ['background', 'circle', 'square', 'triangle', 'cross', 'star', 'heart']]);
+    assert.equal(classify.info.features, '/vit/blocks.3/Add_1_output_0');
+    assert.equal((await Sae.open(r.sae)).config.data?.layer, 2, 'the SAE is on block 2 of the two recorded');
+    assert.ok(segment.info.metrics.accuracy > 0.5, `segmentation accuracy ${segment.info.metrics.accuracy}`);
     // The concept report is recorded in the run, with every latent's best concepts, for the browser.
     assert.equal(r.concepts, path.join(run.dir, 'concepts.json'));
     assert.deepEqual(await readConceptReport(r.concepts), c);

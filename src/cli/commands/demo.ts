@@ -22,9 +22,10 @@ export const demoCommand = defineCommand({
   usage: `
 Generates a concept world (images whose shapes, colours and textures are known per patch), and for each shipped
 demo model (a supervised ViT on that world, a supervised ViT on Fashion-MNIST's real photos) records a
-layer, trains a TopK SAE, evaluates it, checks its latents against the ground-truth concepts, and computes every
-feature's exemplars. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals, eval.json, concepts.json),
-prints a summary and opens the browser app on the runs (unless --no-serve).`,
+layer (and the last block, for task heads), trains a TopK SAE, evaluates it, checks its latents against the
+ground-truth concepts, computes every feature's exemplars and trains linear task heads (classification; on the
+world also segmentation) for the edit demos. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals,
+eval.json, concepts.json, probe-*), prints a summary and opens the browser app on the runs (unless --no-serve).`,
   spec,
   async run(c) {
     const runs = await runDemo({ out: c.out, worldSize: c.worldSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });

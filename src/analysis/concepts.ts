@@ -251,21 +251,13 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   // Logistic regression for all concepts at once (independent sigmoids), full-batch Adam.
   const W_DC = new Float32Array(D * C), b_C = new Float64Array(C);
   const logits_NC = new Float32Array(N * C), grad_DC = new Float32Array(D * C), err_NC = new Float32Array(nTrain * C);
-  const m_DC = new Float64Array(D * C), v_DC = new Float64Array(D * C), mb = new Float64Array(C), vb = new Float64Array(C);
-  const sgemm = native().sgemm;
+  const m_DC = new Float64Array(D * C), v_DC = new Float64Array(D * C), mb = new Float64Array(C), vb = new Float64Array(C), gb = new Float64Array(C);
+  const { sgemm, logisticResidual } = native();
   const Ztrain = Z_ND.subarray(0, nTrain * D);
   const lr = 0.05, b1 = 0.9, b2 = 0.999, l2 = 1e-4;
   for (let t = 1; t <= 300; t++) {
     sgemm(false, false, nTrain, C, D, Ztrain, W_DC, logits_NC.subarray(0, nTrain * C));
-    const gb = new Float64Array(C);
-    for (let n = 0; n < nTrain; n++) {
-      for (let c = 0; c < C; c++) {
-        const z = logits_NC[n * C + c] + b_C[c];
-        const e = 1 / (1 + Math.exp(-z)) - Y_NC[n * C + c];
-        err_NC[n * C + c] = e / nTrain;
-        gb[c] += e / nTrain;
-      }
-    }
+    logisticResidual(logits_NC.subarray(0, nTrain * C), b_C, Y_NC.subarray(0, nTrain * C), 1 / nTrain, err_NC, gb);
     sgemm(true, false, D, C, nTrain, Ztrain, err_NC, grad_DC);
     const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
     for (let i = 0; i < D * C; i++) {

@@ -81,6 +81,8 @@ interface NativeModule {
   sgemmGflops(m: number, n: number, k: number, reps: number): number;
   /** C[M,N] = op(A) op(B) (+ C when accumulate), row major; op transposes when the flag is set. */
   sgemm(transA: boolean, transB: boolean, m: number, n: number, k: number, a: Float32Array, b: Float32Array, c: Float32Array, accumulate?: boolean): void;
+  /** err[n,c] = (sigmoid(logits[n,c] + bias[c]) - targets[n,c]) * scale; biasGrad[c] = sum over n of err[n,c]. */
+  logisticResidual(logits_NC: Float32Array, bias_C: Float64Array, targets_NC: Uint8Array, scale: number, err_NC: Float32Array, biasGrad_C: Float64Array): void;
   threads: number;
 }
 

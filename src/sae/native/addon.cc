@@ -351,11 +351,39 @@ Napi::Value Sgemm(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Logistic regression's residual for independent sigmoids: err[n,c] = (sigmoid(logits[n,c] + bias[c]) - y[n,c]) *
+// scale, and biasGrad[c] = sum_n err[n,c]. The analysis probes' inner loop: in JS its exp calls cost 20x the GEMMs.
+Napi::Value LogisticResidual(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto logits = info[0].As<Napi::Float32Array>();
+  auto bias = info[1].As<Napi::Float64Array>();
+  auto y = info[2].As<Napi::Uint8Array>();
+  const double scale = info[3].As<Napi::Number>().DoubleValue();
+  auto err = info[4].As<Napi::Float32Array>();
+  auto biasGrad = info[5].As<Napi::Float64Array>();
+  const size_t C = bias.ElementLength(), NC = logits.ElementLength();
+  if (!C || NC % C || y.ElementLength() != NC || err.ElementLength() != NC || biasGrad.ElementLength() != C)
+    throw Napi::RangeError::New(env, "logisticResidual: logits, targets and err must be [N, C] with C = bias length");
+  const float* z = logits.Data();
+  const uint8_t* t = y.Data();
+  float* e = err.Data();
+  double* g = biasGrad.Data();
+  std::fill(g, g + C, 0.0);
+  for (size_t i = 0; i < NC; i += C)
+    for (size_t c = 0; c < C; c++) {
+      const double r = (1.0 / (1.0 + std::exp(-(z[i + c] + bias[c]))) - t[i + c]) * scale;
+      e[i + c] = (float)r;
+      g[c] += r;
+    }
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("SaeF32", SaeWrap<float>::Define(env, "SaeF32"));
   exports.Set("SaeF64", SaeWrap<double>::Define(env, "SaeF64"));
   exports.Set("sgemmGflops", Napi::Function::New(env, SgemmGflops));
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
+  exports.Set("logisticResidual", Napi::Function::New(env, LogisticResidual));
   exports.Set("threads", Napi::Number::New(env, omp_get_max_threads()));
   return exports;
 }

@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { after, describe, it, before } from 'node:test';
 import sharp from 'sharp';
 import { openDataset, parseCsv } from '../src/data/images.js';
-import { loadMask, loadPixels, parseSize, patchMajority, Preprocess, PRESETS, readModelCard, resolvePreprocess } from '../src/data/preprocess.js';
+import { loadMask, loadPixels, parseSize, patchMajority, Preprocess, PRESETS, readModelCard, resizeCropBox, resolvePreprocess } from '../src/data/preprocess.js';
 import { idxFile } from './fixtures/helpers.js';
 import { fixtureDir } from './fixtures/models.js';
 
@@ -126,6 +126,22 @@ describe('preprocessing settings', () => {
     assert.deepEqual([card.size, card.mean, card.std, card.channelOrder], [[32, 32], [0, 0, 0], [2, 2, 2], 'bgr']);
     assert.throws(() => resolvePreprocess(null, { mean: [0.5] }, [8, 8], 3), /mean needs 3 numbers/);
     assert.throws(() => resolvePreprocess(null, { mean: [0.5], std: [0] }, [8, 8], 1), /std must not contain 0/);
+  });
+
+  it('resizes and centre-crops with torchvision\'s integer arithmetic', () => {
+    // [width, height] -> [resized width, height, crop left, top], from torchvision 0.14's Resize(256) + CenterCrop(224).
+    const torchvision: [number, number, number, number, number, number][] = [
+      [300, 257, 298, 256, 37, 16],
+      [301, 256, 301, 256, 38, 16], // (301 - 224) / 2 = 38.5 rounds to even
+      [640, 480, 341, 256, 58, 16],
+      [481, 640, 256, 340, 16, 58],
+      [225, 300, 256, 341, 16, 58],
+      [1000, 333, 768, 256, 272, 16],
+    ];
+    for (const [w, h, ...want] of torchvision) {
+      const box = resizeCropBox(w, h, [224, 224], 256 / 224);
+      assert.deepEqual([box.width, box.height, box.left, box.top], want, `${w}x${h}`);
+    }
   });
 
   it('parses sizes and reads model cards', () => {

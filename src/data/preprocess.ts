@@ -167,10 +167,27 @@ async function open(input: ImageInput): Promise<Opened> {
 function geometry(img: Sharp, width: number, height: number, pp: Preprocess, kernel: keyof KernelEnum): Sharp {
   const [H, W] = pp.size;
   if (pp.cropRatio === null) return img.resize(W, H, { fit: 'fill', kernel });
-  const scale = Math.max((H * pp.cropRatio) / height, (W * pp.cropRatio) / width);
-  const rw = Math.max(W, Math.round(width * scale));
-  const rh = Math.max(H, Math.round(height * scale));
-  return img.resize(rw, rh, { fit: 'fill', kernel }).extract({ left: Math.round((rw - W) / 2), top: Math.round((rh - H) / 2), width: W, height: H });
+  const box = resizeCropBox(width, height, pp.size, pp.cropRatio);
+  return img.resize(box.width, box.height, { fit: 'fill', kernel }).extract({ left: box.left, top: box.top, width: W, height: H });
+}
+
+/**
+ * The resized size and crop offset of a resize-then-centre-crop, with torchvision's (and Hugging Face's) integer
+ * arithmetic, so that a recording sees the pixels the model was trained on: the side that sets the scale gets its
+ * target exactly, the other is truncated (`int(target * long / short)`), and the crop offset is Python's
+ * `round((resized - crop) / 2)`, which rounds halves to even.
+ */
+export function resizeCropBox(width: number, height: number, [H, W]: [number, number], cropRatio: number): { width: number; height: number; left: number; top: number } {
+  const byHeight = (H * cropRatio) / height >= (W * cropRatio) / width;
+  const rh = byHeight ? Math.round(H * cropRatio) : Math.floor((Math.round(W * cropRatio) * height) / width);
+  const rw = byHeight ? Math.floor((Math.round(H * cropRatio) * width) / height) : Math.round(W * cropRatio);
+  const [fw, fh] = [Math.max(W, rw), Math.max(H, rh)];
+  return { width: fw, height: fh, left: roundHalfEven((fw - W) / 2), top: roundHalfEven((fh - H) / 2) };
+}
+
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 async function rawPixels(img: Sharp): Promise<Buffer> {

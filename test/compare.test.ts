@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { maxWeightAssignment } from '../src/analysis/compare/hungarian.js';
@@ -22,8 +22,8 @@ import { VisualsIndex } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
 import type { SparseActs } from '../src/sae/native.js';
 import { OrderedTokenLoader, Rng, ShardDataset } from '../src/shards/index.js';
-import { chromium } from 'playwright-core';
-import { createServer, openRuns, WEB_DIR } from '../src/server/app.js';
+import { browserSkip, launchBrowser } from './fixtures/browser.js';
+import { createServer, openRuns } from '../src/server/app.js';
 import { readComparison, withComparedRuns, withRunIds } from '../src/server/comparison.js';
 import { writeSite } from '../src/server/site.js';
 import type { RunComparison } from '../src/server/api.js';
@@ -321,15 +321,13 @@ test('the server answers the comparison of its runs at /api/comparison, and a st
   assert.deepEqual(stored.ids, ['late', 'early']);
 });
 
-const CHROMIUM = '/usr/bin/chromium';
-const noBrowser = !existsSync(CHROMIUM) ? `${CHROMIUM} is missing (apt-get install chromium)` : !existsSync(path.join(WEB_DIR, 'index.html')) ? 'the web app is not built (npm run build)' : false;
 
-test('the matches page lists pairs and unmatched latents and opens a pair side by side', { skip: noBrowser }, async () => {
+test('the matches page lists pairs and unmatched latents and opens a pair side by side', { skip: browserSkip }, async () => {
   const cmp = await readComparison(path.join(tmp, 'cmp'));
   const runs = await openRuns(withComparedRuns([], cmp));
   const app = await createServer({ runs, comparison: withRunIds(cmp, runs), loopbackOnly: true });
   const base = await app.listen({ port: 0, host: '127.0.0.1' });
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] });
+  const browser = await launchBrowser(tmp);
   try {
     const page = await browser.newPage();
     const errors: string[] = [];

@@ -6,20 +6,19 @@
  */
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import Fastify, { FastifyInstance } from 'fastify';
-import { BrowserContext, chromium, Page } from 'playwright-core';
-import { createServer, openRuns, WEB_DIR } from '../src/server/app.js';
+import { BrowserContext, Page } from 'playwright-core';
+import { ARTIFACTS, browserSkip, launchBrowser } from './fixtures/browser.js';
+import { createServer, openRuns } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
 import type { EditAnswer, EditSpec } from '../src/server/edit-api.js';
 import { makeEditRun, EditRun } from './fixtures/web/edit-run.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = path.resolve('test-artifacts');
-const skip = !existsSync(CHROMIUM) ? `${CHROMIUM} is missing (apt-get install chromium)` : !existsSync(path.join(WEB_DIR, 'index.html')) ? 'the web app is not built (npm run build)' : false;
+const skip = browserSkip;
 const IMAGE = 3;
 
 let tmp: string;
@@ -38,12 +37,7 @@ before(async () => {
   run = await makeEditRun(path.join(tmp, 'world'));
   app = await createServer({ runs: await openRuns([run.dir]), loopbackOnly: true });
   base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
-  await fsp.mkdir(ARTIFACTS, { recursive: true });
-  browser = await chromium.launchPersistentContext(await fsp.mkdtemp(path.join(tmp, 'profile-')), {
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: { width: 1280, height: 1000 },
-  });
+  browser = await launchBrowser(tmp, { width: 1280, height: 1000 });
   page = browser.pages()[0] ?? (await browser.newPage());
   page.on('pageerror', (e) => pageErrors.push(e.message));
 });

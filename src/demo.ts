@@ -22,6 +22,7 @@ import { evaluateSae } from './sae/evaluate.js';
 import { SaeMetrics } from './sae/metrics.js';
 import { CONCEPT_REPORT_FILE, ConceptReport, conceptWorldLabels, evaluateConcepts, writeConceptReport } from './analysis/concepts.js';
 import { computeVisuals } from './analysis/exemplars.js';
+import { compareRuns, compareSpec } from './analysis/compare/compare.js';
 import { writeRun } from './analysis/run.js';
 import { writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
@@ -32,6 +33,7 @@ export const FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3
 /** The shipped models and the data each is recorded on ('world' = the generated concept world). */
 export const DEMO_MODELS = [
   { stem: 'concept-world-supervised', data: 'world' },
+  { stem: 'concept-world-simclr', data: 'world' },
   { stem: 'fashion-mnist-supervised', data: FASHION_MNIST },
 ] as const;
 
@@ -52,6 +54,15 @@ export interface DemoOptions {
   log?: (line: string) => void;
 }
 
+/** The two objectives on the same world, compared at the end of the demo (vitsae compare). */
+export const COMPARED = ['concept-world-supervised', 'concept-world-simclr'] as const;
+
+export interface DemoResult {
+  runs: DemoRun[];
+  /** OUT/compare, when both compared models ran. */
+  comparison: string | null;
+}
+
 export interface DemoRun {
   model: string;
   dir: string;
@@ -59,7 +70,7 @@ export interface DemoRun {
   concepts: ConceptReport | null;
 }
 
-export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
+export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   const out = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const log = (l: string) => out(`[${Math.round((Date.now() - t0) / 1000)} s] ${l}`);
@@ -119,7 +130,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoRun[]> {
     await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, probes, ...(concepts ? { concepts: conceptsFile } : {}) });
     runs.push({ model: m.stem, dir, metrics, concepts });
   }
-  return runs;
+  const pair = COMPARED.map((stem) => runs.find((r) => r.model === stem));
+  if (!pair[0] || !pair[1]) return { runs, comparison: null };
+  const comparison = path.join(opts.out, 'compare');
+  log(`comparing the two objectives: ${COMPARED.join(' vs ')}`);
+  await fsp.rm(comparison, { recursive: true, force: true });
+  await compareRuns({ ...defaultsOf(compareSpec), runs: [pair[0].dir, pair[1].dir], out: comparison, showProgress: opts.showProgress });
+  return { runs, comparison };
 }
 
 function cardClassNames(model: string): string[] | undefined {

@@ -20,8 +20,12 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
   const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-demo-'));
   try {
     const lines: string[] = [];
-    const [run] = await runDemo({ out, worldSize: 150, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
+    const {
+      runs: [run],
+      comparison,
+    } = await runDemo({ out, worldSize: 150, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
     assert.equal(run.model, 'concept-world-supervised');
+    assert.equal(comparison, null, 'one model: nothing to compare');
     assert.ok(run.metrics.nmse < 0.5 && run.metrics.l0 === 16, `nmse ${run.metrics.nmse}, l0 ${run.metrics.l0}`);
     const c = run.concepts!;
     assert.equal(c.concepts.length, 22);

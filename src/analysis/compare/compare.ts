@@ -9,6 +9,7 @@
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { ConfigOf, ConfigSpec } from '../../cli/config.js';
 import { Sae } from '../../sae/model.js';
 import { ShardDataset } from '../../shards/index.js';
 import { UserError } from '../../util/errors.js';
@@ -25,23 +26,20 @@ import { distribution, matchLatents, SideMatches } from './matching.js';
 import { writeReport } from './report.js';
 import { checkSameImages, correlateRecordings, RecordingSide } from './stream.js';
 
-export interface CompareOptions {
+/** The comparison's settings, with their defaults and docs (the CLI's options are generated from them). */
+export const compareSpec = {
+  threshold: { kind: 'number', min: -1, max: 1, default: 0.5, doc: 'a latent whose best correlation with the other run is below this is unmatched' },
+  concepts: { kind: 'string', default: '', doc: 'a concept world (directory or its concepts.json) for image classes and patch concepts; default: the recorded dataset, if it is one' },
+  batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'patch tokens per encoder batch' },
+  maxImages: { kind: 'number', int: true, min: 0, default: 0, doc: 'correlate the patches of the first N images only (0: all)' },
+  minExemplars: { kind: 'number', int: true, min: 1, default: 5, doc: 'latents with fewer exemplars get no abstraction scores' },
+  maxMemoryGb: { kind: 'number', min: 0, default: 4, doc: 'refuse when the correlation sums (d_sae_A x d_sae_B x 8 bytes, plus batch buffers) need more GiB' },
+  examples: { kind: 'number', int: true, min: 0, max: 100, default: 8, doc: 'rows per example table in the report (matched pairs, unmatched latents of each run)' },
+} as const satisfies ConfigSpec;
+
+export interface CompareOptions extends ConfigOf<typeof compareSpec> {
   runs: [string, string];
   out: string;
-  /** A best match below this correlation makes a latent "unmatched". */
-  threshold: number;
-  /** A concept world directory for class and concept labels; '' looks for one at the recorded dataset. */
-  concepts: string;
-  /** Tokens per encoder batch. */
-  batch: number;
-  /** Images to correlate (Infinity: all). */
-  maxImages: number;
-  /** Latents with fewer exemplars get no abstraction scores. */
-  minExemplars: number;
-  /** The correlation sums must fit in this many GiB. */
-  maxMemoryGb: number;
-  /** Example pairs per list in the report. */
-  reportExamples: number;
   showProgress?: boolean;
 }
 
@@ -68,7 +66,7 @@ export async function compareRuns(opts: CompareOptions): Promise<CompareJson> {
     const sides: RecordingSide[] = runs.map((r, i) => ({ name: r.dir, sae: saes[i], ds: dss[i], layer: indexes[i].meta.source.layer, dataset: r.images ?? dss[i].metadata.dataset }));
     for (const s of sides) if (s.ds.d !== s.sae.dModel) throw new UserError(`${s.name}: the shards have d_model ${s.ds.d} but the SAE expects ${s.sae.dModel}`);
     await checkSameImages(sides[0], sides[1]);
-    const acc = await correlateRecordings(sides[0], sides[1], { batch: opts.batch, maxImages: opts.maxImages, showProgress: opts.showProgress });
+    const acc = await correlateRecordings(sides[0], sides[1], { batch: opts.batch, maxImages: opts.maxImages || Infinity, showProgress: opts.showProgress });
     const live = [acc.sqA_S, acc.sqB_T].map((sq) => Uint8Array.from(sq, (v) => (v > 0 ? 1 : 0)));
     const nPatches = acc.n;
     const r_ST = acc.correlations();
@@ -97,7 +95,7 @@ export async function compareRuns(opts: CompareOptions): Promise<CompareJson> {
     };
     await fsp.mkdir(opts.out, { recursive: true });
     await writeFileAtomic(path.join(opts.out, COMPARE_FILE), JSON.stringify(result) + '\n');
-    await writeReport(path.join(opts.out, REPORT_FILE), result, [runs[0].visuals, runs[1].visuals], { examples: opts.reportExamples });
+    await writeReport(path.join(opts.out, REPORT_FILE), result, [runs[0].visuals, runs[1].visuals], { examples: opts.examples });
     return result;
   } finally {
     for (const ds of dss) await ds.close();

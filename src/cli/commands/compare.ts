@@ -1,18 +1,12 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec } from '../config.js';
-import { compareRuns } from '../../analysis/compare/compare.js';
+import { compareRuns, compareSpec } from '../../analysis/compare/compare.js';
 import { COMPARE_FILE, REPORT_FILE } from '../../analysis/compare/format.js';
 
 const spec = {
   out: { kind: 'string', default: '', doc: 'directory for compare.json and report.html (default: compare-A-B in the current directory)' },
-  threshold: { kind: 'number', min: -1, max: 1, default: 0.5, doc: 'a latent whose best correlation with the other run is below this is unmatched' },
-  concepts: { kind: 'string', default: '', doc: 'a concept world (directory or its concepts.json) for image classes and patch concepts; default: the recorded dataset, if it is one' },
-  batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'patch tokens per encoder batch' },
-  maxImages: { kind: 'number', int: true, min: 0, default: 0, doc: 'correlate the patches of the first N images only (0: all)' },
-  minExemplars: { kind: 'number', int: true, min: 1, default: 5, doc: 'latents with fewer exemplars get no abstraction scores' },
-  maxMemoryGb: { kind: 'number', min: 0, default: 4, doc: 'refuse when the correlation sums (d_sae_A x d_sae_B x 8 bytes, plus batch buffers) need more GiB' },
-  examples: { kind: 'number', int: true, min: 0, max: 100, default: 8, doc: 'rows per example table in the report (matched pairs, unmatched latents of each run)' },
+  ...compareSpec,
   progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
   json: { kind: 'boolean', default: false, doc: 'print compare.json on stdout' },
 } as const satisfies ConfigSpec;
@@ -41,18 +35,7 @@ The correlation sums need d_sae_A x d_sae_B x 8 bytes (8 GiB for two 32,768-late
     if (positionals.length !== 2) throw new UserError(`expected two run directories, got ${positionals.length}: vitsae compare RUN_A RUN_B`);
     const [a, b] = positionals;
     const out = c.out || `compare-${path.basename(path.resolve(a))}-${path.basename(path.resolve(b))}`;
-    const r = await compareRuns({
-      runs: [a, b],
-      out,
-      threshold: c.threshold,
-      concepts: c.concepts,
-      batch: c.batch,
-      maxImages: c.maxImages || Infinity,
-      minExemplars: c.minExemplars,
-      maxMemoryGb: c.maxMemoryGb,
-      reportExamples: c.examples,
-      showProgress: c.progress,
-    });
+    const r = await compareRuns({ ...c, runs: [a, b], out, showProgress: c.progress });
     if (c.json) {
       process.stdout.write(JSON.stringify(r) + '\n');
       return;

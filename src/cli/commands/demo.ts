@@ -21,14 +21,15 @@ export const demoCommand = defineCommand({
   summary: 'the whole pipeline on the shipped demo models and a generated concept world, then the browser',
   usage: `
 Generates a concept world (images whose shapes, colours and textures are known per patch), and for each shipped
-demo model (a supervised ViT on that world, a supervised ViT on Fashion-MNIST's real photos) records a
-layer (and the last block, for task heads), trains a TopK SAE, evaluates it, checks its latents against the
-ground-truth concepts, computes every feature's exemplars and trains linear task heads (classification; on the
-world also segmentation) for the edit demos. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals,
-eval.json, concepts.json, probe-*), prints a summary and opens the browser app on the runs (unless --no-serve).`,
+demo model (a supervised and a self-supervised (SimCLR) ViT on that world, a supervised ViT on Fashion-MNIST's
+real photos) records a layer (and the last block, for task heads), trains a TopK SAE, evaluates it, checks its
+latents against the ground-truth concepts, computes every feature's exemplars and trains linear task heads
+(classification; on the world also segmentation) for the edit demos. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals,
+eval.json, concepts.json, probe-*), compares the two objectives (vitsae compare: OUT/compare/report.html), prints
+a summary and opens the browser app on the runs and the comparison (unless --no-serve).`,
   spec,
   async run(c) {
-    const runs = await runDemo({ out: c.out, worldSize: c.worldSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });
+    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });
     const summary = runs.map((r) => ({
       model: r.model,
       run: r.dir,
@@ -50,10 +51,11 @@ eval.json, concepts.json, probe-*), prints a summary and opens the browser app o
           ...summary.map((s) => `| ${s.model} | ${f(s.nmse)} | ${s.l0.toFixed(1)} | ${(100 * s.dead_fraction).toFixed(1)}% | ${f(s.mean_best_f1)} | ${f(s.mean_probe_f1)} | ${f(s.recovery_ratio)} | ${f(s.recovery_ratio_group3)} |`),
           '',
           `Runs: ${runs.map((r) => r.dir).join(', ')} (each has run.json; vitsae serve --run DIR browses one)`,
+          ...(comparison ? [`Comparison of the two objectives: ${comparison}/report.html (vitsae serve --compare ${comparison})`] : []),
           '',
         ].join('\n'),
       );
     }
-    if (c.serve) await runCommand(serveCommand, [...runs.flatMap((r) => ['--run', r.dir]), '--port', String(c.port)]);
+    if (c.serve) await runCommand(serveCommand, [...runs.flatMap((r) => ['--run', r.dir]), ...(comparison ? ['--compare', comparison] : []), '--port', String(c.port)]);
   },
 });

@@ -29,7 +29,7 @@ const FASHION_T10K = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.g
  * Floors a few points under the accuracies measured at training time (models/README.md: class 0.706, per-patch F1
  * 0.796, Fashion-MNIST 0.665), for noise in small samples.
  */
-const FLOORS = { worldClass: 0.6, worldPatchF1: 0.7, fashion: 0.6 };
+const FLOORS = { worldClass: 0.6, worldPatchF1: 0.7, fashion: 0.6, simclrMirror: 0.8, simclrNeighbour: 0.2 };
 
 /** The fields of the demo cards beyond what the recorder reads. */
 interface DemoCard extends ModelCard {
@@ -64,7 +64,7 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
  * Runs a model on examples [0, n) of a dataset, decoded by vitsae's preprocessing with the model's card, and
  * returns the outputs of each batch in order.
  */
-async function runOn(stem: string, ds: Dataset, n: number): Promise<ort.InferenceSession.OnnxValueMapType[]> {
+async function runOn(stem: string, ds: Dataset, n: number, mirror = false): Promise<ort.InferenceSession.OnnxValueMapType[]> {
   const c = card(stem);
   const pp = resolvePreprocess(c, {}, undefined, 3);
   const session = await ort.InferenceSession.create(modelFile(stem));
@@ -74,6 +74,7 @@ async function runOn(stem: string, ds: Dataset, n: number): Promise<ort.Inferenc
     const b = Math.min(64, n - start);
     const pixels_NCHW = new Float32Array(b * 3 * H * W);
     for (let j = 0; j < b; j++) await loadPixels(await ds.image(start + j), pp, pixels_NCHW.subarray(j * 3 * H * W, (j + 1) * 3 * H * W));
+    if (mirror) for (let row = 0; row < b * 3 * H; row++) pixels_NCHW.subarray(row * W, (row + 1) * W).reverse();
     out.push(await session.run({ pixel_values: new ort.Tensor('float32', pixels_NCHW, [b, 3, H, W]) }));
   }
   return out;
@@ -96,7 +97,7 @@ describe('committed demo models', () => {
     const files = readdirSync(modelsDir).filter((f) => /\.(onnx|json)$/.test(f)).sort();
     assert.deepEqual([...sums.keys()].sort(), files);
     assert.deepEqual(files, MODELS.flatMap((m) => [m + '.json', m + '.onnx']).sort());
-    for (const m of ['concept-world-supervised', 'fashion-mnist-supervised']) assert.ok(MODELS.includes(m), `models/${m}.onnx is missing`);
+    for (const m of ['concept-world-supervised', 'concept-world-simclr', 'fashion-mnist-supervised']) assert.ok(MODELS.includes(m), `models/${m}.onnx is missing`);
     for (const [file, hash] of sums) assert.equal(sha256(path.join(modelsDir, file)), hash, `${file} does not match its checksum`);
   });
 
@@ -149,6 +150,31 @@ describe('demo model accuracy on fresh data', () => {
     const mean = f1.reduce((a, b) => a + b, 0) / C;
     t.diagnostic(`mean per-patch concept F1 ${mean.toFixed(3)}`);
     assert.ok(mean >= FLOORS.worldPatchF1, `mean per-patch F1 ${mean.toFixed(3)} < ${FLOORS.worldPatchF1}`);
+  });
+
+  it(`the SimCLR model embeds a fresh world: mirrored images stay close (cosine >= ${FLOORS.simclrMirror}), 1-NN finds the class (>= ${FLOORS.simclrNeighbour})`, async (t) => {
+    const ds = await openDataset(path.join(world, 'labels.csv'));
+    const unit = async (mirror: boolean) => {
+      const e = Float32Array.from((await runOn('concept-world-simclr', ds, n, mirror)).flatMap((o) => [...(o.embedding.data as Float32Array)]));
+      const d = e.length / n;
+      return Array.from({ length: n }, (_, i) => {
+        const v = e.subarray(i * d, (i + 1) * d);
+        const norm = Math.hypot(...v);
+        return v.map((x) => x / norm);
+      });
+    };
+    const [plain, mirrored] = [await unit(false), await unit(true)];
+    const cos = (a: Float32Array, b: Float32Array) => a.reduce((s, x, k) => s + x * b[k], 0);
+    const mirror = plain.reduce((s, v, i) => s + cos(v, mirrored[i]), 0) / n;
+    // Leave-one-out nearest neighbour by cosine; chance is about 1/12.
+    const hits = plain.filter((v, i) => {
+      let best = -1;
+      for (let j = 0; j < n; j++) if (j !== i && (best < 0 || cos(v, plain[j]) > cos(v, plain[best]))) best = j;
+      return ds.label(best) === ds.label(i);
+    }).length;
+    t.diagnostic(`mean cosine to the mirrored image ${mirror.toFixed(3)}, 1-NN class accuracy ${(hits / n).toFixed(3)}`);
+    assert.ok(mirror >= FLOORS.simclrMirror, `mirror cosine ${mirror.toFixed(3)}`);
+    assert.ok(hits / n >= FLOORS.simclrNeighbour, `1-NN accuracy ${(hits / n).toFixed(3)}`);
   });
 
   it(`the Fashion-MNIST model classifies t10k read from its IDX file (accuracy >= ${FLOORS.fashion})`, { skip: !existsSync(FASHION_T10K) && 'no Debian dataset-fashion-mnist' }, async (t) => {

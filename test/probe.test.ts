@@ -87,6 +87,7 @@ test('a segmentation head on every final patch token reports mIoU (vitsae probe 
   // Background covers most patches; measured accuracy 0.84.
   assert.ok(m.accuracy > 0.6, `patch accuracy ${m.accuracy}`);
   assert.deepEqual((await loadProbe(out)).info, info);
-  await assert.rejects(trainProbe({ task: 'classify', model, data: world, train: defaultsOf(probeTrainSpec), ...quiet }), /has no class labels/);
+  // The world's masks/ folder is a flat folder of images: no class labels.
+  await assert.rejects(trainProbe({ task: 'classify', model, data: path.join(world, 'masks'), train: defaultsOf(probeTrainSpec), ...quiet }), /has no class labels/);
   await assert.rejects(trainProbe({ task: 'segment', model, data: path.join(world, 'labels.csv'), train: defaultsOf(probeTrainSpec), ...quiet }), /has no masks/);
 });

@@ -275,7 +275,8 @@ async function renderThumbnails(out: string, acc: ExemplarAccumulator, images: E
   const [H, W] = images.size;
   // Never larger than the model's view: an upscaled thumbnail costs 4x the encoding and shows nothing more (the
   // browser scales it up pixelated).
-  const scale = Math.min(1, size / Math.max(H, W));
+  const longSide = Math.min(size, Math.max(H, W));
+  const scale = longSide / Math.max(H, W);
   const thumbSize: [number, number] = [Math.max(1, Math.round(H * scale)), Math.max(1, Math.round(W * scale))];
   // Missing thumbnails grouped by image, as (latent, rank) pairs: the values are read from the accumulator when drawn.
   const jobs = new Map<number, [number, number][]>();
@@ -292,7 +293,7 @@ async function renderThumbnails(out: string, acc: ExemplarAccumulator, images: E
   let done = 0;
   const madeDirs = new Set<string>();
   const work = async (example: number) => {
-    const base = await resizeRgb(await images.modelView(example), size);
+    const base = await resizeRgb(await images.modelView(example), longSide);
     for (const [j, rank] of jobs.get(example)!) {
       const e = acc.exemplars(j)[rank];
       const file = path.join(out, thumbPath(j, rank));

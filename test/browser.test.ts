@@ -30,7 +30,7 @@ let latent: number;
 /** Its best-matching concept in the run's concept report. */
 let bestConcept: ConceptMatch;
 /** Uncaught errors in the page, checked after each test. */
-const pageErrors: string[] = [];
+let pageErrors: string[] = [];
 
 afterEach(() => assert.deepEqual(pageErrors.splice(0), [], 'errors in the page'));
 
@@ -44,9 +44,7 @@ before(async () => {
   const list = (await app.inject({ url: '/api/runs/fashion/features?sort=frequency&order=desc&limit=1', headers: { host: '127.0.0.1' } })).json<FeatureList>();
   latent = list.items[0].latent;
   bestConcept = concepts.latents[latent][0];
-  browser = await launchBrowser(tmp);
-  page = browser.pages()[0] ?? (await browser.newPage());
-  page.on('pageerror', (e) => pageErrors.push(e.message));
+  ({ browser, page, pageErrors } = await launchBrowser(tmp));
 });
 
 after(async () => {

@@ -327,11 +327,8 @@ test('the matches page lists pairs and unmatched latents and opens a pair side b
   const runs = await openRuns(withComparedRuns([], cmp));
   const app = await createServer({ runs, comparison: withRunIds(cmp, runs), loopbackOnly: true });
   const base = await app.listen({ port: 0, host: '127.0.0.1' });
-  const browser = await launchBrowser(tmp);
+  const { browser, page, pageErrors: errors } = await launchBrowser(tmp);
   try {
-    const page = await browser.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(`${base}/#/matches`);
     await page.waitForSelector('[data-testid=matches] tbody tr');
     const [a, b] = cmp.runs;

@@ -27,7 +27,7 @@ let app: FastifyInstance;
 let base: string;
 let browser: BrowserContext;
 let page: Page;
-const pageErrors: string[] = [];
+let pageErrors: string[] = [];
 
 afterEach(() => assert.deepEqual(pageErrors.splice(0), [], 'errors in the page'));
 
@@ -37,9 +37,7 @@ before(async () => {
   run = await makeEditRun(path.join(tmp, 'world'));
   app = await createServer({ runs: await openRuns([run.dir]), loopbackOnly: true });
   base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
-  browser = await launchBrowser(tmp, { width: 1280, height: 1000 });
-  page = browser.pages()[0] ?? (await browser.newPage());
-  page.on('pageerror', (e) => pageErrors.push(e.message));
+  ({ browser, page, pageErrors } = await launchBrowser(tmp, { width: 1280, height: 1000 }));
 });
 
 after(async () => {

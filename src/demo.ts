@@ -12,7 +12,6 @@ import { writeConceptWorld, CONCEPTS_FILE } from './data/concept-world.js';
 import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
 import { probeTrainSpec, saveProbe, Task, trainProbe } from './edit/probe.js';
-import { ShardDataset } from './shards/index.js';
 import { readModelCard } from './data/preprocess.js';
 import { defaultsOf } from './cli/config.js';
 import { saeSpec, trainSpec } from './sae/config.js';
@@ -100,8 +99,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const [saeTensor, lastTensor] = selectLayers(bb, [opts.layer, '-1']).map((l) => l.name);
     const tensors = saeTensor === lastTensor ? [saeTensor] : [saeTensor, lastTensor];
     log(`${m.stem}: recording ${tensors.join(' and ')} of ${model} on ${data}`);
-    await record({ model, layers: tensors, data, out: acts, progress: opts.showProgress, log });
-    const layer = await firstLayer(acts);
+    const recorded = await record({ model, layers: tensors, data, out: acts, progress: opts.showProgress, log });
+    // The SAE's layer as metadata.json lists it (its block number), so its config names it unambiguously.
+    const layer = recorded.metadata.layers[0];
     log(`${m.stem}: training a TopK SAE`);
     const sae = { ...defaultsOf(saeSpec), activation: 'topk' as const, k: 16, expansion: 8 };
     const t = { ...defaultsOf(trainSpec), batch: 1024, tokens: opts.tokens, lr: 1e-3, lrWarmup: 100, deadWindow: 500_000, seed: opts.seed };
@@ -143,12 +143,3 @@ function cardClassNames(model: string): string[] | undefined {
   return (readModelCard(model) as { output_labels?: { class_logits?: string[] } } | null)?.output_labels?.class_logits;
 }
 
-/** The first recorded layer of a shard directory (the value metadata.json lists). */
-async function firstLayer(shards: string): Promise<number> {
-  const ds = await ShardDataset.open(shards);
-  try {
-    return ds.metadata.layers[0];
-  } finally {
-    await ds.close();
-  }
-}

@@ -5,8 +5,8 @@
  *
  * The recorded layer is the last block, so vitsae's head is the whole network bar the classifier and PyTorch's
  * full forward does the same work; both records are compared to show that they computed the same activations.
- * Bare runs (with the recorder's session options) come before vitsae's, between it and PyTorch's, and last, so
- * that drift of a noisy machine during the run shows.
+ * Bare runs (with the recorder's session options) come before vitsae's, between it and PyTorch's, and after
+ * PyTorch's, so that drift of a noisy machine during the run shows; the full benchmark alternates three rounds.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -111,7 +111,8 @@ async function relativeRms(shards: string, torchFile: string): Promise<number> {
 
 export async function benchRecord(opts: { quick: boolean }): Promise<string[]> {
   const images = opts.quick ? 3 * BATCH : 10 * BATCH;
-  const bareRuns = opts.quick ? 2 : 4;
+  const bareRuns = opts.quick ? 2 : 3;
+  const reps = opts.quick ? 1 : 3;
   const model = await vitB16();
   const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-bench-record-'));
   try {
@@ -119,27 +120,34 @@ export async function benchRecord(opts: { quick: boolean }): Promise<string[]> {
     await writeJpegs(data, images);
     const bb = await openBackbone(model);
     const head = await createSession(headModel(bb.model, selectLayers(bb, [String(LAYER)]).map((l) => l.name), bb.index), HEAD_SESSION_OPTIONS);
-    const bare0 = await bare(head, bb.input.name, bareRuns);
-    const v = vitsaeRecord(model, data, path.join(tmp, 'shards'));
-    const bare1 = await bare(head, bb.input.name, bareRuns);
-    const torch = torchRecord(data, path.join(tmp, 'torch.f32'));
-    const bare2 = await bare(head, bb.input.name, bareRuns);
+    // bare, then (vitsae, bare, PyTorch, bare) per repetition: each recorder is compared with its neighbours.
+    const bares = [await bare(head, bb.input.name, bareRuns)];
+    const rounds: { vitsae: number; wallS: number; torch: number; bare: number }[] = [];
+    for (let r = 0; r < reps; r++) {
+      const v = vitsaeRecord(model, data, path.join(tmp, `shards${r}`));
+      bares.push(await bare(head, bb.input.name, bareRuns));
+      const torch = torchRecord(data, path.join(tmp, 'torch.f32'));
+      bares.push(await bare(head, bb.input.name, bareRuns));
+      rounds.push({ vitsae: v.imagesPerS, wallS: v.wallS, torch, bare: (bares[2 * r] + bares[2 * r + 1]) / 2 });
+    }
     await head.release();
-    const bareV = (bare0 + bare1) / 2;
-    const bares = [bare0, bare1, bare2];
     const drift = (Math.max(...bares) - Math.min(...bares)) / Math.min(...bares);
-    const rms = await relativeRms(path.join(tmp, 'shards'), path.join(tmp, 'torch.f32'));
+    const rms = await relativeRms(path.join(tmp, 'shards0'), path.join(tmp, 'torch.f32'));
+    const mean = (f: (r: (typeof rounds)[number]) => number) => rounds.reduce((a, r) => a + f(r), 0) / rounds.length;
+    const each = (f: (r: (typeof rounds)[number]) => number) => (reps > 1 ? ` (${rounds.map((r) => f(r).toFixed(2)).join(' / ')})` : '');
+    const row = (name: string, f: (r: (typeof rounds)[number]) => number, target: string) =>
+      `| ${name} | ${mean(f).toFixed(2)}${each(f)} | ${mean((r) => r.vitsae / f(r)).toFixed(2)}x${each((r) => r.vitsae / f(r))} | ${target} |`;
     return [
-      `Recording, torchvision ViT-B/16 (random weights, ONNX opset 17), last block (197 tokens x 768), batch ${BATCH}, ${images} JPEGs of ~500x350, ${os.cpus().length} cores`,
+      `Recording, torchvision ViT-B/16 (random weights, ONNX opset 17), last block (197 tokens x 768), batch ${BATCH}, ${images} JPEGs of ~500x350, ${os.cpus().length} cores, ${reps} round(s)`,
       '',
       '| recorder | images/s | vitsae record / this | target |',
       '| --- | --- | --- | --- |',
-      `| vitsae record (decode, preprocess, write shards) | ${v.imagesPerS.toFixed(2)} | - | - |`,
-      `| bare onnxruntime session.run, pre-decoded (runs before / after vitsae) | ${bareV.toFixed(2)} (${bare0.toFixed(2)} / ${bare1.toFixed(2)}) | ${(v.imagesPerS / bareV).toFixed(2)}x | >= 0.9x |`,
-      `| PyTorch eager, forward hook, ImageFolder + DataLoader | ${torch.toFixed(2)} | ${(v.imagesPerS / torch).toFixed(2)}x | >= 1.2x |`,
+      `| vitsae record (decode, preprocess, write shards) | ${mean((r) => r.vitsae).toFixed(2)}${each((r) => r.vitsae)} | - | - |`,
+      row('bare onnxruntime session.run, pre-decoded (runs before and after vitsae)', (r) => r.bare, '>= 0.9x'),
+      row('PyTorch eager, forward hook, ImageFolder + DataLoader', (r) => r.torch, '>= 1.2x'),
       '',
-      `Order: bare, vitsae, bare, PyTorch, bare (${bares.map((b) => b.toFixed(2)).join(', ')} images/s bare). The bare runs differ by up to ${(100 * drift).toFixed(0)}%: that much did the machine's load move, and the ratios are no more precise.`,
-      `vitsae record took ${v.wallS.toFixed(0)} s in all; its images/s, as it reports it, starts after loading and splitting the model.`,
+      `Order: bare, then per round vitsae, bare, PyTorch, bare (${bares.map((b) => b.toFixed(2)).join(', ')} images/s bare)${reps > 1 ? '; values are means over the rounds, each round in brackets' : ''}. The bare runs differ by up to ${(100 * drift).toFixed(0)}%: that much did the machine's load move, and the ratios are no more precise.`,
+      `vitsae record took ${mean((r) => r.wallS).toFixed(0)} s in all; its images/s, as it reports it, starts after loading and splitting the model.`,
       `vitsae's and PyTorch's activations differ by ${(100 * rms).toFixed(1)}% relative RMS (same weights and layer; libvips and PIL resample slightly differently).`,
     ];
   } finally {

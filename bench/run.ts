@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: vitsae's SAE trainer against a PyTorch reference and against OpenBLAS's own sgemm peak, all
- * measured in this run on the same data (the machine is noisy: compare ratios, not single times).
+ * measured in this run on the same data (the machine is noisy: compare ratios, not single times); then recording
+ * and edits. `npm run bench -- record` (or training, edit) runs one of them; `--quick` shortens each.
  *
  * Config (the issue's): d_model 768, expansion 16 (d_sae 12288), batch 4096, k 32; ReLU and TopK.
  * TopK's limit: everything but the encoder GEMM is sparse, so tokens/s <= sgemm peak / (2 * d_model * d_sae).
@@ -109,10 +110,14 @@ async function benchTraining(): Promise<string[]> {
   }
 }
 
-/** Every benchmark in turn, each printing its own table: SAE training, recording, edits. */
+/** The benchmarks named on the command line, or all of them, each printing its own table. */
 async function all() {
   const quick = args.has('--quick');
-  for (const bench of [benchTraining, () => benchRecord({ quick }), benchEdit]) process.stdout.write((await bench()).join('\n') + '\n\n');
+  const benches: Record<string, () => Promise<string[]>> = { training: benchTraining, record: () => benchRecord({ quick }), edit: benchEdit };
+  const names = [...args].filter((a) => !a.startsWith('--'));
+  const unknown = names.filter((n) => !(n in benches));
+  if (unknown.length) throw new Error(`unknown benchmark ${unknown.join(', ')}; choose from ${Object.keys(benches).join(', ')}`);
+  for (const name of names.length ? names : Object.keys(benches)) process.stdout.write((await benches[name]()).join('\n') + '\n\n');
 }
 
 all().catch((e) => {

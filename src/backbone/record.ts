@@ -232,7 +232,7 @@ class HeadWorker {
   private readonly pending: { resolve: (outputs: Record<string, ort.Tensor>) => void; reject: (e: Error) => void }[] = [];
   private failure: Error | null = null;
 
-  /** Loads `model` on a new worker; `input` names its image input. */
+  /** Loads `model` on a new worker (its buffer moves there); `input` names its image input. */
   static async start(model: Uint8Array, input: string): Promise<HeadWorker> {
     const head = new HeadWorker({ role: HEAD_WORKER, model, input });
     await head.answer();
@@ -240,7 +240,9 @@ class HeadWorker {
   }
 
   private constructor(data: HeadWorkerData) {
-    this.worker = new Worker(new URL(import.meta.url), { workerData: data });
+    // The model moves to the worker rather than being cloned: a second copy of a large model would cost seconds and memory.
+    const owned = data.model.byteOffset === 0 && data.model.byteLength === data.model.buffer.byteLength;
+    this.worker = new Worker(new URL(import.meta.url), { workerData: data, transferList: owned ? [data.model.buffer as ArrayBuffer] : [] });
     this.worker.on('message', (m: HeadReply) => {
       const p = this.pending.shift()!;
       if ('error' in m) p.reject(new Error(m.error));

@@ -203,7 +203,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 /**
  * The head session's options: onnxruntime's defaults, whose threads spin between operators. Sleeping instead
  * (allow_spinning 0, meant to leave the cores to the decoding beside them) made recording ViT-B/16 on 2 cores
- * 5-17% slower: decoding takes ~1% of the CPU, while every operator paid for waking the pool.
+ * 5-17% slower: decoding takes ~2% of the CPU, while every operator paid for waking the pool.
  */
 export const HEAD_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {};
 
@@ -240,7 +240,7 @@ class HeadWorker {
   }
 
   private constructor(data: HeadWorkerData) {
-    // The model moves to the worker rather than being cloned: a second copy of a large model would cost seconds and memory.
+    // The model moves to the worker, not a clone of it: a second copy of a large model costs seconds and memory.
     const owned = data.model.byteOffset === 0 && data.model.byteLength === data.model.buffer.byteLength;
     this.worker = new Worker(new URL(import.meta.url), { workerData: data, transferList: owned ? [data.model.buffer as ArrayBuffer] : [] });
     this.worker.on('message', (m: HeadReply) => {

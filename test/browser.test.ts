@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import Fastify, { FastifyInstance } from 'fastify';
 import { BrowserContext, Page } from 'playwright-core';
-import { ARTIFACTS, browserSkip, launchBrowser } from './fixtures/browser.js';
-import { createServer, openRuns } from '../src/server/app.js';
+import { ARTIFACTS, browserSkip, serveInBrowser } from './fixtures/browser.js';
+import { openRuns } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
 import type { ConceptMatch, FeatureList, ImagePage } from '../src/server/api.js';
 import { addClassConcepts, makeRun, SmallRun } from './fixtures/web/run.js';
@@ -39,12 +39,10 @@ before(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-browser-'));
   run = await makeRun(path.join(tmp, 'fashion'));
   const concepts = await addClassConcepts(run);
-  app = await createServer({ runs: await openRuns([run.dir, run.dir]), loopbackOnly: true });
-  base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
+  ({ app, base, browser, page, pageErrors } = await serveInBrowser(tmp, { runs: await openRuns([run.dir, run.dir]) }));
   const list = (await app.inject({ url: '/api/runs/fashion/features?sort=frequency&order=desc&limit=1', headers: { host: '127.0.0.1' } })).json<FeatureList>();
   latent = list.items[0].latent;
   bestConcept = concepts.latents[latent][0];
-  ({ browser, page, pageErrors } = await launchBrowser(tmp));
 });
 
 after(async () => {

@@ -22,7 +22,7 @@ import { VisualsIndex } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
 import type { SparseActs } from '../src/sae/native.js';
 import { OrderedTokenLoader, Rng, ShardDataset } from '../src/shards/index.js';
-import { browserSkip, launchBrowser } from './fixtures/browser.js';
+import { browserSkip, serveInBrowser } from './fixtures/browser.js';
 import { createServer, openRuns } from '../src/server/app.js';
 import { readComparison, withComparedRuns, withRunIds } from '../src/server/comparison.js';
 import { writeSite } from '../src/server/site.js';
@@ -325,11 +325,9 @@ test('the server answers the comparison of its runs at /api/comparison, and a st
 test('the matches page lists pairs and unmatched latents and opens a pair side by side', { skip: browserSkip }, async () => {
   const cmp = await readComparison(path.join(tmp, 'cmp'));
   const runs = await openRuns(withComparedRuns([], cmp));
-  const app = await createServer({ runs, comparison: withRunIds(cmp, runs), loopbackOnly: true });
-  const base = await app.listen({ port: 0, host: '127.0.0.1' });
-  const { browser, page, pageErrors: errors } = await launchBrowser(tmp);
+  const { app, base, browser, page, pageErrors: errors } = await serveInBrowser(tmp, { runs, comparison: withRunIds(cmp, runs) });
   try {
-    await page.goto(`${base}/#/matches`);
+    await page.goto(`${base}#/matches`);
     await page.waitForSelector('[data-testid=matches] tbody tr');
     const [a, b] = cmp.runs;
     const pairs = a.latents.filter((l) => l.partner >= 0 && l.best >= 0 && b.latents[l.partner].best >= 0);
@@ -338,7 +336,7 @@ test('the matches page lists pairs and unmatched latents and opens a pair side b
     assert.equal((await page.locator('[data-testid=matches] tbody tr:first-child td').first().textContent())?.trim(), best.partner_r.toFixed(3), 'the most correlated pair first');
     await page.click('[data-testid=matches-only-a]');
     await page.waitForFunction((n) => document.querySelectorAll('[data-testid=matches] tbody tr').length === n, Math.min(50, a.unmatched.length));
-    await page.goto(`${base}/#/matches`);
+    await page.goto(`${base}#/matches`);
     await page.click('[data-testid=matches] tbody tr:first-child >> text=side by side');
     await page.waitForSelector('[data-testid=compare-right] h2, [data-testid=compare-right] [data-testid=exemplar-img]');
     assert.ok(page.url().endsWith(`#/compare/late/${best.latent}/early/${best.partner}`), page.url());

@@ -12,8 +12,8 @@ import * as path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import Fastify, { FastifyInstance } from 'fastify';
 import { BrowserContext, Page } from 'playwright-core';
-import { ARTIFACTS, browserSkip, launchBrowser } from './fixtures/browser.js';
-import { createServer, openRuns } from '../src/server/app.js';
+import { ARTIFACTS, browserSkip, serveInBrowser } from './fixtures/browser.js';
+import { openRuns } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
 import type { EditAnswer, EditSpec } from '../src/server/edit-api.js';
 import { makeEditRun, EditRun } from './fixtures/web/edit-run.js';
@@ -35,9 +35,7 @@ before(async () => {
   if (skip) return;
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-edit-browser-'));
   run = await makeEditRun(path.join(tmp, 'world'));
-  app = await createServer({ runs: await openRuns([run.dir]), loopbackOnly: true });
-  base = (await app.listen({ host: '127.0.0.1', port: 0 })) + '/';
-  ({ browser, page, pageErrors } = await launchBrowser(tmp, { width: 1280, height: 1000 }));
+  ({ app, base, browser, page, pageErrors } = await serveInBrowser(tmp, { runs: await openRuns([run.dir]) }, { width: 1280, height: 1000 }));
 });
 
 after(async () => {

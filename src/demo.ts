@@ -104,7 +104,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const layer = recorded.metadata.layers[0];
     log(`${m.stem}: training a TopK SAE`);
     const sae = { ...defaultsOf(saeSpec), activation: 'topk' as const, k: 16, expansion: 8 };
-    const t = { ...defaultsOf(trainSpec), batch: 1024, tokens: opts.tokens, lr: 1e-3, lrWarmup: 100, deadWindow: 500_000, seed: opts.seed };
+    const t = { ...defaultsOf(trainSpec), batch: 1024, tokens: opts.tokens, lr: 1e-3, seed: opts.seed };
     await train({ shards: acts, out: saeDir, selection: { layer, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: opts.showProgress });
     const model_ = await Sae.load(saeDir);
     const metrics = await evaluateSae(model_, acts, { selection: { layer, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });

@@ -29,13 +29,13 @@ export type SaeConfig = ConfigOf<typeof saeSpec>;
 
 export const trainSpec = {
   lr: { kind: 'number', min: 0, default: 4e-4, doc: 'Adam learning rate after warmup' },
-  lrWarmup: { kind: 'number', int: true, min: 0, default: 500, doc: 'steps of linear learning-rate warmup from 0' },
+  lrWarmup: { kind: 'number', min: 0, default: 0.05, doc: 'steps of linear learning-rate warmup from 0; below 1, a share of the run (0.05: its first 5%)' },
   lrSchedule: { kind: 'enum', choices: ['constant', 'cosine'], default: 'constant', doc: 'learning rate after warmup: constant, or cosine decay to 0 at the last step' },
   l1: { kind: 'number', min: 0, default: 2, doc: 'L1 coefficient (relu only): loss = mean over tokens of ||x - x_hat||^2 + l1 * sum_s f_s (decoder rows are unit norm, inputs scaled to norm sqrt(d_model))' },
-  l1Warmup: { kind: 'number', int: true, min: 0, default: 1000, doc: 'steps of linear L1-coefficient warmup from 0 (relu only)' },
+  l1Warmup: { kind: 'number', min: 0, default: 0.05, doc: 'steps of linear L1-coefficient warmup from 0 (relu only); below 1, a share of the run' },
   auxCoeff: { kind: 'number', min: 0, default: 1 / 32, doc: 'weight of the AuxK loss on dead latents (topk variants; 0 disables)' },
   kAux: { kind: 'number', int: true, min: 0, default: 0, doc: 'dead latents used by the AuxK loss per token; 0 means d_model / 2' },
-  deadWindow: { kind: 'number', int: true, min: 1, default: 10_000_000, doc: 'a latent is dead when it has not fired in this many tokens' },
+  deadWindow: { kind: 'number', min: 0, default: 0.1, doc: 'a latent is dead when it has not fired in this many tokens; below 1, a share of the run\'s tokens' },
   denseThreshold: { kind: 'number', min: 0, max: 1, default: 0.1, doc: 'a latent is dense when it fires on more than this fraction of tokens' },
   thresholdMomentum: { kind: 'number', min: 0, max: 1, default: 0.99, doc: 'batchtopk: EMA momentum of the inference threshold (the smallest kept activation per batch)' },
   gradClip: { kind: 'number', min: 0, default: 1, doc: 'clip the global gradient norm to this value (0 disables)' },
@@ -49,6 +49,17 @@ export const trainSpec = {
 } as const satisfies ConfigSpec;
 
 export type TrainConfig = ConfigOf<typeof trainSpec>;
+
+/**
+ * The config with its run-length shares made absolute: a warmup below 1 becomes that share of the run's steps, a
+ * dead window below 1 that share of its tokens. Fixed step counts fit one run length only: a 500-step warmup took
+ * half of a 1,000-step run and cost a TopK SAE 15 points of atom recovery.
+ */
+export function resolveRunLength(t: TrainConfig): TrainConfig {
+  const steps = Math.ceil(t.tokens / t.batch);
+  const share = (v: number, of: number) => (v > 0 && v < 1 ? Math.max(1, Math.round(v * of)) : Math.round(v));
+  return { ...t, lrWarmup: share(t.lrWarmup, steps), l1Warmup: share(t.l1Warmup, steps), deadWindow: Math.max(1, share(t.deadWindow, t.tokens)) };
+}
 
 /** What a checkpoint's config.json holds: the architecture, the data constants learned at the start, the training config. */
 export interface SaeCheckpointConfig {

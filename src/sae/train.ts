@@ -13,7 +13,7 @@ import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
-import { SaeConfig, TrainConfig } from './config.js';
+import { SaeConfig, TrainConfig, resolveRunLength } from './config.js';
 import { Sae } from './model.js';
 import { SaeMetrics, summarize } from './metrics.js';
 import { Hyper, StepStats } from './native.js';
@@ -154,6 +154,7 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
 }
 
 export async function train(opts: TrainOptions): Promise<TrainResult[]> {
+  opts = { ...opts, members: opts.members.map((m) => ({ ...m, train: resolveRunLength(m.train) })) };
   checkShared(opts.members);
   const t0 = opts.members[0].train;
   const totalSteps = Math.ceil(t0.tokens / t0.batch);

@@ -230,8 +230,10 @@ test('on the concept world: segmentation edits per patch, and the class rule for
   try {
     const r = await evaluateEdits(cls, { data: labels, concepts: world, images: 60, progress: false });
     assert.equal(r.rule!.length, 6 + 6 + 4 + 3, 'every shape, colour, texture and size concept');
-    assert.ok(inUnit(r.rule_consistent_rate!));
+    assert.ok(inUnit(r.rule_consistent_rate!) && inUnit(r.rule_random_latent_consistent_rate!));
     assert.equal(r.rule_checked, r.rule!.reduce((a, c) => a + c.n, 0));
+    // The baseline's latent is another one that fired, never the concept's own.
+    for (const c of r.rule!) if (c.latent !== null) assert.ok(c.random_latent.latent !== null && c.random_latent.latent !== c.latent);
   } finally {
     await cls.close();
   }

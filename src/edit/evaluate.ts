@@ -69,6 +69,8 @@ export interface ConceptRuleScore {
   /** Test images where removing the concept changes the rule's class and the head was right before the edit. */
   n: number;
   consistent_rate: number | null;
+  /** The same edit norm along a random latent's decoder row instead: how often that gives the rule's class. */
+  random_latent: { latent: number | null; consistent_rate: number | null };
 }
 
 export interface EditEvalReport extends ChangeRates {
@@ -83,6 +85,8 @@ export interface EditEvalReport extends ChangeRates {
   classes: ClassEditScore[];
   /** Concept world only: share of the checked (image, concept) pairs whose edited class is the rule's. */
   rule_consistent_rate?: number;
+  /** The same share when each concept's edit moves along a random latent instead (same norm per patch). */
+  rule_random_latent_consistent_rate?: number;
   rule_checked?: number;
   rule?: ConceptRuleScore[];
 }
@@ -245,22 +249,38 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   }
 
   const alive = Array.from({ length: S }, (_, s) => s).filter((s) => byClass.fires_S[s] > 0);
+  /** A latent that fired in the selection, other than `latent`, drawn by `rng`. */
+  const randomOther = (rng: Rng, latent: number | null) => {
+    const others = alive.filter((s) => s !== latent);
+    return others.length ? others[rng.nextInt(others.length)] : null;
+  };
   const plans = engine.classes.map((_, k) => {
     const { latent, f1 } = byClass.best(k);
     const rng = new Rng(seed, 1, k);
-    const others = alive.filter((s) => s !== latent);
-    const randomLatent = others.length ? others[rng.nextInt(others.length)] : null;
+    const randomLatent = randomOther(rng, latent);
     const direction = Float32Array.from({ length: D }, () => rng.normal());
     return { latent, f1, randomLatent, direction: unit(direction) };
   });
   // Background concepts remove no object, so the rule predicts no change for them.
   const ruleConcepts = world && task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
-  const rulePlans = ruleConcepts.map((concept) => ({ concept, ...byConcept!.best(world!.concepts.indexOf(concept)) }));
+  const rulePlans = ruleConcepts.map((concept, j) => {
+    const best = byConcept!.best(world!.concepts.indexOf(concept));
+    return { concept, ...best, randomLatent: randomOther(new Rng(seed, 2, j), best.latent) };
+  });
 
   // Test: counts per class of [units, changed] for the latent edit and the two baselines.
   const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0] }));
-  const rule = rulePlans.map(() => ({ n: 0, consistent: 0 }));
+  const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
   const suppress = (prepared: Prepared, latent: number) => engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
+  /** An edit with the per-patch norms of `edit`, along the unit direction `dir`. */
+  const along = (edit: Float32Array, dir: Float32Array) => {
+    const norms = rowNorms(edit, D);
+    const out = new Float32Array(edit.length);
+    for (let row = 0; row < norms.length; row++) for (let d = 0; d < D; d++) out[row * D + d] = norms[row] * dir[d];
+    return out;
+  };
+  // The suppressed latent moves along -W_dec[s]; a random latent's edit moves the same way along its own row.
+  const againstRow = (latent: number) => scaled(unit(engine.decoderRow(latent).slice()), -1);
   for (const indices of chunks(test)) {
     const { prepared, labels_NP, worldIndex } = await load(indices);
     const R = engine.rows;
@@ -274,15 +294,8 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       if (plan.latent === null) continue;
       const c = counts[k];
       const target = suppress(prepared, plan.latent);
-      const norms = rowNorms(target, D);
-      const along = (dir: Float32Array) => {
-        const out = new Float32Array(target.length);
-        for (let row = 0; row < norms.length; row++) for (let d = 0; d < D; d++) out[row * D + d] = norms[row] * dir[d];
-        return out;
-      };
-      const tests: [number[], (r: number) => boolean][] = [[c.edit, await changed(target)], [c.randomDirection, await changed(along(plan.direction))]];
-      // The suppressed latent moves along -W_dec[s]; the random latent's edit moves the same way along its own row.
-      if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(scaled(unit(engine.decoderRow(plan.randomLatent).slice()), -1)))]);
+      const tests: [number[], (r: number) => boolean][] = [[c.edit, await changed(target)], [c.randomDirection, await changed(along(target, plan.direction))]];
+      if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(target, againstRow(plan.randomLatent)))]);
       for (let r = 0; r < indices.length * R; r++) {
         const isTarget = truth(r) === k;
         if (isTarget) c.nTarget++;
@@ -299,9 +312,14 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
         return expected !== null && expected !== now && prepared.before.labels[n] === now ? [{ n, expected }] : [];
       });
       if (!cases.length) continue;
-      const after = await engine.predict(prepared, suppress(prepared, plan.latent));
+      const edit = suppress(prepared, plan.latent);
+      const consistent = async (delta: Float32Array) => {
+        const after = await engine.predict(prepared, delta);
+        return cases.filter((x) => after.labels[x.n] === x.expected).length;
+      };
       rule[j].n += cases.length;
-      rule[j].consistent += cases.filter((x) => after.labels[x.n] === x.expected).length;
+      rule[j].consistent += await consistent(edit);
+      if (plan.randomLatent !== null) rule[j].randomConsistent += await consistent(along(edit, againstRow(plan.randomLatent)));
     }
     bar.update((done += indices.length));
   }
@@ -341,8 +359,16 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   if (rulePlans.length) {
     const checked = rule.reduce((a, r) => a + r.n, 0);
     report.rule_consistent_rate = checked ? rule.reduce((a, r) => a + r.consistent, 0) / checked : 0;
+    report.rule_random_latent_consistent_rate = checked ? rule.reduce((a, r) => a + r.randomConsistent, 0) / checked : 0;
     report.rule_checked = checked;
-    report.rule = rulePlans.map((p, j) => ({ concept: p.concept, latent: p.latent, f1: p.f1, n: rule[j].n, consistent_rate: rate(rule[j].consistent, rule[j].n) }));
+    report.rule = rulePlans.map((p, j) => ({
+      concept: p.concept,
+      latent: p.latent,
+      f1: p.f1,
+      n: rule[j].n,
+      consistent_rate: rate(rule[j].consistent, rule[j].n),
+      random_latent: { latent: p.randomLatent, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
+    }));
   }
   return report;
 }
@@ -384,11 +410,11 @@ export function editEvalMarkdown(r: EditEvalReport): string {
   if (r.rule)
     lines.push(
       '',
-      `Concept-world rule: suppressing a concept's latent gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs.`,
+      `Concept-world rule: suppressing a concept's latent gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs; an edit of the same norm along a random latent in ${f(r.rule_random_latent_consistent_rate!)}.`,
       '',
-      '| concept | latent | F1 | checked | consistent |',
-      '| --- | --- | --- | --- | --- |',
-      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} |`),
+      '| concept | latent | F1 | checked | consistent | random latent | consistent |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latent ?? '-'} | ${f(c.random_latent.consistent_rate)} |`),
     );
   return lines.join('\n') + '\n';
 }

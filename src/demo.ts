@@ -1,9 +1,10 @@
 /**
  * The demo: the whole pipeline on the embedded default. A concept world (images with known concepts) is generated,
  * and for each shipped demo model (models/*.onnx) a run directory is built: record one layer's patch activations,
- * train a TopK SAE, evaluate it, check its latents against the ground-truth concepts (concept-world models),
- * compute the exemplars that the browser shows, and fit the task heads that its edit demos run. Each step is the
- * library call its CLI command wraps.
+ * train a TopK SAE, evaluate it, compute the exemplars that the browser shows, and fit the task heads that its edit
+ * demos run. On the concept-world models the SAE is then tested on a second world with a seed that neither the
+ * models, the SAE nor the heads saw: its latents against the ground-truth concepts, and causal edits against
+ * random baselines. Each step is the library call its CLI command wraps.
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -23,23 +24,38 @@ import { CONCEPT_REPORT_FILE, ConceptReport, conceptWorldLabels, evaluateConcept
 import { computeVisuals } from './analysis/exemplars.js';
 import { compareRuns, compareSpec } from './analysis/compare/compare.js';
 import { writeRun } from './analysis/run.js';
+import { EditEngine } from './edit/engine.js';
+import { EditEvalReport, evaluateEdits } from './edit/evaluate.js';
 import { writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
 
 export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
 export const FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz';
 
-/** The shipped models and the data each is recorded on ('world' = the generated concept world). */
+/**
+ * The shipped models and the data each is recorded on ('world' = the generated concept world). The positive
+ * control comes first: its patches carry every concept at the layer the SAE reads, so it shows what the method
+ * finds where the ground truth says it should (the browser's edit demos open on the first run).
+ */
 export const DEMO_MODELS = [
+  { stem: 'concept-world-control', data: 'world' },
   { stem: 'concept-world-supervised', data: 'world' },
   { stem: 'concept-world-simclr', data: 'world' },
   { stem: 'fashion-mnist-supervised', data: FASHION_MNIST },
 ] as const;
 
+/**
+ * World seeds, offset from the demo's seed: the demo models were trained on the world with seed 0, the SAEs and
+ * heads see the first world and every test number is measured on the second.
+ */
+export const worldSeeds = (seed: number) => ({ train: seed + 1, test: seed + 2 });
+
 export interface DemoOptions {
   out: string;
   /** Concept-world images to generate and record. */
   worldSize: number;
+  /** Images of the test world: concept evaluation and edit tests. */
+  testSize: number;
   /** SAE training tokens per model. */
   tokens: number;
   /** Recorded layer (block index, negative from the end). */
@@ -66,7 +82,9 @@ export interface DemoRun {
   model: string;
   dir: string;
   metrics: SaeMetrics;
+  /** On the test world (concept-world models). */
   concepts: ConceptReport | null;
+  edits: { segment: EditEvalReport; classify: EditEvalReport } | null;
 }
 
 export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
@@ -80,10 +98,16 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     if (!existsSync(file)) throw new UserError(`${file} is missing: the demo models ship with vitsae (models/README.md tells how they were trained)`);
   }
   const world = path.join(opts.out, 'world');
-  if (models.some((m) => m.data === 'world') && !existsSync(path.join(world, CONCEPTS_FILE))) {
-    log(`generating ${opts.worldSize} concept-world images in ${world}`);
-    await fsp.rm(world, { recursive: true, force: true });
-    await writeConceptWorld(world, { n: opts.worldSize, seed: opts.seed, progress: opts.showProgress });
+  const testWorld = path.join(opts.out, 'test-world');
+  const seeds = worldSeeds(opts.seed);
+  if (models.some((m) => m.data === 'world')) {
+    for (const [dir, n, seed] of [[world, opts.worldSize, seeds.train], [testWorld, opts.testSize, seeds.test]] as const) {
+      const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? (JSON.parse(await fsp.readFile(path.join(dir, CONCEPTS_FILE), 'utf8')) as { n: number; seed: number }) : null;
+      if (info?.n === n && info.seed === seed) continue;
+      log(`generating ${n} concept-world images (seed ${seed}) in ${dir}`);
+      await fsp.rm(dir, { recursive: true, force: true });
+      await writeConceptWorld(dir, { n, seed, progress: opts.showProgress });
+    }
   }
   const runs: DemoRun[] = [];
   for (const m of models) {
@@ -109,13 +133,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const model_ = await Sae.load(saeDir);
     const metrics = await evaluateSae(model_, acts, { selection: { layer, tokens: 'patches' }, batch: 4096, maxTokens: 10_000_000, denseThreshold: 0.1, showProgress: opts.showProgress });
     await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
-    let concepts: ConceptReport | null = null;
-    const conceptsFile = path.join(dir, CONCEPT_REPORT_FILE);
-    if (m.data === 'world') {
-      log(`${m.stem}: checking latents against the ground-truth concepts`);
-      concepts = await evaluateConcepts(model_, acts, await conceptWorldLabels(world, acts), { selection: { layer }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
-      await writeConceptReport(conceptsFile, concepts);
-    }
     log(`${m.stem}: exemplars for every feature`);
     await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
     const probes: string[] = [];
@@ -127,8 +144,31 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       await saveProbe(out, await trainProbe({ task, model, shards: acts, features: lastTensor, classes, train: { ...defaultsOf(probeTrainSpec), seed: opts.seed }, progress: opts.showProgress }));
       probes.push(out);
     }
+    let concepts: ConceptReport | null = null;
+    let edits: DemoRun['edits'] = null;
+    const conceptsFile = path.join(dir, CONCEPT_REPORT_FILE);
+    if (m.data === 'world') {
+      log(`${m.stem}: checking latents against the ground-truth concepts of the test world`);
+      const testActs = path.join(dir, 'test-acts');
+      await record({ model, layers: [saeTensor], data: testWorld, out: testActs, progress: opts.showProgress, log });
+      concepts = await evaluateConcepts(model_, testActs, await conceptWorldLabels(testWorld, testActs), { selection: { layer }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
+      await writeConceptReport(conceptsFile, concepts);
+      await fsp.rm(testActs, { recursive: true, force: true });
+      log(`${m.stem}: causal edits on the test world, against random baselines`);
+      const [classifyHead, segmentHead] = probes;
+      const test = async (probe: string, data: string, concepts?: string) => {
+        const engine = await EditEngine.open({ model, sae: saeDir, probe });
+        try {
+          return await evaluateEdits(engine, { data, concepts, images: opts.testSize, seed: opts.seed, progress: opts.showProgress });
+        } finally {
+          await engine.close();
+        }
+      };
+      edits = { segment: await test(segmentHead, testWorld), classify: await test(classifyHead, path.join(testWorld, 'labels.csv'), testWorld) };
+      await writeFileAtomic(path.join(dir, 'edits.json'), JSON.stringify(edits, null, 2) + '\n');
+    }
     await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, probes, ...(concepts ? { concepts: conceptsFile } : {}) });
-    runs.push({ model: m.stem, dir, metrics, concepts });
+    runs.push({ model: m.stem, dir, metrics, concepts, edits });
   }
   const pair = COMPARED.map((stem) => runs.find((r) => r.model === stem));
   if (!pair[0] || !pair[1]) return { runs, comparison: null };
@@ -143,3 +183,55 @@ function cardClassNames(model: string): string[] | undefined {
   return (readModelCard(model) as { output_labels?: { class_logits?: string[] } } | null)?.output_labels?.class_logits;
 }
 
+
+/** Mean and minimum of a list (0 for none). */
+const meanMin = (xs: number[]) => (xs.length ? { mean: xs.reduce((a, b) => a + b, 0) / xs.length, min: Math.min(...xs) } : { mean: 0, min: 0 });
+
+/**
+ * One model's results as markdown: the SAE, then (concept-world models, on the test world) what a linear probe
+ * decodes and what the SAE's best single latents recover, by concept family, and the edit tests against their
+ * random baselines.
+ */
+export function demoRunMarkdown(r: DemoRun): string {
+  const f = (v: number | null | undefined) => (v === null || v === undefined ? '-' : v.toFixed(3));
+  const m = r.metrics;
+  const lines = [`### ${r.model}`, '', `SAE (${r.dir}/sae): nmse ${f(m.nmse)}, L0 ${m.l0.toFixed(1)}, dead ${(100 * m.dead_fraction).toFixed(1)}%`];
+  const c = r.concepts;
+  if (c) {
+    const families = [...new Set(c.concepts.map((s) => s.concept.split(':')[0]))];
+    lines.push(
+      '',
+      `Concepts on the test world (${c.n_patches} patches): a linear probe on the layer decodes the family at F1 (mean, lowest); the best single SAE latent reaches F1; the ratio is latent / probe.`,
+      '',
+      '| family | probe F1 | lowest | best latent F1 | latent / probe |',
+      '| --- | --- | --- | --- | --- |',
+      ...families.map((fam) => {
+        const scores = c.concepts.filter((s) => s.concept.startsWith(fam + ':'));
+        const probe = meanMin(scores.map((s) => s.probe_f1));
+        const latent = meanMin(scores.map((s) => s.f1));
+        const ratio = meanMin(scores.map((s) => (s.probe_f1 > 0 ? s.f1 / s.probe_f1 : 0)));
+        return `| ${fam} | ${f(probe.mean)} | ${f(probe.min)} | ${f(latent.mean)} | ${f(ratio.mean)} |`;
+      }),
+      '',
+      `Recovery ratio ${f(c.recovery_ratio)} over the ${c.n_decodable} concepts the probe decodes at F1 >= 0.8 (OR of 3 latents: ${f(c.recovery_ratio_group3)}); ` +
+        `mean best latent F1 ${f(c.mean_best_f1)} against ${f(c.mean_random_f1)} for the best random direction (${f(c.mean_random_f1 > 0 ? c.mean_best_f1 / c.mean_random_f1 : null)}x) and ${f(c.mean_neuron_f1)} for the best raw neuron.`,
+    );
+  }
+  const e = r.edits;
+  if (e) {
+    const row = (name: string, x: EditEvalReport) =>
+      `| ${name} | ${f(x.target_change_rate)} | ${f(x.other_change_rate)} | ${f(x.random_latent.target_change_rate)} / ${f(x.random_latent.other_change_rate)} | ${f(x.random_direction.target_change_rate)} / ${f(x.random_direction.other_change_rate)} |`;
+    lines.push(
+      '',
+      `Edits on the test world (${e.segment.n_test_images} images; latents set to ${e.segment.factor}x their maximum; baselines move each edited patch as far along a random latent or direction): share of predictions that change.`,
+      '',
+      '| edit | target | other | random latent: target / other | random direction: target / other |',
+      '| --- | --- | --- | --- | --- |',
+      row("segmentation: a shape's latent on that shape's patches (per patch)", e.segment),
+      row("classification: the latent of a class's images on every patch (per image)", e.classify),
+      '',
+      `Classification by concept: suppressing a concept's latent on its patches gives the class the world's rule gives without that concept in ${f(e.classify.rule_consistent_rate)} of ${e.classify.rule_checked} (image, concept) checks; the same edit size along a random latent in ${f(e.classify.rule_random_latent_consistent_rate)}.`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}

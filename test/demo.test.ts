@@ -1,7 +1,7 @@
 /**
  * `vitsae demo` end to end on a small concept world with the shipped supervised model: every step of the
- * pipeline runs and leaves a browsable run directory with its evaluation and concept check; `vitsae eval concepts
- * --run` redoes the check into the run.
+ * pipeline runs and leaves a browsable run directory with its evaluation, its concept check and edit tests on a
+ * second world; `vitsae eval concepts --run` redoes the check into the run.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,13 +23,13 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     const {
       runs: [run],
       comparison,
-    } = await runDemo({ out, worldSize: 150, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
+    } = await runDemo({ out, worldSize: 150, testSize: 60, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
     assert.equal(run.model, 'concept-world-supervised');
     assert.equal(comparison, null, 'one model: nothing to compare');
     assert.ok(run.metrics.nmse < 0.5 && run.metrics.l0 === 16, `nmse ${run.metrics.nmse}, l0 ${run.metrics.l0}`);
     const c = run.concepts!;
     assert.equal(c.concepts.length, 22);
-    assert.equal(c.n_patches, 150 * 64);
+    assert.equal(c.n_patches, 60 * 64, 'the concept check runs on the test world');
     // The model's patches carry colour (its per-patch head is trained on it), so a probe decodes it well.
     const colours = c.concepts.filter((s) => s.concept.startsWith('colour:'));
     assert.ok(colours.reduce((a, s) => a + s.probe_f1, 0) / colours.length > 0.7, 'colour is linearly decodable');
@@ -48,11 +48,19 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.equal(r.concepts, path.join(run.dir, 'concepts.json'));
     assert.deepEqual(await readConceptReport(r.concepts), c);
     assert.equal(c.latents.length, (await Sae.open(r.sae)).dSae);
-    // The command, on a run without the report: the same per-latent matches, written and recorded again.
+    // Edit tests on the test world: segmentation on the shapes' own patches, classification with the rule check.
+    const { segment: seg, classify: cls } = run.edits!;
+    assert.deepEqual([seg.task, seg.scope, seg.n_select_images + seg.n_test_images], ['segment', 'target', 60]);
+    assert.equal(cls.rule!.length, 19, 'every shape, colour, texture and size concept');
+    assert.deepEqual(JSON.parse(await fsp.readFile(path.join(run.dir, 'edits.json'), 'utf8')), run.edits);
+    const worlds = await Promise.all(['world', 'test-world'].map(async (w) => JSON.parse(await fsp.readFile(path.join(out, w, 'concepts.json'), 'utf8')) as { seed: number; n: number }));
+    assert.deepEqual(worlds.map((w) => [w.seed, w.n]), [[1, 150], [2, 60]], 'two worlds, neither with the seed the models were trained on');
+    // The command, on a run without the report: the per-latent matches on the run's own shards, written and recorded.
     await fsp.rm(r.concepts);
     await writeRun(run.dir, { ...r, concepts: undefined });
     const [printed] = (await runForJson(evalConceptsCommand, ['--run', run.dir, '--concepts', path.join(out, 'world'), '--no-progress', '--json'])) as (typeof c)[];
-    assert.deepEqual(printed.latents, c.latents);
+    assert.equal(printed.n_patches, 150 * 64);
+    assert.equal(printed.latents.length, c.latents.length);
     assert.deepEqual(await readConceptReport((await readRun(run.dir)).concepts!), printed);
     assert.ok(existsSync(path.join(r.visuals, 'index.json')), 'the browser index was written');
     assert.ok(lines.some((l) => l.includes('exemplars')), 'progress is reported');

@@ -218,6 +218,7 @@ test('on the concept world: segmentation edits per patch, and the class rule for
   try {
     const r = await evaluateEdits(seg, { data: world, images: 40, progress: false });
     assert.equal(r.unit, 'patches');
+    assert.equal(r.scope, 'target');
     const c = r.classes.find((x) => x.latent !== null)!;
     assert.equal(c.n_target + c.n_other, r.n_test_images * 16);
     assert.ok(inUnit(r.target_change_rate) && inUnit(r.random_direction.other_change_rate));

@@ -6,11 +6,14 @@
  * The sampled images are split: on the selection part each class gets the latent with the best F1 against its
  * patches (a patch counts as the class's if its mask majority is k, or for classification if its image is of
  * class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
- * maximum (default -2) on every patch, and the baselines add, per patch, a vector of the same norm along another
- * latent's decoder row (a random latent that fired in the selection) or a random direction.
+ * maximum (default -2) and the baselines add, per patch, a vector of the same norm along another latent's decoder
+ * row (a random latent that fired in the selection) or a random direction. Segmentation edits touch the class's
+ * own patches only, as in the paper's protocol (saev's semseg evaluation): the other classes' patches change only
+ * through the rest of the model. Classification edits touch every patch (a class belongs to the image, not a patch).
  *
  * On the concept world (src/data/concept-world.ts) the image-class rule is checked too: suppressing the latent of
- * a concept C (best F1 against the patches showing C) should turn the class into classOf(objects without C).
+ * a concept C (best F1 against the patches showing C) on the patches showing C should turn the class into
+ * classOf(objects without C). This chooses latents by what they mean, not by the class of the images they fire on.
  *
  * Shape letters: N images, P patches, D layer width, S latents, K classes, C concepts.
  */
@@ -35,9 +38,14 @@ export interface EditEvalOptions {
   selectFraction?: number;
   /** The edit: set the latent to factor x its maximum (default -2). */
   factor?: number;
+  /** 'target' (default): segmentation and rule edits touch only the patches of the class or concept; 'all': every patch. */
+  scope?: EditScope;
   seed?: number;
   progress?: boolean;
 }
+
+export const EDIT_SCOPES = ['target', 'all'] as const;
+export type EditScope = (typeof EDIT_SCOPES)[number];
 
 export interface ChangeRates {
   /** Share of the target class's units (patches or images) whose predicted class changed. */
@@ -77,6 +85,7 @@ export interface EditEvalReport extends ChangeRates {
   task: 'classify' | 'segment';
   unit: 'images' | 'patches';
   factor: number;
+  scope: EditScope;
   n_select_images: number;
   n_test_images: number;
   /** Rates are means over the classes that have a latent (and units to measure on). */
@@ -179,6 +188,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   const { patchTokens: P, dModel: D, grid } = engine.layout;
   const S = engine.sae.dSae;
   const factor = opts.factor ?? -2;
+  const scope = opts.scope ?? 'target';
   const seed = opts.seed ?? 0;
   const ds = await openDataset(opts.data);
   if (task === 'segment' && (!ds.mask || !grid)) throw new UserError(`${opts.data} has no masks (a folder with images/ and masks/), which segmentation edits are measured on`);
@@ -271,7 +281,12 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   // Test: counts per class of [units, changed] for the latent edit and the two baselines.
   const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0] }));
   const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
-  const suppress = (prepared: Prepared, latent: number) => engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
+  /** The suppression of `latent`, kept on the rows (patches) where `keep` holds when one is given. */
+  const suppress = (prepared: Prepared, latent: number, keep?: (row: number) => boolean) => {
+    const delta = engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
+    if (keep && scope === 'target') for (let row = 0; row < delta.length / D; row++) if (!keep(row)) delta.fill(0, row * D, (row + 1) * D);
+    return delta;
+  };
   /** An edit with the per-patch norms of `edit`, along the unit direction `dir`. */
   const along = (edit: Float32Array, dir: Float32Array) => {
     const norms = rowNorms(edit, D);
@@ -282,7 +297,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   // The suppressed latent moves along -W_dec[s]; a random latent's edit moves the same way along its own row.
   const againstRow = (latent: number) => scaled(unit(engine.decoderRow(latent).slice()), -1);
   for (const indices of chunks(test)) {
-    const { prepared, labels_NP, worldIndex } = await load(indices);
+    const { prepared, labels_NP, worldIndex, concepts_NPC } = await load(indices);
     const R = engine.rows;
     /** The truth label of head row r (an image's class, or a patch's). */
     const truth = (r: number) => (R === 1 ? labels_NP[r * P] : labels_NP[r]);
@@ -293,7 +308,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     for (const [k, plan] of plans.entries()) {
       if (plan.latent === null) continue;
       const c = counts[k];
-      const target = suppress(prepared, plan.latent);
+      const target = suppress(prepared, plan.latent, task === 'segment' ? (row) => labels_NP[row] === k : undefined);
       const tests: [number[], (r: number) => boolean][] = [[c.edit, await changed(target)], [c.randomDirection, await changed(along(target, plan.direction))]];
       if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(target, againstRow(plan.randomLatent)))]);
       for (let r = 0; r < indices.length * R; r++) {
@@ -312,7 +327,9 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
         return expected !== null && expected !== now && prepared.before.labels[n] === now ? [{ n, expected }] : [];
       });
       if (!cases.length) continue;
-      const edit = suppress(prepared, plan.latent);
+      const C = world!.concepts.length;
+      const c = world!.concepts.indexOf(plan.concept);
+      const edit = suppress(prepared, plan.latent, (row) => concepts_NPC[row * C + c] === 1);
       const consistent = async (delta: Float32Array) => {
         const after = await engine.predict(prepared, delta);
         return cases.filter((x) => after.labels[x.n] === x.expected).length;
@@ -349,6 +366,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     task,
     unit: task === 'segment' ? 'patches' : 'images',
     factor,
+    scope,
     n_select_images: select.length,
     n_test_images: test.length,
     ...means((s) => s),
@@ -397,7 +415,7 @@ function rowNorms(x_ND: Float32Array, D: number): Float64Array {
 export function editEvalMarkdown(r: EditEvalReport): string {
   const f = (v: number | null) => (v === null ? '-' : v.toFixed(3));
   const lines = [
-    `Edit: set the class's best-F1 latent to ${r.factor}x its maximum on every patch; change rates of the predicted class per ${r.unit.replace(/s$/, '')} (${r.n_test_images} test images, latents chosen on ${r.n_select_images}).`,
+    `Edit: set the class's best-F1 latent to ${r.factor}x its maximum on ${r.task === 'segment' && r.scope === 'target' ? "the class's own patches" : 'every patch'}; change rates of the predicted class per ${r.unit.replace(/s$/, '')} (${r.n_test_images} test images, latents chosen on ${r.n_select_images}).`,
     '',
     '| class | latent | F1 | target | other | random latent: target | other | random direction: target | other |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -410,7 +428,7 @@ export function editEvalMarkdown(r: EditEvalReport): string {
   if (r.rule)
     lines.push(
       '',
-      `Concept-world rule: suppressing a concept's latent gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs; an edit of the same norm along a random latent in ${f(r.rule_random_latent_consistent_rate!)}.`,
+      `Concept-world rule: suppressing a concept's latent${r.scope === 'target' ? ' on the patches showing the concept' : ''} gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs; an edit of the same norm along a random latent in ${f(r.rule_random_latent_consistent_rate!)}.`,
       '',
       '| concept | latent | F1 | checked | consistent | random latent | consistent |',
       '| --- | --- | --- | --- | --- | --- | --- |',

@@ -1,11 +1,12 @@
 import { defineCommand, runCommand } from '../command.js';
 import { ConfigSpec } from '../config.js';
-import { DEMO_MODELS, runDemo } from '../../demo.js';
+import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
 import { serveCommand } from './serve.js';
 
 const spec = {
   out: { kind: 'string', default: 'runs', doc: 'directory for the concept world and one run directory per demo model' },
-  worldSize: { kind: 'number', int: true, min: 10, default: 2000, doc: 'concept-world images to generate and record' },
+  worldSize: { kind: 'number', int: true, min: 10, default: 2000, doc: 'concept-world images to generate and record (SAE training, exemplars, task heads)' },
+  testSize: { kind: 'number', int: true, min: 10, default: 1000, doc: 'images of a second concept world, unseen by models, SAEs and heads, that every test number is measured on' },
   tokens: { kind: 'number', int: true, min: 1, default: 1_500_000, doc: 'SAE training tokens per model' },
   layer: { kind: 'string', default: '-2', doc: 'layer to record: block index (negative from the end) or tensor name' },
   only: { kind: 'strings', default: [], doc: `only these models (${DEMO_MODELS.map((m) => m.stem).join(', ')})` },
@@ -20,36 +21,50 @@ export const demoCommand = defineCommand({
   name: 'demo',
   summary: 'the whole pipeline on the shipped demo models and a generated concept world, then the browser',
   usage: `
-Generates a concept world (images whose shapes, colours and textures are known per patch), and for each shipped
-demo model (a supervised and a self-supervised (SimCLR) ViT on that world, a supervised ViT on Fashion-MNIST's
-real photos) records a layer (and the last block, for task heads), trains a TopK SAE, evaluates it, checks its
-latents against the ground-truth concepts, computes every feature's exemplars and trains linear task heads
-(classification; on the world also segmentation) for the edit demos. Writes OUT/world and OUT/<model>/ (run.json, acts, sae, visuals,
-eval.json, concepts.json, probe-*), compares the two objectives (vitsae compare: OUT/compare/report.html), prints
-a summary and opens the browser app on the runs and the comparison (unless --no-serve).`,
+Generates a concept world (images whose shapes, colours, textures, sizes and backgrounds are known per patch),
+and for each shipped demo model (a positive control whose patches are trained to carry every concept at the layer
+the SAE reads, a supervised and a self-supervised (SimCLR) ViT on that world, a supervised ViT on Fashion-MNIST's
+real photos) records a layer (and the last block, for task heads), trains a TopK SAE, evaluates it, computes every
+feature's exemplars and trains linear task heads (classification; on the world also segmentation) for the edit
+demos. On a second world with a seed none of them saw, it then tests each concept-world SAE: its latents against
+the ground-truth concepts beside a linear probe's ceiling, and causal edits (segmentation, classification by class
+and by concept) against random-latent and random-direction edits of the same size. Writes OUT/world,
+OUT/test-world and OUT/<model>/ (run.json, acts, sae, visuals, eval.json, concepts.json, edits.json, probe-*),
+compares the two objectives (vitsae compare: OUT/compare/report.html), prints one table per model and opens the
+browser app on the runs and the comparison (unless --no-serve); its edit demos open on the first run.`,
   spec,
   async run(c) {
-    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });
-    const summary = runs.map((r) => ({
-      model: r.model,
-      run: r.dir,
-      nmse: r.metrics.nmse,
-      l0: r.metrics.l0,
-      dead_fraction: r.metrics.dead_fraction,
-      ...(r.concepts
-        ? { mean_best_f1: r.concepts.mean_best_f1, mean_probe_f1: r.concepts.mean_probe_f1, recovery_ratio: r.concepts.recovery_ratio, recovery_ratio_group3: r.concepts.recovery_ratio_group3 }
-        : {}),
-    }));
-    if (c.json) process.stdout.write(JSON.stringify(summary) + '\n');
-    else {
-      const f = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(3));
+    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });
+    if (c.json) {
+      const summary = runs.map((r) => ({
+        model: r.model,
+        run: r.dir,
+        nmse: r.metrics.nmse,
+        l0: r.metrics.l0,
+        dead_fraction: r.metrics.dead_fraction,
+        ...(r.concepts
+          ? {
+              mean_best_f1: r.concepts.mean_best_f1,
+              mean_probe_f1: r.concepts.mean_probe_f1,
+              mean_random_f1: r.concepts.mean_random_f1,
+              recovery_ratio: r.concepts.recovery_ratio,
+              recovery_ratio_group3: r.concepts.recovery_ratio_group3,
+            }
+          : {}),
+        ...(r.edits
+          ? {
+              segment: { target: r.edits.segment.target_change_rate, other: r.edits.segment.other_change_rate, random_latent: r.edits.segment.random_latent, random_direction: r.edits.segment.random_direction },
+              rule_consistent_rate: r.edits.classify.rule_consistent_rate,
+              rule_random_latent_consistent_rate: r.edits.classify.rule_random_latent_consistent_rate,
+            }
+          : {}),
+      }));
+      process.stdout.write(JSON.stringify(summary) + '\n');
+    } else {
       process.stdout.write(
         [
           '',
-          '| model | nmse | l0 | dead | best latent F1 | probe F1 | recovery ratio | ratio, groups of 3 |',
-          '| --- | --- | --- | --- | --- | --- | --- | --- |',
-          ...summary.map((s) => `| ${s.model} | ${f(s.nmse)} | ${s.l0.toFixed(1)} | ${(100 * s.dead_fraction).toFixed(1)}% | ${f(s.mean_best_f1)} | ${f(s.mean_probe_f1)} | ${f(s.recovery_ratio)} | ${f(s.recovery_ratio_group3)} |`),
-          '',
+          ...runs.map(demoRunMarkdown),
           `Runs: ${runs.map((r) => r.dir).join(', ')} (each has run.json; vitsae serve --run DIR browses one)`,
           ...(comparison ? [`Comparison of the two objectives: ${comparison}/report.html (vitsae serve --compare ${comparison})`] : []),
           '',

@@ -14,7 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openBackbone, probeShapes, selectLayers } from '../src/backbone/backbone.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { encodePngs, generateImage } from '../src/data/concept-world.js';
 import { EditEngine } from '../src/edit/engine.js';
 import { Probe, probeTrainSpec } from '../src/edit/probe.js';

@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { native } from '../src/sae/native.js';
 import { LogRow, train } from '../src/sae/train.js';

@@ -14,7 +14,7 @@ import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
 import { probeTrainSpec, saveProbe, Task, trainProbe } from './edit/probe.js';
 import { readModelCard } from './data/preprocess.js';
-import { defaultsOf } from './cli/config.js';
+import { defaultsOf } from './util/config.js';
 import { saeSpec, trainSpec } from './sae/config.js';
 import { train } from './sae/train.js';
 import { Sae } from './sae/model.js';

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ShardWriter } from '../src/shards/index.js';
 import { Rng } from '../src/shards/random.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';

@@ -15,7 +15,7 @@ import { createSession, TokenLayout } from '../src/backbone/backbone.js';
 import { headModel } from '../src/backbone/graph.js';
 import { editCommand, parseEdit } from '../src/cli/commands/edit.js';
 import { evalEditsCommand } from '../src/cli/commands/eval-edits.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { EditEngine, latentMaxima, Prepared } from '../src/edit/engine.js';

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { EXAMPLES_FILE } from '../src/backbone/record.js';
 import { probeTrainCommand } from '../src/cli/commands/probe.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { loadProbe, ProbeInfo, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { ShardWriter } from '../src/shards/format.js';
 import { Rng } from '../src/shards/random.js';

@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
-import { defaultsOf } from '../src/cli/config.js';
+import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';

@@ -1,4 +1,4 @@
-import { ConfigSpec, ConfigOf, parseArgs, helpText, ConfigError } from './config.js';
+import { ConfigSpec, ConfigOf, parseArgs, helpText, ConfigError } from '../util/config.js';
 import { UserError } from '../util/errors.js';
 
 /** One `vitsae` subcommand: its options are a config spec, so flags and help come from one declaration. */

@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { openBackbone, selectLayers, TokenLayout } from '../backbone/backbone.js';
 import { EXAMPLES_FILE, record, RecordingData } from '../backbone/record.js';
 import { openDataset } from '../data/images.js';
-import { ConfigOf, ConfigSpec } from '../cli/config.js';
+import { ConfigOf, ConfigSpec } from '../util/config.js';
 import { native } from '../sae/native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors } from '../sae/safetensors.js';
 import { ShardDataset } from '../shards/format.js';

@@ -5,7 +5,7 @@
  * with W_enc [d_model, d_sae], W_dec [d_sae, d_model], row-major float32.
  */
 import { UserError } from '../util/errors.js';
-import { defaultsOf } from '../cli/config.js';
+import { defaultsOf } from '../util/config.js';
 import { SaeCheckpointConfig, SaeConfig, saeSpec } from '../sae/config.js';
 import { Tensor, toFloat32 } from '../sae/safetensors.js';
 

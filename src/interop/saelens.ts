@@ -18,7 +18,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
-import { validateConfig } from '../cli/config.js';
+import { validateConfig } from '../util/config.js';
 import { Activation, SaeCheckpointConfig, saeSpec } from '../sae/config.js';
 import { Tensor, readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
 import { LoadedSae, Weights, floatValues, foldDecoderBias, foreignConfig, isObject, sae4, scalarOf } from './sae.js';

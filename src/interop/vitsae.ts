@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
-import { validateConfig } from '../cli/config.js';
+import { validateConfig } from '../util/config.js';
 import { SaeCheckpointConfig, dSaeOf, saeSpec } from '../sae/config.js';
 import { readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
 import { LoadedSae, sae4 } from './sae.js';

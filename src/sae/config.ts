@@ -2,7 +2,7 @@
  * SAE architecture and training configs. The architecture part is what a checkpoint needs to be used
  * (encode/decode); the training part is kept beside it in config.json so that a run can be reproduced and resumed.
  */
-import { ConfigOf, ConfigSpec } from '../cli/config.js';
+import { ConfigOf, ConfigSpec } from '../util/config.js';
 
 export const ACTIVATIONS = ['relu', 'topk', 'batchtopk', 'matryoshka'] as const;
 export type Activation = (typeof ACTIVATIONS)[number];

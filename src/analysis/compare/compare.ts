@@ -9,7 +9,7 @@
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigOf, ConfigSpec } from '../../cli/config.js';
+import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { Sae } from '../../sae/model.js';
 import { ShardDataset } from '../../shards/index.js';
 import { UserError } from '../../util/errors.js';

@@ -1,5 +1,5 @@
 import { defineCommand, runCommand } from '../command.js';
-import { ConfigSpec } from '../config.js';
+import { ConfigSpec } from '../../util/config.js';
 import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
 import { serveCommand } from './serve.js';
 

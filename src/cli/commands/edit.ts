@@ -1,7 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
-import { ConfigOf, ConfigSpec } from '../config.js';
+import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { readRun, Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals.js';
 import { parseSize } from '../../data/preprocess.js';

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
-import { ConfigSpec } from '../config.js';
+import { ConfigSpec } from '../../util/config.js';
 import { Sae } from '../../sae/model.js';
 import { addConceptReportToRun, conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
 import { readRun } from '../../analysis/run.js';

@@ -1,5 +1,5 @@
 import { defineCommand, UserError } from '../command.js';
-import { ConfigSpec } from '../config.js';
+import { ConfigSpec } from '../../util/config.js';
 import { Sae } from '../../sae/model.js';
 import { evaluateSae } from '../../sae/evaluate.js';
 import { selectionSpec } from './train.js';

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { defineCommand, UserError } from '../command.js';
-import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../config.js';
+import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../../util/config.js';
 import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js';
 import { SweepMember, train } from '../../sae/train.js';
 import { readJson } from '../../util/fs.js';

@@ -6,6 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { settleFiles } from '../util/fs.js';
 import { LoadedSae } from './sae.js';
 import { readSaevFile } from './saev.js';
 import { SAELENS_CONFIG, SAELENS_WEIGHTS, readSaeLensDir, writeSaeLensDir } from './saelens.js';
@@ -30,6 +31,7 @@ export async function detectSaeKind(p: string): Promise<SaeKind> {
     throw new UserError(`cannot read ${p}: ${(e as Error).message}`);
   }
   if (stat.isFile()) return 'saev';
+  await settleFiles(p);
   const has = async (f: string) => (await fsp.stat(path.join(p, f)).catch(() => null))?.isFile() ?? false;
   if ((await has(VITSAE_CONFIG)) && (await has(VITSAE_WEIGHTS))) return 'vitsae';
   if ((await has(SAELENS_CONFIG)) && (await has(SAELENS_WEIGHTS))) return 'saelens';

@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
-import { readJson, writeFileAtomic } from '../util/fs.js';
+import { readJson, settleFiles, writeFileAtomic } from '../util/fs.js';
 import { validateConfig } from '../util/config.js';
 import { SaeCheckpointConfig, dSaeOf, saeSpec } from '../sae/config.js';
 import { readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
@@ -16,6 +16,8 @@ export const VITSAE_CONFIG = 'config.json';
 export const VITSAE_WEIGHTS = 'sae.safetensors';
 
 export async function readVitsaeDir(dir: string): Promise<LoadedSae> {
+  // A checkpoint write cut short by a crash is finished (or discarded) first, so the files read belong together.
+  await settleFiles(dir);
   const cfgFile = path.join(dir, VITSAE_CONFIG);
   const raw = await readJson<Record<string, unknown>>(cfgFile, 'a vitsae SAE directory holds config.json and sae.safetensors');
   if (raw.format !== 'vitsae-sae' || raw.version !== 1) throw new UserError(`${cfgFile}: not a vitsae SAE config (format "vitsae-sae", version 1)`);

@@ -7,9 +7,9 @@
  *   config.json            SaeCheckpointConfig (architecture, input_scale, threshold, training config, progress)
  *   optimizer.safetensors  Adam moments, per-latent tokens-since-fired, for `train --resume` (optional)
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { writeFilesTogether } from '../util/fs.js';
 import { Rng } from '../shards/random.js';
 import { ACTIVATIONS, SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
 import { LoadedSae, readAnySae, readVitsaeDir, writeVitsaeDir } from '../interop/index.js';
@@ -129,25 +129,26 @@ export class Sae {
   }
 
   /**
-   * Writes the checkpoint. Each file is atomic; config.json goes last and names the step, so a crash leaves
-   * the previous checkpoint readable and a resume can tell a stale optimizer file from a matching one.
+   * Writes the checkpoint: weights, config and optimizer state become visible together, or after a crash the
+   * previous checkpoint stays whole (writeFilesTogether), so a run killed at any moment can resume.
    */
   async save(dir: string, opts: { withOptimizer?: boolean } = {}): Promise<void> {
-    await fsp.mkdir(dir, { recursive: true });
     this.config.threshold = this.core.getState().threshold;
     const step = String(this.config.step ?? 0);
-    if (opts.withOptimizer) {
-      const S = this.dSae, D = this.dModel;
-      const t: Record<string, Tensor> = { since_fired: tensor(this.core.getTensor('since_fired'), [S]) };
-      for (const kind of ['adam_m', 'adam_v']) {
-        for (const name of PARAMS) {
-          const shape = name === 'W_enc' || name === 'W_dec' ? [S, D] : name === 'b_enc' ? [S] : [D];
-          t[`${kind}.${name}`] = tensor(this.core.getTensor(`${kind}.${name}`), shape);
+    await writeFilesTogether(dir, async (staging) => {
+      if (opts.withOptimizer) {
+        const S = this.dSae, D = this.dModel;
+        const t: Record<string, Tensor> = { since_fired: tensor(this.core.getTensor('since_fired'), [S]) };
+        for (const kind of ['adam_m', 'adam_v']) {
+          for (const name of PARAMS) {
+            const shape = name === 'W_enc' || name === 'W_dec' ? [S, D] : name === 'b_enc' ? [S] : [D];
+            t[`${kind}.${name}`] = tensor(this.core.getTensor(`${kind}.${name}`), shape);
+          }
         }
+        await writeSafetensors(path.join(staging, 'optimizer.safetensors'), t, { step, adam_step: String(this.core.getState().adamStep) });
       }
-      await writeSafetensors(path.join(dir, 'optimizer.safetensors'), t, { step, adam_step: String(this.core.getState().adamStep) });
-    }
-    await writeVitsaeDir(dir, { config: this.config, ...this.weights(), notes: [] });
+      await writeVitsaeDir(staging, { config: this.config, ...this.weights(), notes: [] });
+    });
   }
 
   private async loadOptimizer(dir: string): Promise<void> {

@@ -20,12 +20,55 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array | 
   }
   await fh.close();
   await fsp.rename(tmp, file);
+  await syncDir(dir);
+}
+
+/** The folders inside a directory written by writeFilesTogether: files being written, and a complete write. */
+const STAGING = '.staging';
+const COMMIT = '.commit';
+
+async function syncDir(dir: string): Promise<void> {
   const dh = await fsp.open(dir, 'r');
   try {
     await dh.sync();
   } finally {
     await dh.close();
   }
+}
+
+/**
+ * Writes several files into `dir` so that, whatever moment a crash comes at, `dir` ends up with all of them from
+ * this write or all of them from the previous one: `write` puts them in dir/.staging, which is renamed to
+ * dir/.commit once complete (the commit point), and they are then moved into place one by one. settleFiles,
+ * run before every write and read, finishes a committed write that was cut short and discards an uncommitted one.
+ */
+export async function writeFilesTogether(dir: string, write: (staging: string) => Promise<void>): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true });
+  await settleFiles(dir);
+  const staging = path.join(dir, STAGING);
+  await fsp.mkdir(staging);
+  await write(staging);
+  await syncDir(staging);
+  await fsp.rename(staging, path.join(dir, COMMIT));
+  await syncDir(dir);
+  await settleFiles(dir);
+}
+
+/** Completes or discards an interrupted writeFilesTogether in `dir` (nothing to do in a settled directory). */
+export async function settleFiles(dir: string): Promise<void> {
+  const commit = path.join(dir, COMMIT);
+  const names = await fsp.readdir(commit).catch(() => null);
+  if (names) {
+    for (const name of names.sort()) {
+      await fsp.rename(path.join(commit, name), path.join(dir, name)).catch((e: NodeJS.ErrnoException) => {
+        // Another process settling the same directory may have moved it first.
+        if (e.code !== 'ENOENT') throw e;
+      });
+    }
+    await syncDir(dir);
+    await fsp.rm(commit, { recursive: true, force: true });
+  }
+  await fsp.rm(path.join(dir, STAGING), { recursive: true, force: true });
 }
 
 export async function readJson<T = unknown>(file: string, what: string): Promise<T> {

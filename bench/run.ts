@@ -52,6 +52,7 @@ async function vitsae(shards: string, out: string, activation: 'topk' | 'relu', 
     members: [{ name: '', sae: { ...defaultsOf(saeSpec), activation, expansion: EXPANSION, k: K }, train: { ...defaultsOf(trainSpec), batch: B, tokens: (STEPS + 1) * B, scaleTokens: B } }],
     logEvery: 1,
     checkpointEvery: 1_000_000,
+    checkpointMinutes: 0,
     showProgress: false,
     onLog: (_m, r) => rows.push(r),
   });

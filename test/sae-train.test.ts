@@ -4,7 +4,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
@@ -124,6 +124,17 @@ test('checkpoints round-trip byte for byte, and a resumed run ends identical to 
   const sae = await Sae.load(whole);
   await sae.save(copy);
   assert.ok((await fsp.readFile(path.join(whole, 'sae.safetensors'))).equals(await fsp.readFile(path.join(copy, 'sae.safetensors'))));
+});
+
+test('checkpoints also come by time, so a run with a long step interval can resume before its end', async () => {
+  const out = path.join(tmp, 'by-time');
+  const seen: number[] = [];
+  const onLog = (_m: string, row: { step: number }) => {
+    if (row.step >= 200 && !seen.length) seen.push(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).step);
+  };
+  const { sae, train: t } = configs({ activation: 'topk' }, { tokens: 200_000 });
+  await train({ shards, out, selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: false, checkpointEvery: 1_000_000, checkpointMinutes: 1e-4, logEvery: 10, onLog });
+  assert.ok(seen[0] > 0 && seen[0] <= 200, `the checkpoint at step ${seen[0]} was written by time`);
 });
 
 test('a sweep trains several SAEs on the same batches in one pass', async () => {

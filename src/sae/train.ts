@@ -4,7 +4,7 @@
  *
  * Per step and SAE: scale the batch, forward/backward/Adam in the native core (off the main thread, while the
  * loader reads the next batch), log metrics every `logEvery` steps to metrics.jsonl, checkpoint every
- * `checkpointEvery` steps and at the end. `resume` continues from the checkpoints with their optimizer state and
+ * `checkpointEvery` steps, every `checkpointMinutes` (the first after 30 s) and at the end. `resume` continues from the checkpoints with their optimizer state and
  * the loader at the same batch, so an interrupted run ends where an uninterrupted one would.
  */
 import { promises as fsp } from 'node:fs';
@@ -36,6 +36,8 @@ export interface TrainOptions {
   init?: string;
   logEvery?: number;
   checkpointEvery?: number;
+  /** Minutes between checkpoints by time, the first after at most 30 s (default 5; 0: by steps only). */
+  checkpointMinutes?: number;
   windowTokens?: number;
   showProgress?: boolean;
   /** Called after each logged interval, e.g. for tests or a live server. */
@@ -103,6 +105,8 @@ interface Member extends SweepMember {
   last: LogRow | null;
 }
 
+const EARLY_CHECKPOINT_MS = 30_000;
+
 const emptyInterval = () => ({ loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0 });
 
 async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> {
@@ -160,6 +164,9 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
   const totalSteps = Math.ceil(t0.tokens / t0.batch);
   const logEvery = opts.logEvery ?? Math.max(1, Math.min(100, Math.floor(totalSteps / 20)));
   const checkpointEvery = opts.checkpointEvery ?? 1000;
+  const checkpointMs = (opts.checkpointMinutes ?? 5) * 60_000;
+  // The first checkpoint by time comes early, so that even a short run killed in its first minute can resume.
+  let checkpointAt = Date.now() + Math.min(EARLY_CHECKPOINT_MS, checkpointMs);
   const ds = await ShardDataset.open(opts.shards);
   try {
     const members = await prepare(opts, ds);
@@ -233,7 +240,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
         intervalStart = Date.now();
         intervalTokens = 0;
       }
-      if ((step + 1) % checkpointEvery === 0 || last || stopped) {
+      if ((step + 1) % checkpointEvery === 0 || last || stopped || (checkpointMs > 0 && Date.now() >= checkpointAt)) {
+        checkpointAt = Date.now() + checkpointMs;
         for (const m of members) {
           m.model.config.step = m.step;
           m.model.config.tokens_seen = m.step * t0.batch;

@@ -130,18 +130,18 @@ test('open detects truncated shards, bad metadata and bad shards.json with the f
   const dir = await tmpDir();
   await writeDir(dir, [10]);
   await fs.truncate(path.join(dir, 'acts000001.bin'), 100);
-  await assert.rejects(ShardDataset.open(dir), /acts000001\.bin has 100 bytes, expected 960: the shard is truncated; re-record it or remove it from shards.json/);
+  await assert.rejects(ShardDataset.open(dir), /\/acts000001\.bin has 100 bytes, expected 960: the shard is truncated; re-record it or remove it from shards.json/);
   await fs.truncate(path.join(dir, 'acts000001.bin'), 960);
 
   // A last shard of exactly its examples (no saev padding) is accepted; one byte short is not.
   await fs.truncate(path.join(dir, 'acts000003.bin'), EXAMPLE_BYTES);
   await (await ShardDataset.open(dir)).close();
   await fs.truncate(path.join(dir, 'acts000003.bin'), EXAMPLE_BYTES - 1);
-  await assert.rejects(ShardDataset.open(dir), /acts000003\.bin has 319 bytes, expected 320 \(or 960 padded\): the shard is truncated/);
+  await assert.rejects(ShardDataset.open(dir), /\/acts000003\.bin has 319 bytes, expected 320 \(or 960 padded\): the shard is truncated/);
   await fs.truncate(path.join(dir, 'acts000003.bin'), 960);
 
   await fs.rm(path.join(dir, 'acts000002.bin'));
-  await assert.rejects(ShardDataset.open(dir), /acts000002\.bin is listed in shards.json but missing/);
+  await assert.rejects(ShardDataset.open(dir), /\/acts000002\.bin is listed in shards.json but missing/);
   await fs.writeFile(path.join(dir, 'acts000002.bin'), Buffer.alloc(960));
 
   const mdFile = path.join(dir, 'metadata.json');
@@ -210,7 +210,7 @@ test('labels: written in order, validated at close, read back; bad labels.bin si
   assert.deepEqual(await ds.readLabels(), labels);
   await ds.close();
   await fs.truncate(path.join(dir, 'labels.bin'), 7 * P - 1);
-  await assert.rejects(ShardDataset.open(dir), /labels\.bin has 27 bytes, expected 28/);
+  await assert.rejects(ShardDataset.open(dir), /\/labels\.bin has 27 bytes, expected 28/);
 });
 
 const exec = promisify(execFile);

@@ -172,7 +172,7 @@ async function fileSize(file: string): Promise<number | null> {
 }
 
 /**
- * Checks an acts file's size. saev memory-maps every shard with the full [examples_per_shard, ...] shape, so its
+ * Checks an acts file's size (`file` is its path, which errors name). saev memory-maps every shard with the full [examples_per_shard, ...] shape, so its
  * writer (and ours) pads the last shard to full size; a last shard of exactly its examples is accepted too.
  */
 function checkShardSize(name: string, actual: number | null, n: number, md: Shape): void {
@@ -248,14 +248,14 @@ export class ShardDataset {
     const shards = [];
     for (const e of entries) {
       const bytes = await fileSize(path.join(dir, e.name));
-      checkShardSize(e.name, bytes, e.n_examples, md);
+      checkShardSize(path.join(dir, e.name), bytes, e.n_examples, md);
       shards.push({ name: e.name, n_examples: e.n_examples, bytes: bytes as number });
     }
     const labelsBytes = await fileSize(path.join(dir, LABELS_FILE));
     const labelsExpected = md.n_examples * md.content_tokens_per_example;
     if (labelsBytes !== null && labelsBytes !== labelsExpected)
       throw new UserError(
-        `${LABELS_FILE} has ${labelsBytes} bytes, expected ${labelsExpected} (uint8 [n_examples=${md.n_examples}, content_tokens_per_example=${md.content_tokens_per_example}]); re-record the labels or delete ${LABELS_FILE}`,
+        `${path.join(dir, LABELS_FILE)} has ${labelsBytes} bytes, expected ${labelsExpected} (uint8 [n_examples=${md.n_examples}, content_tokens_per_example=${md.content_tokens_per_example}]); re-record the labels or delete ${LABELS_FILE}`,
       );
     return new ShardDataset(dir, md, shards, labelsBytes);
   }
@@ -337,7 +337,7 @@ export class ShardDataset {
       const first = ex - shard * eps;
       const n = Math.min(eps - first, start + count - ex);
       const h = await this.handle(shard);
-      const name = this.shards[shard].name;
+      const name = path.join(this.dir, this.shards[shard].name);
       const destAt = (ex - start) * blockFloats;
       const filePos = (i: number) => ((first + i) * E + blockOffset) * F32;
       if (blockFloats === E) {
@@ -452,7 +452,7 @@ export class ShardWriter {
     const progress = await readProgress(dir);
     if (!progress) throw new UserError(`${dir} has no ${PROGRESS_FILE}, so it is not an unfinished vitsae recording and cannot be resumed; delete it and re-record`);
     const { metadata, shards } = progress;
-    for (const s of shards) checkShardSize(s.name, await fileSize(path.join(dir, s.name)), s.n_examples, metadata);
+    for (const s of shards) checkShardSize(path.join(dir, s.name), await fileSize(path.join(dir, s.name)), s.n_examples, metadata);
     const keep = new Set(shards.map((s) => s.name));
     const labelsTmp = path.join(dir, LABELS_FILE + TMP);
     for (const name of await fs.readdir(dir)) {

@@ -30,8 +30,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-SIZE, PATCH, CHANNELS = 64, 8, 3
+CHANNELS = 3
+# Fashion-MNIST's geometry; a concept-world model takes its image and patch size from the world's concepts.json.
+FASHION_SIZE, FASHION_PATCH = 64, 8
 WIDTH, DEPTH, HEADS, MLP = 128, 4, 4, 512
+# The block whose residual stream the demo's SAE reads (`vitsae demo --layer -2`): the positive control's patch
+# head reads it, so every concept is linear there by construction.
+SAE_BLOCK = DEPTH - 2
 MEAN, STD = [0.5] * 3, [0.5] * 3
 LICENCE = "MIT (vitsae's own)"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -40,7 +45,8 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 # the number of steps is fixed after TIMING_STEPS steps to fill the budget, and recorded; --steps N repeats a run
 # exactly (the learning rate of the first steps does not depend on the total).
 PLAN = {
-    "supervised": {"minutes": 28, "stem": "concept-world-supervised"},
+    "control": {"minutes": 60, "stem": "concept-world-control"},
+    "supervised": {"minutes": 60, "stem": "concept-world-supervised"},
     "simclr": {"minutes": 30, "stem": "concept-world-simclr"},
     "fashion": {"minutes": 10, "stem": "fashion-mnist-supervised"},
 }
@@ -74,39 +80,60 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class ViT(nn.Module):
-    """CLS token, learned positions, pre-LN blocks, final LayerNorm: tokens_NTD of the last block, normalised."""
+def conv_stem(patch):
+    """Stride-2 3x3 convolutions down to one token per patch (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): each token sees 15 pixels across instead of its own 8, so edges that cross a patch
+    border are seen whole."""
+    layers, channels = [], CHANNELS
+    for out in [WIDTH // 2 ** k for k in reversed(range(int(math.log2(patch))))]:
+        layers += [nn.Conv2d(channels, out, 3, 2, 1), nn.BatchNorm2d(out), nn.GELU()]
+        channels = out
+    return nn.Sequential(*layers[:-2])
 
-    def __init__(self):
+
+class ViT(nn.Module):
+    """CLS token, learned positions, pre-LN blocks, final LayerNorm: tokens_NTD of the last block, normalised.
+    With `tap`, also returns the residual stream after block `tap` (what the recorder reads there)."""
+
+    def __init__(self, size, patch, stem="patch"):
         super().__init__()
-        self.patch_embed = nn.Conv2d(CHANNELS, WIDTH, PATCH, PATCH)
+        self.size, self.patch, self.stem = size, patch, stem
+        self.patch_embed = nn.Conv2d(CHANNELS, WIDTH, patch, patch) if stem == "patch" else conv_stem(patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, WIDTH))
-        self.pos = nn.Parameter(torch.randn(1, 1 + (SIZE // PATCH) ** 2, WIDTH) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 1 + (size // patch) ** 2, WIDTH) * 0.02)
         self.blocks = nn.ModuleList(Block() for _ in range(DEPTH))
         self.norm = nn.LayerNorm(WIDTH)
 
-    def forward(self, x_NCHW):
+    def forward(self, x_NCHW, tap=None):
         patches = self.patch_embed(x_NCHW).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls.expand(patches.shape[0], -1, -1), patches], dim=1) + self.pos
-        for block in self.blocks:
+        tapped = None
+        for k, block in enumerate(self.blocks):
             x = block(x)
-        return self.norm(x)
+            if k == tap:
+                tapped = x
+        return self.norm(x) if tap is None else (self.norm(x), tapped)
 
 
 class WorldSupervised(nn.Module):
     """Outputs class_logits [N, classes], concept_logits [N, concepts] (present in the image) and
-    patch_concept_logits [N, 64, concepts] (shown by the patch)."""
+    patch_concept_logits [N, patches, concepts] (shown by the patch). The patch head reads the normalised last
+    block, or with `patch_block` a linear map of that block's raw residual stream (the positive control: what the
+    head reads there, a linear probe can)."""
 
     outputs = ["class_logits", "concept_logits", "patch_concept_logits"]
 
-    def __init__(self, classes, concepts):
+    def __init__(self, size, patch, stem, classes, concepts, patch_block=None):
         super().__init__()
-        self.vit = ViT()
+        self.vit, self.patch_block = ViT(size, patch, stem), patch_block
         self.class_head, self.concept_head, self.patch_head = nn.Linear(WIDTH, classes), nn.Linear(WIDTH, concepts), nn.Linear(WIDTH, concepts)
 
     def forward(self, x_NCHW):
-        t = self.vit(x_NCHW)
-        return self.class_head(t[:, 0]), self.concept_head(t[:, 0]), self.patch_head(t[:, 1:])
+        if self.patch_block is None:
+            t = patch_t = self.vit(x_NCHW)
+        else:
+            t, patch_t = self.vit(x_NCHW, tap=self.patch_block)
+        return self.class_head(t[:, 0]), self.concept_head(t[:, 0]), self.patch_head(patch_t[:, 1:])
 
 
 class SimClr(nn.Module):
@@ -114,9 +141,9 @@ class SimClr(nn.Module):
 
     outputs = ["embedding"]
 
-    def __init__(self):
+    def __init__(self, size, patch, stem):
         super().__init__()
-        self.vit = ViT()
+        self.vit = ViT(size, patch, stem)
         self.projector = nn.Sequential(nn.Linear(WIDTH, 256), nn.GELU(), nn.Linear(256, 128))
 
     def forward(self, x_NCHW):
@@ -128,7 +155,7 @@ class Classifier(nn.Module):
 
     def __init__(self, classes):
         super().__init__()
-        self.vit = ViT()
+        self.vit = ViT(FASHION_SIZE, FASHION_PATCH)
         self.class_head = nn.Linear(WIDTH, classes)
 
     def forward(self, x_NCHW):
@@ -170,7 +197,7 @@ def load_fashion(root, split, limit=None):
     """28x28 grey images resized to 64x64 by nearest neighbour (as the model card tells the recorder) as RGB."""
     x = torch.from_numpy(read_idx(os.path.join(root, f"{split}-images-idx3-ubyte.gz"))[:limit].copy())
     y = torch.from_numpy(read_idx(os.path.join(root, f"{split}-labels-idx1-ubyte.gz"))[:limit].astype(np.int64))
-    x = F.interpolate(x[:, None].float(), size=SIZE, mode="nearest").round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    x = F.interpolate(x[:, None].float(), size=FASHION_SIZE, mode="nearest").round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return x, y
 
 
@@ -198,9 +225,21 @@ def batches(n, gen):
             yield order[pos: pos + BATCH]
 
 
-def train(model, loss_fn, n, seed, steps, minutes, lr=1e-3, log=print):
+def train(model, loss_fn, n, seed, steps, minutes, lr=1e-3, log=print, checkpoint=None, every=200):
     """AdamW with weight decay on matrices. With steps None, the count is fixed after TIMING_STEPS steps so that
-    training takes about `minutes`. Returns (steps, seconds)."""
+    training takes about `minutes`. `checkpoint(step)`, if given, measures the model every `every` steps and at
+    the end (its time is not counted). Returns (steps, seconds, history)."""
+    history = []
+
+    def measure(step, loss):
+        nonlocal start
+        t = time.time()
+        model.eval()
+        row = {"step": step, "seconds": round(t - start), "loss": round(loss, 4), **checkpoint()}
+        model.train()
+        history.append(row)
+        log(json.dumps(row))
+        start += time.time() - t
     gen = torch.Generator().manual_seed(seed)
     decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "pos" not in name]
     rest = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in name)]
@@ -222,19 +261,22 @@ def train(model, loss_fn, n, seed, steps, minutes, lr=1e-3, log=print):
         opt.step()
         if step % 100 == 0 or step + 1 == steps:
             log(f"step {step + 1}/{steps or '?'} loss {loss.item():.4f} {time.time() - start:.0f} s")
+        if checkpoint and ((step + 1) % every == 0 or step + 1 == steps):
+            measure(step + 1, loss.item())
     model.eval()
-    return steps, time.time() - start
+    return steps, time.time() - start, history
 
 
 def hflip(world, idx, gen):
     """Images and per-patch targets mirrored left-right for a random half of the batch (every shape is
     left-right symmetric, so labels do not change)."""
     x = world["x"][idx]
-    patches = world["patches"][idx].view(len(idx), SIZE // PATCH, SIZE // PATCH, -1)
+    grid = world["info"]["grid"][0]
+    patches = world["patches"][idx].view(len(idx), grid, grid, -1)
     flip = torch.rand(len(idx), generator=gen) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     patches = torch.where(flip.view(-1, 1, 1, 1), patches.flip(2), patches)
-    return x, patches.reshape(len(idx), (SIZE // PATCH) ** 2, -1)
+    return x, patches.reshape(len(idx), grid * grid, -1)
 
 
 def balance(targets_NC):
@@ -263,7 +305,7 @@ def augment_views(x_NCHW, gen):
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flip, tx, sy, ty
-    grid = F.affine_grid(theta, (n, 3, SIZE, SIZE), align_corners=False)
+    grid = F.affine_grid(theta, x_NCHW.shape, align_corners=False)
     v = F.grid_sample(x_NCHW.float() / 255, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     v = v * u(0.6, 1.4).view(-1, 1, 1, 1)
     mean = v.mean(dim=(1, 2, 3), keepdim=True)
@@ -347,7 +389,7 @@ def world_probes(model, world, train_idx, test_idx):
     concepts = world["info"]["concepts"]
     named = lambda f1: {c: round(v, 4) for c, v in zip(concepts, f1)}
     out = {}
-    for block in (DEPTH // 2 - 1, DEPTH - 1):
+    for block in (SAE_BLOCK, DEPTH - 1):
         f1 = patch_probe(model, world, train_idx, test_idx, block)
         out[f"patch_probe_f1_block{block}"] = named(f1)
         out[f"patch_probe_mean_f1_block{block}"] = round(float(np.mean(f1)), 4)
@@ -364,7 +406,7 @@ def world_probes(model, world, train_idx, test_idx):
 
 def export(model, path_or_buffer):
     """ONNX, opset 17, input pixel_values [N, 3, 64, 64] with a dynamic batch axis."""
-    x = torch.zeros(2, CHANNELS, SIZE, SIZE)
+    x = torch.zeros(2, CHANNELS, model.vit.size, model.vit.size)
     axes = {name: {0: "N"} for name in ["pixel_values"] + model.outputs}
     torch.onnx.export(model, x, path_or_buffer, opset_version=17, input_names=["pixel_values"], output_names=model.outputs, dynamic_axes=axes, do_constant_folding=True)
 
@@ -389,7 +431,7 @@ def write_card(out, stem, model, sample_x, card):
     card = {
         "family": "vitsae-demo-vit",
         "ckpt": stem,
-        "input_size": SIZE,
+        "input_size": model.vit.size,
         "resize": None,
         "interpolation": "nearest",
         "mean": MEAN,
@@ -397,9 +439,9 @@ def write_card(out, stem, model, sample_x, card):
         "channel_order": "rgb",
         "prefix_tokens": 1,
         "licence": LICENCE,
-        "architecture": {"kind": "ViT, pre-LN, CLS token, learned positions, final LayerNorm", "patch_size": PATCH, "patches": (SIZE // PATCH) ** 2,
+        "architecture": {"kind": "ViT, pre-LN, CLS token, learned positions, final LayerNorm", "patch_size": model.vit.patch, "patches": (model.vit.size // model.vit.patch) ** 2,
                          "width": WIDTH, "depth": DEPTH, "heads": HEADS, "mlp": MLP, "parameters": sum(p.numel() for p in model.parameters())},
-        "inputs": {"pixel_values": ["N", CHANNELS, SIZE, SIZE]},
+        "inputs": {"pixel_values": ["N", CHANNELS, model.vit.size, model.vit.size]},
         "outputs": output_shapes(model, sample_x),
         "layers": block_tensors(onnx_path),
         **card,
@@ -416,7 +458,7 @@ def environment(args, model_name, steps, seconds):
         "steps": steps,
         "batch": BATCH,
         "seconds": round(seconds),
-        "command": f"/usr/bin/python3 models/train_demo.py {model_name}{'' if model_name == 'fashion' else ' --world DIR'} --seed {args.seed} --steps {steps}",
+        "command": f"/usr/bin/python3 models/train_demo.py {model_name}{'' if model_name == 'fashion' else f' --world DIR --stem {args.stem} --lr {args.lr:g}'} --seed {args.seed} --steps {steps}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -438,8 +480,9 @@ def train_world(args, kind, log):
     world_digest = hashlib.sha256(open(os.path.join(args.world, "concepts.json"), "rb").read()).hexdigest()[:16]
     data = {"dataset": "concept world (vitsae data concept-world)", "n": info["n"], "seed": info["seed"], "train": train_n, "held_out": val,
             "concepts_json_sha256_16": world_digest}
-    if kind == "supervised":
-        model = WorldSupervised(len(info["classes"]), len(info["concepts"]))
+    size, patch = info["image_size"][0], info["patch_size"]
+    if kind in ("supervised", "control"):
+        model = WorldSupervised(size, patch, args.stem, len(info["classes"]), len(info["concepts"]), patch_block=SAE_BLOCK if kind == "control" else None)
 
         present_w, patch_w = balance(world["present"][:train_n]), balance(world["patches"][:train_n].reshape(-1, len(info["concepts"])))
 
@@ -448,27 +491,37 @@ def train_world(args, kind, log):
             logits, concepts, patch_logits = model(normalise(x))
             return (F.cross_entropy(logits, world["label"][idx]) + concept_loss(concepts, world["present"][idx], present_w)
                     + concept_loss(patch_logits, patches, patch_w))
-        steps, seconds = train(model, loss_fn, train_n, args.seed, steps, args.minutes or PLAN[kind]["minutes"], log=log)
-        logits, concepts, patch_logits = run(model, world["x"][test_idx])
-        label, present, patches = world["label"][test_idx], world["present"][test_idx] > 0.5, world["patches"][test_idx] > 0.5
-        f1_img, f1_patch = f1_per_column(concepts > 0, present), f1_per_column(patch_logits.reshape(-1, patches.shape[-1]) > 0, patches.reshape(-1, patches.shape[-1]))
-        accuracy = {
-            "class_accuracy": round((logits.argmax(1) == label).float().mean().item(), 4),
-            "concept_head_mean_f1": round(float(np.mean(f1_img)), 4),
-            "patch_head_mean_f1": round(float(np.mean(f1_patch)), 4),
-            "patch_head_f1": {c: round(v, 4) for c, v in zip(info["concepts"], f1_patch)},
-        }
+
+        def heads(idx):
+            """The heads' held-out results: class accuracy, image-level and per-patch concept F1."""
+            logits, concepts, patch_logits = run(model, world["x"][idx])
+            label, present, patches = world["label"][idx], world["present"][idx] > 0.5, world["patches"][idx] > 0.5
+            f1_img, f1_patch = f1_per_column(concepts > 0, present), f1_per_column(patch_logits.reshape(-1, patches.shape[-1]) > 0, patches.reshape(-1, patches.shape[-1]))
+            return {
+                "class_accuracy": round((logits.argmax(1) == label).float().mean().item(), 4),
+                "concept_head_mean_f1": round(float(np.mean(f1_img)), 4),
+                "patch_head_mean_f1": round(float(np.mean(f1_patch)), 4),
+                "patch_head_f1": {c: round(v, 4) for c, v in zip(info["concepts"], f1_patch)},
+            }
+
+        def checkpoint():
+            r = heads(test_idx[:500])
+            f1 = r.pop("patch_head_f1")
+            return {**r, "patch_head_min_f1_by_family": {g: min(f1[c] for c in names) for g, names in info["groups"].items()}}
+        steps, seconds, history = train(model, loss_fn, train_n, args.seed, steps, args.minutes or PLAN[kind]["minutes"], lr=args.lr, log=log, checkpoint=checkpoint)
+        accuracy = heads(test_idx)
+        where = f"the raw residual stream after block {SAE_BLOCK} (the layer the demo's SAE reads)" if kind == "control" else "the normalised last block"
         objective = ("cross-entropy on the class + binary cross-entropy (summed over the 22 concepts, positives weighted sqrt((1-p)/p)) "
-                     "on image-level and per-patch concepts, left-right flips")
+                     f"on image-level concepts (CLS) and per-patch concepts (a linear head on {where}), left-right flips")
         labels = {"class_logits": info["classes"], "concept_logits": info["concepts"], "patch_concept_logits": info["concepts"]}
     else:
-        model = SimClr()
+        model = SimClr(size, patch, args.stem)
 
         def loss_fn(idx, gen):
             x = world["x"][idx]
             embed = lambda v: model.projector(model.vit(v)[:, 0])
             return nt_xent(embed(augment_views(x, gen)), embed(augment_views(x, gen)))
-        steps, seconds = train(model, loss_fn, train_n, args.seed, steps, args.minutes or PLAN[kind]["minutes"], log=log)
+        steps, seconds, history = train(model, loss_fn, train_n, args.seed, steps, args.minutes or PLAN[kind]["minutes"], lr=args.lr, log=log)
         accuracy = {}
         objective = "SimCLR NT-Xent (temperature 0.2) on two augmented views: resized crop 0.35-1, flip, brightness/contrast/saturation jitter, greyscale p 0.2, noise"
         labels = {}
@@ -476,7 +529,8 @@ def train_world(args, kind, log):
         log("probing")
         accuracy.update(world_probes(model, world, train_idx, test_idx))
     accuracy["measured_on"] = f"the last {val} images of the training world (held out)"
-    card = {"training": {**environment(args, kind, steps, seconds), "objective": objective, "data": data}, "accuracy": accuracy, "output_labels": labels}
+    card = {"training": {**environment(args, kind, steps, seconds), "objective": objective, "data": data, "history": history}, "accuracy": accuracy,
+            "output_labels": labels}
     return model, world["x"], card
 
 
@@ -495,7 +549,7 @@ def train_fashion(args, log):
         dx, dy = (int(v) for v in torch.randint(-4, 5, (2,), generator=gen))
         b = torch.roll(b, shifts=(dy, dx), dims=(2, 3))
         return F.cross_entropy(model(normalise(b)), y[idx])
-    steps, seconds = train(model, loss_fn, len(x), args.seed, steps, args.minutes or PLAN["fashion"]["minutes"], log=log)
+    steps, seconds, _ = train(model, loss_fn, len(x), args.seed, steps, args.minutes or PLAN["fashion"]["minutes"], log=log)
     (logits,) = run(model, tx)
     accuracy = {"test_accuracy": round((logits.argmax(1) == ty).float().mean().item(), 4), "measured_on": f"Fashion-MNIST t10k ({len(tx)} images)"}
     data = {"dataset": "Fashion-MNIST (Zalando, MIT licence), Debian dataset-fashion-mnist", "train": len(x), "resize": "28x28 -> 64x64 nearest, grey as RGB"}
@@ -513,13 +567,16 @@ def main():
     p.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimiser steps (default: as many as fit the model's time budget)")
-    p.add_argument("--minutes", type=float, help="time budget per model (default: 28 supervised, 30 simclr, 10 fashion)")
+    p.add_argument("--minutes", type=float, help="time budget per model (default: " + ", ".join(f"{k} {v['minutes']}" for k, v in PLAN.items()) + ")")
+    p.add_argument("--stem", choices=["patch", "conv"], default="patch", help="patch embedding of the concept-world models: one linear map per patch, or stride-2 convolutions")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the concept-world models")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 was the fastest for these small models)")
     p.add_argument("--val", type=int, default=2000, help="concept-world images held out (the last ones)")
     p.add_argument("--smoke", action="store_true", help="one step on a few examples; export to memory, write nothing")
     args = p.parse_args()
     if any(m != "fashion" for m in args.models) and not args.world:
         p.error("--world DIR is needed for the concept-world models")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     for name in args.models:
         log = lambda m, name=name: print(f"[{name}] {m}", flush=True)
         torch.manual_seed(args.seed)

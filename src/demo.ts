@@ -9,7 +9,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeConceptWorld, CONCEPTS_FILE } from './data/concept-world.js';
+import { writeConceptWorld, CONCEPTS_FILE, ConceptWorldInfo } from './data/concept-world.js';
 import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
 import { probeTrainSpec, saveProbe, Task, trainProbe } from './edit/probe.js';
@@ -26,7 +26,7 @@ import { compareRuns, compareSpec } from './analysis/compare/compare.js';
 import { writeRun } from './analysis/run.js';
 import { EditEngine } from './edit/engine.js';
 import { EditEvalReport, evaluateEdits } from './edit/evaluate.js';
-import { writeFileAtomic } from './util/fs.js';
+import { readJson, writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
 
 export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
@@ -102,7 +102,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const seeds = worldSeeds(opts.seed);
   if (models.some((m) => m.data === 'world')) {
     for (const [dir, n, seed] of [[world, opts.worldSize, seeds.train], [testWorld, opts.testSize, seeds.test]] as const) {
-      const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? (JSON.parse(await fsp.readFile(path.join(dir, CONCEPTS_FILE), 'utf8')) as { n: number; seed: number }) : null;
+      const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? await readJson<ConceptWorldInfo>(path.join(dir, CONCEPTS_FILE), 'a concept world') : null;
       if (info?.n === n && info.seed === seed) continue;
       log(`generating ${n} concept-world images (seed ${seed}) in ${dir}`);
       await fsp.rm(dir, { recursive: true, force: true });
@@ -135,10 +135,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
     log(`${m.stem}: exemplars for every feature`);
     await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
+    const probeDir = (task: Task) => path.join(dir, `probe-${task}`);
     const probes: string[] = [];
     for (const task of (m.data === 'world' ? ['classify', 'segment'] : ['classify']) as Task[]) {
       log(`${m.stem}: a ${task} head on the last block, for the edit demos`);
-      const out = path.join(dir, `probe-${task}`);
+      const out = probeDir(task);
       // IDX labels are bare numbers; the model card names the classes its own head was trained on (the same ones).
       const classes = task === 'classify' && m.data !== 'world' ? cardClassNames(model) : undefined;
       await saveProbe(out, await trainProbe({ task, model, shards: acts, features: lastTensor, classes, train: { ...defaultsOf(probeTrainSpec), seed: opts.seed }, progress: opts.showProgress }));
@@ -155,7 +156,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       await writeConceptReport(conceptsFile, concepts);
       await fsp.rm(testActs, { recursive: true, force: true });
       log(`${m.stem}: causal edits on the test world, against random baselines`);
-      const [classifyHead, segmentHead] = probes;
       const test = async (probe: string, data: string, concepts?: string) => {
         const engine = await EditEngine.open({ model, sae: saeDir, probe });
         try {
@@ -164,7 +164,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
           await engine.close();
         }
       };
-      edits = { segment: await test(segmentHead, testWorld), classify: await test(classifyHead, path.join(testWorld, 'labels.csv'), testWorld) };
+      edits = { segment: await test(probeDir('segment'), testWorld), classify: await test(probeDir('classify'), path.join(testWorld, 'labels.csv'), testWorld) };
       await writeFileAtomic(path.join(dir, 'edits.json'), JSON.stringify(edits, null, 2) + '\n');
     }
     await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, probes, ...(concepts ? { concepts: conceptsFile } : {}) });
@@ -182,7 +182,6 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 function cardClassNames(model: string): string[] | undefined {
   return (readModelCard(model) as { output_labels?: { class_logits?: string[] } } | null)?.output_labels?.class_logits;
 }
-
 
 /** Mean and minimum of a list (0 for none). */
 const meanMin = (xs: number[]) => (xs.length ? { mean: xs.reduce((a, b) => a + b, 0) / xs.length, min: Math.min(...xs) } : { mean: 0, min: 0 });

@@ -16,9 +16,9 @@ patch (classification); target_change_rate is the share of the class's patches (
 (classification) whose predicted class changes, other_change_rate the same for the other classes. Baselines add,
 per patch, a change of the same norm along a random latent's decoder row or a random direction. With --concepts
 (the concept world the images come from, classification heads) each concept's latent (best F1 against the
-patches showing it) is suppressed too: rule_consistent_rate is how often the class becomes the one the world's
-rule gives without that concept (the edit touches the patches showing it), rule_random_latent_consistent_rate the same for an edit of the same norm along a
-random latent. This is the test that a concept's latent means the concept to the model.
+patches showing it) is suppressed too, on the patches showing it: rule_consistent_rate is how often the class
+becomes the one the world's rule gives without that concept, rule_random_latent_consistent_rate the same for an
+edit of the same norm along a random latent. This tests that a concept's latent means the concept to the model.
 
 Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae runs/world/sae \\
            --probe runs/world/probe --data data/world/labels.csv --concepts data/world`,

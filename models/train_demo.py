@@ -2,7 +2,10 @@
 
     /usr/bin/python3 models/train_demo.py MODEL [MODEL ...] --world DIR [--out models] [--smoke]
 
-MODEL is one of (trained one after another, each with the same architecture and seed):
+MODEL is one of (trained one after another, each with the same architecture and seed; --stem picks the patch
+embedding, --lr the peak learning rate of the concept-world models):
+  control     the positive control: as supervised, but the per-patch head is a linear map of the residual stream
+              after block 2 (the layer the demo's SAE reads), so every concept is linear there
   supervised  the concept world (`vitsae data concept-world`), with a class head, an image-level head for every
               concept and a per-patch head for every concept, so that the patch tokens must carry them all
   simclr      the same images, self-supervised (SimCLR: two augmented views, NT-Xent loss), no labels
@@ -45,8 +48,8 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 # the number of steps is fixed after TIMING_STEPS steps to fill the budget, and recorded; --steps N repeats a run
 # exactly (the learning rate of the first steps does not depend on the total).
 PLAN = {
-    "control": {"minutes": 60, "stem": "concept-world-control"},
-    "supervised": {"minutes": 60, "stem": "concept-world-supervised"},
+    "control": {"minutes": 70, "stem": "concept-world-control"},
+    "supervised": {"minutes": 70, "stem": "concept-world-supervised"},
     "simclr": {"minutes": 30, "stem": "concept-world-simclr"},
     "fashion": {"minutes": 10, "stem": "fashion-mnist-supervised"},
 }
@@ -97,7 +100,7 @@ class ViT(nn.Module):
 
     def __init__(self, size, patch, stem="patch"):
         super().__init__()
-        self.size, self.patch, self.stem = size, patch, stem
+        self.size, self.patch = size, patch
         self.patch_embed = nn.Conv2d(CHANNELS, WIDTH, patch, patch) if stem == "patch" else conv_stem(patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, WIDTH))
         self.pos = nn.Parameter(torch.randn(1, 1 + (size // patch) ** 2, WIDTH) * 0.02)
@@ -227,7 +230,7 @@ def batches(n, gen):
 
 def train(model, loss_fn, n, seed, steps, minutes, lr=1e-3, log=print, checkpoint=None, every=200):
     """AdamW with weight decay on matrices. With steps None, the count is fixed after TIMING_STEPS steps so that
-    training takes about `minutes`. `checkpoint(step)`, if given, measures the model every `every` steps and at
+    training takes about `minutes`. `checkpoint()`, if given, measures the model every `every` steps and at
     the end (its time is not counted). Returns (steps, seconds, history)."""
     history = []
 

@@ -199,13 +199,29 @@ test('two runs compare by the images they share', async () => {
   assert.ok(c.matches.some((m) => m.latent === j && m.count === c.images), JSON.stringify(c.matches.slice(0, 3)));
 });
 
+test('numbers written plainly still pass the strict check', async () => {
+  assert.equal((await get(`/api/runs/${ID}/features/0`)).statusCode, 200);
+  assert.equal((await get(`/api/runs/${ID}/features/12`)).statusCode, 200);
+  assert.equal((await get(`/api/runs/${ID}/features?min_frequency=1e-300&max_frequency=0.5&offset=10&limit=5`)).statusCode, 200);
+});
+
 test('bad requests get a 4xx with a message, never a 500, and no file outside the data', async () => {
   const cases: [string, number][] = [
     [`/api/runs/${ID}/features/64`, 404],
     [`/api/runs/${ID}/features/-1`, 400],
     [`/api/runs/${ID}/features/1.5`, 400],
     [`/api/runs/${ID}/features/abc`, 400],
-    [`/api/runs/${ID}/features/99999999999999999999999`, 404],
+    [`/api/runs/${ID}/features/99999999999999999999999`, 400],
+    // Numbers in URLs are written plainly: no whitespace, no Infinity, no overflow to Infinity, no leading zeros.
+    [`/api/runs/${ID}/features/%20`, 400],
+    [`/api/runs/${ID}/features/%09`, 400],
+    [`/api/runs/${ID}/features/Infinity`, 400],
+    [`/api/runs/${ID}/features/1e1`, 400],
+    [`/api/runs/${ID}/features/07`, 400],
+    [`/api/runs/${ID}/images/%20`, 400],
+    [`/api/runs/${ID}/features?min_concept_f1=1e309`, 400],
+    [`/api/runs/${ID}/features?min_frequency=%20`, 400],
+    [`/api/runs/${ID}/features?offset=%20`, 400],
     [`/api/runs/nope/features/1`, 404],
     [`/api/runs/${ID}/features?sort=bogus`, 400],
     [`/api/runs/${ID}/features?limit=0`, 400],

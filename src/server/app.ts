@@ -16,6 +16,7 @@ import { ANNOTATED, RunComparison, SORT_KEYS } from './api.js';
 import { NotFound, RunData, Urls } from './data.js';
 import { THUMBS_DIR } from '../analysis/visuals.js';
 import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
+import { lenientNumber } from './strict-params.js';
 
 /** The built web app: dist/web next to dist/src (see web/vite.config.ts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -72,6 +73,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       const host = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
       if (!LOOPBACK_HOSTS.has(host)) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `host ${host} is not served; open the app at http://127.0.0.1` });
     }
+  });
+  app.addHook('preValidation', async (req, reply) => {
+    const bad = lenientNumber(req.routeOptions.schema, req.params, req.query);
+    if (bad) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: bad });
   });
   app.addHook('onSend', async (req, reply) => {
     const t = started.get(req);

@@ -6,13 +6,16 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, promises as fsp } from 'node:fs';
+import { promisify } from 'node:util';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createServer, openRuns } from '../src/server/app.js';
 import type { ConceptMatch, FeatureList, FeaturePage, ImagePage, RunInfo, Comparison } from '../src/server/api.js';
 import { RunData } from '../src/server/data.js';
+import { ANNOTATIONS_FILE } from '../src/server/annotations.js';
 import { HIST_BINS } from '../src/analysis/accumulate.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
 import { addConceptReportToRun, ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
@@ -119,6 +122,18 @@ test('names and notes are saved in SQLite and shown everywhere', async () => {
   assert.equal(bad.statusCode, 400);
   assert.match(bad.json().message, /name/);
   assert.equal((await put(3, { title: 'x' })).statusCode, 400);
+  // Text must be valid Unicode: a lone surrogate is refused, any real character (outside the BMP too) round-trips,
+  // through vitsae and through Python's sqlite3, which rejects invalid UTF-8.
+  const lone = await put(5, { name: 'lone \ud800 surrogate' });
+  assert.equal(lone.statusCode, 400);
+  assert.match(lone.json().message, /name holds a lone UTF-16 surrogate/);
+  assert.equal((await put(5, { name: 'butterfly \u{1F98B} é', notes: '\udbff\udfff' })).statusCode, 200);
+  assert.equal((await get(`/api/runs/${ID}/features/5`)).json<FeaturePage>().name, 'butterfly \u{1F98B} é');
+  if (existsSync('/usr/bin/python3')) {
+    const py = 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select name from features where latent = 5").fetchone()[0].encode("unicode_escape").decode())';
+    const { stdout } = await promisify(execFile)('/usr/bin/python3', ['-c', py, path.join(run.dir, ANNOTATIONS_FILE)]);
+    assert.equal(stdout.trim(), 'butterfly \\U0001f98b \\xe9');
+  }
   // Stored on disk: a fresh reader sees it.
   const again = await RunData.open(run.dir, 'again', { files: () => '', view: () => '' }, { readonly: true });
   assert.equal((await again.feature(3)).notes, 'left side of trousers');

@@ -53,6 +53,8 @@ export interface ServerOptions {
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
+/** With the u flag a surrogate pair is one code point, so only unpaired surrogates match. */
+const LONE_SURROGATE = /\p{Cs}/u;
 const RunParam = Type.Object({ run: Type.String({ maxLength: 100 }) });
 const LatentParams = Type.Object({ run: Type.String({ maxLength: 100 }), latent: Type.Integer({ minimum: 0 }) });
 const ImageParams = Type.Object({ run: Type.String({ maxLength: 100 }), image: Type.Integer({ minimum: 0 }) });
@@ -143,6 +145,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     async (req, reply) => {
       const run = runOf(req.params.run);
       if (!run.editable) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `run ${run.id} is read-only` });
+      // A lone UTF-16 surrogate cannot be stored as valid UTF-8: SQLite would keep bytes other readers reject.
+      for (const field of ['name', 'notes'] as const)
+        if (LONE_SURROGATE.test(req.body[field])) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${field} holds a lone UTF-16 surrogate (not valid Unicode text)` });
       return run.annotate(req.params.latent, req.body.name, req.body.notes);
     },
   );

@@ -153,7 +153,7 @@ test('a sweep trains several SAEs on the same batches in one pass', async () => 
 });
 
 test('bad input gets a clear error and never damages an existing checkpoint', async () => {
-  // NaN in a shard file: the batch that holds it is refused by name.
+  // NaN in a shard file: refused, naming the file, example and token.
   const bad = path.join(tmp, 'nan-acts');
   await fsp.cp(shards, bad, { recursive: true });
   const f = path.join(bad, 'acts000000.bin');
@@ -162,7 +162,7 @@ test('bad input gets a clear error and never damages an existing checkpoint', as
   await fsp.writeFile(f, bytes);
   await assert.rejects(
     train({ shards: bad, out: path.join(tmp, 'nan-sae'), selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', ...configs({}, { tokens: 20_000, scaleTokens: 1000 }) }], showProgress: false }),
-    /non-finite|NaN/,
+    /nan-acts\/acts000000\.bin: example \d+ .* has a non-finite value \(NaN\) at layer -?\d+, token \d+/,
   );
   // Training into a directory that holds a checkpoint, without --resume, is refused.
   const out = path.join(tmp, 'sae-topk');

@@ -165,6 +165,27 @@ test('open detects truncated shards, bad metadata and bad shards.json with the f
   await assert.rejects(ShardDataset.open(dir), /metadata\.json does not exist: .* is not a complete shard directory/);
 });
 
+test('a non-finite value on disk is refused by every read, naming the file, example, layer, token and dim', async () => {
+  const dir = await tmpDir();
+  await writeDir(dir, [5]);
+  // Example 4 is the second of acts000001.bin: layer position 1 (= layer 7), token 3 (patch 2), dim 6.
+  const file = path.join(dir, 'acts000001.bin');
+  const bytes = await fs.readFile(file);
+  bytes.writeFloatLE(NaN, 4 * (1 * L * T * D + 1 * T * D + 3 * D + 6));
+  await fs.writeFile(file, bytes);
+  const ds = await ShardDataset.open(dir);
+  try {
+    const where = `${file}: example 4 (line 5 of examples.jsonl, where the recording has one, names its image) has a non-finite value (NaN) at layer 7, token 3 (patch 2), dim 6`;
+    await assert.rejects(ds.readExamples(3, 2), (e: Error) => e.message.startsWith(where));
+    await assert.rejects(ds.readTokens(1, 4, 1, 1, 4), (e: Error) => e.message.startsWith(where));
+    // Reads that do not touch the value still work.
+    assert.deepEqual(await ds.readExamples(0, 4), encoded(0, 4));
+    assert.deepEqual(await ds.readTokens(0, 4, 1, 0, T), encoded(4, 1).subarray(0, T * D));
+  } finally {
+    await ds.close();
+  }
+});
+
 test('append rejects non-finite values naming the example, and partial examples; writes nothing', async () => {
   const dir = await tmpDir();
   const w = await ShardWriter.create(dir, meta());

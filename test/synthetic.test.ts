@@ -164,6 +164,18 @@ test('CLI: data synthetic writes shards that shards info --json reports as valid
   assert.equal(j.bytes.data, 12 * 4 * 16 * 4);
   assert.ok(j.saev_compatibility.some((n: string) => n.includes('family "synthetic"')));
 
+  // --verify reads every value: a NaN that sizes cannot show fails with its place.
+  const verified = await cli('shardsInfoCommand', '../src/cli/commands/shards.js', [out, '--verify', '--no-progress']);
+  assert.equal(verified.code, 0, verified.stdout);
+  assert.match(verified.stdout, /validation: ok, every value finite \(--verify\)/);
+  const acts = await fs.readFile(path.join(out, 'acts000000.bin'));
+  acts.writeFloatLE(Infinity, 4 * (7 * 4 * 16 + 2 * 16 + 3)); // example 7, token 2, dim 3
+  await fs.writeFile(path.join(out, 'acts000000.bin'), acts);
+  assert.match((await cli('shardsInfoCommand', '../src/cli/commands/shards.js', [out])).stdout, /validation: ok \(sizes and names/);
+  const nan = await cli('shardsInfoCommand', '../src/cli/commands/shards.js', [out, '--verify', '--no-progress']);
+  assert.equal(nan.code, 1);
+  assert.match(nan.stdout, /validation: FAILED: \S+\/acts000000\.bin: example 7 .* has a non-finite value \(Infinity\) at layer -?\d+, token 2, dim 3/);
+
   await fs.truncate(path.join(out, 'acts000000.bin'), 10);
   const bad = await cli('shardsInfoCommand', '../src/cli/commands/shards.js', [out]);
   assert.equal(bad.code, 1);

@@ -87,15 +87,6 @@ function checkShared(members: SweepMember[]): void {
   }
 }
 
-/** Throws a clear error when a batch holds NaN or Inf (bad shards would otherwise silently ruin the weights). */
-function checkFinite(acts_BD: Float32Array, d: number, step: number, shards: string): void {
-  for (let i = 0; i < acts_BD.length; i++) {
-    if (!Number.isFinite(acts_BD[i])) {
-      throw new UserError(`batch ${step} from ${shards} has a non-finite value (${acts_BD[i]}) in token row ${Math.floor(i / d)}: the shards are corrupt; re-record them (\`vitsae shards info\` validates sizes, not values)`);
-    }
-  }
-}
-
 interface Member extends SweepMember {
   dir: string;
   model: Sae;
@@ -188,7 +179,6 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
       const { value: batch } = await next;
       if (!batch) throw new Error('the shuffled loader ended');
       next = step + 1 < totalSteps ? it.next() : next;
-      checkFinite(batch.acts_BD, ds.d, step, opts.shards);
       scaled.clear();
       for (const m of members) {
         if (step < m.step) continue;

@@ -353,6 +353,27 @@ export class ShardDataset {
       }
       ex += n;
     }
+    this.checkFinite(start, blockOffset, blockFloats, dest.subarray(0, count * blockFloats));
+  }
+
+  /**
+   * Refuses a non-finite value in what was read, naming where it lies: every reader (training, evaluation,
+   * exemplars, concept checks, comparison, the server) goes through readBlocks, so none can read NaN silently.
+   */
+  private checkFinite(start: number, blockOffset: number, blockFloats: number, values: Float32Array): void {
+    for (let i = 0; i < values.length; i++) {
+      if (Number.isFinite(values[i])) continue;
+      const example = start + Math.floor(i / blockFloats);
+      const offset = blockOffset + (i % blockFloats);
+      const [T, D] = [this.tokensPerExample, this.d];
+      const token = Math.floor((offset % (T * D)) / D);
+      const shard = Math.floor(example / this.examplesPerShard);
+      const what = this.metadata.cls_token ? (token === 0 ? 'token 0 (CLS)' : `token ${token} (patch ${token - 1})`) : `token ${token}`;
+      throw new UserError(
+        `${path.join(this.dir, this.shards[shard].name)}: example ${example} (line ${example + 1} of examples.jsonl, where the recording has one, names its image) ` +
+          `has a non-finite value (${values[i]}) at layer ${this.metadata.layers[Math.floor(offset / (T * D))]}, ${what}, dim ${offset % D}: the shards are corrupt; re-record them`,
+      );
+    }
   }
 }
 

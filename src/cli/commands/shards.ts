@@ -1,5 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
 import { readMetadata, readProgress, saevCompatibility, ShardDataset, ShardMetadata } from '../../shards/format.js';
+import { progress } from '../../util/progress.js';
 
 function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -30,9 +31,14 @@ interface Info {
   labels?: boolean;
   bytes?: { files: number; data: number };
   saev_compatibility?: string[];
+  /** With --verify: every stored value was read and is finite. */
+  values_verified?: boolean;
 }
 
-async function inspect(dir: string): Promise<Info> {
+/** Floats read at a time by --verify, so memory stays bounded on any dataset. */
+const VERIFY_FLOATS = 1 << 22;
+
+async function inspect(dir: string, verify: boolean, showProgress: boolean): Promise<Info> {
   let ds: ShardDataset;
   try {
     ds = await ShardDataset.open(dir);
@@ -48,6 +54,20 @@ async function inspect(dir: string): Promise<Info> {
   }
   try {
     const md = ds.metadata;
+    if (verify) {
+      const chunk = Math.max(1, Math.floor(VERIFY_FLOATS / ds.exampleFloats));
+      const bar = progress('verify values', ds.nExamples, { enabled: showProgress, unit: 'examples' });
+      try {
+        for (let start = 0; start < ds.nExamples; start += chunk) {
+          await ds.readExamples(start, Math.min(chunk, ds.nExamples - start));
+          bar.update(Math.min(ds.nExamples, start + chunk));
+        }
+      } catch (e) {
+        return { dir, valid: false, error: errorMessage(e), metadata: md };
+      } finally {
+        bar.stop();
+      }
+    }
     const exampleBytes = ds.exampleFloats * 4;
     return {
       dir,
@@ -64,6 +84,7 @@ async function inspect(dir: string): Promise<Info> {
       labels: ds.hasLabels,
       bytes: { files: ds.shards.reduce((a, s) => a + s.bytes, 0) + (ds.labelsBytes ?? 0), data: ds.nExamples * exampleBytes + (ds.labelsBytes ?? 0) },
       saev_compatibility: saevCompatibility(md),
+      ...(verify ? { values_verified: true } : {}),
     };
   } finally {
     await ds.close();
@@ -83,7 +104,7 @@ function render(info: Info): string {
     lines.push(`  shards:     ${info.n_shards} × up to ${info.examples_per_shard} examples (max_tokens_per_shard ${md?.max_tokens_per_shard})`);
     lines.push(`  labels:     ${info.labels ? 'labels.bin (uint8 patch labels)' : 'none'}`);
     lines.push(`  size:       ${formatBytes(info.bytes.files)} in files, ${formatBytes(info.bytes.data)} of data (the rest is last-shard padding)`);
-    lines.push(`  validation: ok`);
+    lines.push(`  validation: ok${info.values_verified ? ', every value finite (--verify)' : ' (sizes and names; --verify reads every value)'}`);
     const notes = info.saev_compatibility ?? [];
     lines.push(`  saev:       ${notes.length ? 'saev would refuse this metadata: ' + notes.join('; ') : 'loadable (place the directory at .../saev/shards/<name>)'}`);
   } else {
@@ -99,18 +120,22 @@ export const shardsInfoCommand = defineCommand({
   positionals: true,
   summary: 'describe and validate a shard directory (saev protocol 2.1)',
   usage: `
-vitsae shards info DIR [--json]
+vitsae shards info DIR [--verify] [--json]
 
 Prints the metadata, token counts and sizes of the activation shards in DIR, and checks every file against
-metadata.json and shards.json (sizes, names, labels). Exits with status 1 if the directory is invalid.
+metadata.json and shards.json (sizes, names, labels). --verify also reads every stored value (streamed, in
+bounded memory) and fails on the first NaN or Inf, naming its file, example, layer, token and dim. Exits with
+status 1 if the directory is invalid.
 
 Example: vitsae shards info runs/shards/synthetic --json`,
   spec: {
+    verify: { kind: 'boolean', default: false, doc: 'read every stored value and check that it is finite' },
+    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr while verifying' },
     json: { kind: 'boolean', default: false, doc: 'print a JSON object instead of text' },
   },
   async run(config, positionals) {
-    if (positionals.length !== 1) throw new UserError(`expected one shard directory, got ${positionals.length} arguments; usage: vitsae shards info DIR [--json]`);
-    const info = await inspect(positionals[0]);
+    if (positionals.length !== 1) throw new UserError(`expected one shard directory, got ${positionals.length} arguments; usage: vitsae shards info DIR [--verify] [--json]`);
+    const info = await inspect(positionals[0], config.verify, config.progress);
     process.stdout.write((config.json ? JSON.stringify(info, null, 2) : render(info)) + '\n');
     if (!info.valid) process.exitCode = 1;
   },

@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone } from '../src/backbone/backbone.js';
 import { headModel } from '../src/backbone/graph.js';
-import { record, RecordingData, RecordOptions } from '../src/backbone/record.js';
+import { DEFAULT_MAX_TOKENS_PER_SHARD, record, RecordingData, RecordOptions } from '../src/backbone/record.js';
 import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
@@ -221,6 +221,21 @@ describe('record', () => {
       record({ ...quiet, model: fixtureModel('vit_hf'), layers: ['-2', '-1'], data: classes, out: path.join(root, 'x'), maxTokensPerShard: shard4, worker: 0, workers: 4 }),
       { message: /--workers 4 is more than the 3 shards/ },
     );
+  });
+
+  it('sizes shards for the workers when no shard size is given, and the merge equals one machine with that size', async () => {
+    const opts = { ...quiet, model: fixtureModel('vit_hf'), layers: ['-2', '-1'], data: classes, batch: 4 };
+    // At the default size the dataset is one shard; for 4 workers, shards of floor(size / 4) examples.
+    const parts = [0, 1, 2, 3].map((w) => path.join(root, `auto${w}`));
+    for (const [w, out] of parts.entries()) await record({ ...opts, out, worker: w, workers: 4 });
+    const merged = await mergeShards(parts, path.join(root, 'auto-merged'));
+    const one = path.join(root, 'auto-one');
+    await record({ ...opts, out: one, maxTokensPerShard: merged.metadata.max_tokens_per_shard });
+    const [a, b] = [await readAll(path.join(root, 'auto-merged')), await readAll(one)];
+    assert.ok(merged.metadata.max_tokens_per_shard < DEFAULT_MAX_TOKENS_PER_SHARD);
+    assert.equal(a.ds.shards.length >= 4, true, `${a.ds.shards.length} shards`);
+    assert.deepEqual(a.examples, b.examples);
+    assert.equal(Buffer.compare(bytes(a.acts), bytes(b.acts)), 0);
   });
 
   it('merges skip-run parts with short shards: full shards linked, the rest rewritten at the end', async () => {

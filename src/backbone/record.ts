@@ -14,7 +14,7 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import * as ort from 'onnxruntime-node';
 import { Dataset, openDataset } from '../data/images.js';
 import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
-import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter } from '../shards/format.js';
+import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
@@ -40,6 +40,7 @@ export interface RecordOptions {
   inputSize?: [number, number];
   mean?: number[];
   std?: number[];
+  /** Tokens per shard file over all layers; unset or 0: DEFAULT_MAX_TOKENS_PER_SHARD, lowered if the workers need more shards. */
   maxTokensPerShard?: number;
   /** Show a progress bar on stderr (default true). */
   progress?: boolean;
@@ -84,7 +85,7 @@ function layerNumber(bb: Backbone, layer: Layer): number {
 /** Dataset indices of worker `w` of `n`: whole shards, so that merged outputs need no repacking. */
 function workerSlice(size: number, perShard: number, w: number, n: number): { start: number; end: number } {
   const shards = Math.ceil(size / perShard);
-  if (n > shards) throw new UserError(`--workers ${n} is more than the ${shards} shards of this dataset; use at most ${shards} workers (or lower --max-tokens-per-shard)`);
+  if (n > shards) throw new UserError(`--workers ${n} is more than the ${shards} shards of this dataset at the --max-tokens-per-shard given; use at most ${shards} workers, a lower --max-tokens-per-shard, or leave it out to size shards for the workers`);
   if (!(Number.isInteger(w) && w >= 0 && w < n)) throw new UserError(`--worker ${w} must be in 0..${n - 1}`);
   const first = Math.floor((w * shards) / n);
   const last = Math.floor(((w + 1) * shards) / n);
@@ -115,10 +116,18 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     content_tokens_per_example: layout.patchTokens,
     cls_token: layout.prefixTokens > 0,
     d_model: layout.dModel,
-    max_tokens_per_shard: opts.maxTokensPerShard ?? DEFAULT_MAX_TOKENS_PER_SHARD,
+    max_tokens_per_shard: opts.maxTokensPerShard || DEFAULT_MAX_TOKENS_PER_SHARD,
   };
   const workers = opts.workers ?? 1;
   const worker = opts.worker ?? 0;
+  // Workers record whole shards, so each needs one: without a chosen shard size, shards shrink until they suffice.
+  // Every worker computes the same size from the dataset, and one machine recording with it gives the same bytes.
+  if (!opts.maxTokensPerShard && Math.ceil(ds.size / examplesPerShard(shape)) < workers) {
+    const perShard = Math.floor(ds.size / workers);
+    if (perShard < 1) throw new UserError(`--workers ${workers} is more than the ${ds.size} examples of ${opts.data}`);
+    shape.max_tokens_per_shard = perShard * tokensPerExample(shape) * numbers.length;
+    log(`shards of ${perShard} examples (--max-tokens-per-shard ${shape.max_tokens_per_shard}), so that each of the ${workers} workers records at least one`);
+  }
   const slice = workerSlice(ds.size, examplesPerShard(shape), worker, workers);
   const data: RecordingData = {
     format: 'vitsae-record',

@@ -30,7 +30,7 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
     inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
     mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
     std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
-    maxTokensPerShard: { kind: 'number', int: true, min: 1, default: DEFAULT_MAX_TOKENS_PER_SHARD, doc: 'tokens per shard file over all layers (saev rule)' },
+    maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
     progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
     json: { kind: 'boolean', default: false, doc: 'print a JSON summary' },
   },

@@ -303,7 +303,7 @@ export class ShardDataset {
   async readLabels(): Promise<Uint8Array | null> {
     if (this.labelsBytes === null) return null;
     const buf = await fs.readFile(path.join(this.dir, LABELS_FILE));
-    if (buf.byteLength !== this.labelsBytes) throw new UserError(`${LABELS_FILE} changed size while open (${buf.byteLength} bytes, expected ${this.labelsBytes}); re-open the shards`);
+    if (buf.byteLength !== this.labelsBytes) throw new UserError(`${path.join(this.dir, LABELS_FILE)} changed size while open (${buf.byteLength} bytes, expected ${this.labelsBytes}); re-open the shards`);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
-import { EXAMPLES_FILE } from '../src/backbone/record.js';
+import { EXAMPLES_FILE } from '../src/shards/format.js';
 import { probeTrainCommand } from '../src/cli/commands/probe.js';
 import { defaultsOf } from '../src/util/config.js';
 import { loadProbe, ProbeInfo, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';

@@ -162,7 +162,7 @@ test('bad input gets a clear error and never damages an existing checkpoint', as
   await fsp.writeFile(f, bytes);
   await assert.rejects(
     train({ shards: bad, out: path.join(tmp, 'nan-sae'), selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', ...configs({}, { tokens: 20_000, scaleTokens: 1000 }) }], showProgress: false }),
-    /nan-acts\/acts000000\.bin: example \d+ .* has a non-finite value \(NaN\) at layer -?\d+, token \d+/,
+    /nan-acts\/acts000000\.bin: example \d+.* has a non-finite value \(NaN\) at layer -?\d+, token \d+/,
   );
   // Training into a directory that holds a checkpoint, without --resume, is refused.
   const out = path.join(tmp, 'sae-topk');

@@ -175,12 +175,15 @@ test('a non-finite value on disk is refused by every read, naming the file, exam
   await fs.writeFile(file, bytes);
   const ds = await ShardDataset.open(dir);
   try {
-    const where = `${file}: example 4 (line 5 of examples.jsonl, where the recording has one, names its image) has a non-finite value (NaN) at layer 7, token 3 (patch 2), dim 6`;
+    const where = `${file}: example 4 has a non-finite value (NaN) at layer 7, token 3 (patch 2), dim 6`;
     await assert.rejects(ds.readExamples(3, 2), (e: Error) => e.message.startsWith(where));
     await assert.rejects(ds.readTokens(1, 4, 1, 1, 4), (e: Error) => e.message.startsWith(where));
     // Reads that do not touch the value still work.
     assert.deepEqual(await ds.readExamples(0, 4), encoded(0, 4));
     assert.deepEqual(await ds.readTokens(0, 4, 1, 0, T), encoded(4, 1).subarray(0, T * D));
+    // A recording's examples.jsonl names the image too.
+    await fs.writeFile(path.join(dir, 'examples.jsonl'), [0, 1, 2, 3, 4].map((i) => JSON.stringify({ file: `img${i}.png` })).join('\n') + '\n');
+    await assert.rejects(ds.readExamples(4, 1), (e: Error) => e.message.startsWith(`${file}: example 4 (image img4.png) has a non-finite value (NaN)`));
   } finally {
     await ds.close();
   }

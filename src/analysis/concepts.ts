@@ -17,7 +17,7 @@ import { native } from '../sae/native.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { parseCsv } from '../data/images.js';
 import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../data/concept-world.js';
-import { EXAMPLES_FILE } from '../backbone/record.js';
+import { EXAMPLES_FILE } from '../shards/format.js';
 import { Sae } from '../sae/model.js';
 import { Rng } from '../shards/random.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';

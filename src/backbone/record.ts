@@ -14,14 +14,13 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import * as ort from 'onnxruntime-node';
 import { Dataset, openDataset } from '../data/images.js';
 import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
-import { examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
+import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
 import { headModel } from './graph.js';
 import { encodeModel } from './onnx.js';
 
-export const EXAMPLES_FILE = 'examples.jsonl';
 export const ERRORS_FILE = 'errors.jsonl';
 /** saev's default shard budget (~7 GiB per shard at d_model 768). */
 export const DEFAULT_MAX_TOKENS_PER_SHARD = 2_400_000;

@@ -13,6 +13,8 @@ export const PROTOCOL = '2.1';
 export const METADATA_FILE = 'metadata.json';
 export const SHARDS_FILE = 'shards.json';
 export const LABELS_FILE = 'labels.bin';
+/** One JSON line per recorded example, in order, naming its image (written by `vitsae record`; optional). */
+export const EXAMPLES_FILE = 'examples.jsonl';
 /** Written by ShardWriter while recording and removed by close(); lets ShardWriter.resume continue after a crash. */
 export const PROGRESS_FILE = 'progress.json';
 const PROGRESS_FORMAT = 'vitsae-shard-progress';
@@ -353,14 +355,25 @@ export class ShardDataset {
       }
       ex += n;
     }
-    this.checkFinite(start, blockOffset, blockFloats, dest.subarray(0, count * blockFloats));
+    await this.checkFinite(start, blockOffset, blockFloats, dest.subarray(0, count * blockFloats));
+  }
+
+  /** " (image FILE)" for an example, from examples.jsonl where the recording wrote one; "" otherwise. */
+  private async imageOf(example: number): Promise<string> {
+    const line = (await fs.readFile(path.join(this.dir, EXAMPLES_FILE), 'utf8').catch(() => '')).split('\n')[example];
+    try {
+      const file = (JSON.parse(line) as { file?: unknown }).file;
+      return typeof file === 'string' ? ` (image ${file})` : '';
+    } catch {
+      return '';
+    }
   }
 
   /**
    * Refuses a non-finite value in what was read, naming where it lies: every reader (training, evaluation,
    * exemplars, concept checks, comparison, the server) goes through readBlocks, so none can read NaN silently.
    */
-  private checkFinite(start: number, blockOffset: number, blockFloats: number, values: Float32Array): void {
+  private async checkFinite(start: number, blockOffset: number, blockFloats: number, values: Float32Array): Promise<void> {
     for (let i = 0; i < values.length; i++) {
       if (Number.isFinite(values[i])) continue;
       const example = start + Math.floor(i / blockFloats);
@@ -370,7 +383,7 @@ export class ShardDataset {
       const shard = Math.floor(example / this.examplesPerShard);
       const what = this.metadata.cls_token ? (token === 0 ? 'token 0 (CLS)' : `token ${token} (patch ${token - 1})`) : `token ${token}`;
       throw new UserError(
-        `${path.join(this.dir, this.shards[shard].name)}: example ${example} (line ${example + 1} of examples.jsonl, where the recording has one, names its image) ` +
+        `${path.join(this.dir, this.shards[shard].name)}: example ${example}${await this.imageOf(example)} ` +
           `has a non-finite value (${values[i]}) at layer ${this.metadata.layers[Math.floor(offset / (T * D))]}, ${what}, dim ${offset % D}: the shards are corrupt; re-record them`,
       );
     }

@@ -6,10 +6,10 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ERRORS_FILE, EXAMPLES_FILE, RecordingData } from '../backbone/record.js';
+import { ERRORS_FILE, RecordingData } from '../backbone/record.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { examplesPerShard, LABELS_FILE, METADATA_FILE, SHARDS_FILE, ShardDataset, ShardEntry, shardFileName, ShardMetadata, ShardWriter } from './format.js';
+import { EXAMPLES_FILE, examplesPerShard, LABELS_FILE, METADATA_FILE, SHARDS_FILE, ShardDataset, ShardEntry, shardFileName, ShardMetadata, ShardWriter } from './format.js';
 
 export interface MergeResult {
   metadata: ShardMetadata;

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { EXAMPLES_FILE } from '../../backbone/record.js';
+import { EXAMPLES_FILE } from '../../shards/format.js';
 import { Sae } from '../../sae/model.js';
 import type { SparseActs } from '../../sae/native.js';
 import { OrderedBatch, OrderedTokenLoader, ShardDataset } from '../../shards/index.js';

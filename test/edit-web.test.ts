@@ -116,6 +116,12 @@ test('bad requests get a 4xx with a message, never a 500', async () => {
     [{ ...ok, edits: [e({ patches: 'some' })] }, 400, /patches/],
     [{ ...ok, edits: [e({ mode: 'multiply' })] }, 400, /mode/],
     [{ ...ok, edits: [e({ value: 1e9 })] }, 400, /value/],
+    // Numbers are JSON numbers: a string is not coerced (" " would read as 0).
+    [{ ...ok, probe: ' ' }, 400, /body\.probe must be a JSON number, got the string " "/],
+    [{ ...ok, image: '0' }, 400, /body\.image must be a JSON number/],
+    [{ ...ok, edits: [e({ latent: '3' })] }, 400, /body\.edits\[0\]\.latent must be a JSON number/],
+    [{ ...ok, edits: [e({ patches: ['1'] })] }, 400, /body\.edits\[0\]\.patches\[0\] must be a JSON number/],
+    [{ ...ok, edits: [e({ value: ' ' })] }, 400, /value must be a JSON number/],
     [{ ...ok, edits: [e({ colour: 'red' })] }, 400, /additional/],
     [{ ...ok, patches: [99] }, 400, /patch 99 does not exist/],
     [{ ...ok, image: { upload: 'f'.repeat(64) } }, 404, /upload the image again/],

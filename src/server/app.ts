@@ -16,7 +16,7 @@ import { ANNOTATED, RunComparison, SORT_KEYS } from './api.js';
 import { NotFound, RunData, Urls } from './data.js';
 import { THUMBS_DIR } from '../analysis/visuals.js';
 import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
-import { lenientNumber } from './strict-params.js';
+import { lenientNumber, numberAsString } from './strict-params.js';
 
 /** The built web app: dist/web next to dist/src (see web/vite.config.ts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -77,7 +77,8 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     }
   });
   app.addHook('preValidation', async (req, reply) => {
-    const bad = lenientNumber(req.routeOptions.schema, req.params, req.query);
+    const schema = req.routeOptions.schema;
+    const bad = lenientNumber(schema, req.params, req.query) ?? numberAsString(schema?.body as Parameters<typeof numberAsString>[0], req.body);
     if (bad) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: bad });
   });
   app.addHook('onSend', async (req, reply) => {

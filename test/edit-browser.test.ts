@@ -72,7 +72,7 @@ const bars = (testid: string) => page.$$eval(`[data-testid=${testid}] .class-bar
 const settled = (same: boolean) =>
   page.waitForFunction((same) => {
     const of = (testid: string) => [...document.querySelectorAll(`[data-testid=${testid}] .class-bar`)].map((b) => b.textContent).join(' | ');
-    return !document.querySelector('.pending') && of('prediction-after') !== '' && (of('prediction-after') === of('prediction-before')) === same;
+    return !document.querySelector('.pending') && of('prediction-before') !== '' && of('prediction-after') !== '' && (of('prediction-after') === of('prediction-before')) === same;
   }, same);
 
 test('the classification demo: from a feature page, a slider changes the class probabilities shown', { skip }, async () => {

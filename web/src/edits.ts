@@ -84,30 +84,33 @@ export interface EditSession {
  * answer to the latest edits is kept (earlier ones arriving late are dropped).
  */
 export function useEditSession(run: RunInfo, probe: number, image: DemoImage, edits: EditSpec[]): EditSession {
-  const [state, setState] = useState<EditSession>({ pending: true });
+  const imageKey = `${run.id} ${probe} ${JSON.stringify(image)}`;
+  // The state carries the image it belongs to: in the render after the image changes, before the effect below
+  // resets it, the old image's answers must not be shown as this one's.
+  const [state, setState] = useState<EditSession & { of?: string }>({ pending: true });
   const latest = useRef(0);
-  const imageKey = JSON.stringify(image);
   useEffect(() => {
     let live = true;
     // Answers to edits of the previous image, still on their way, must not land on this one.
     latest.current++;
-    setState({ pending: true });
+    setState({ pending: true, of: imageKey });
     postEdit(run.id, { probe, image, edits: [], patches: 'all' }).then(
       (base) => {
         if (!live) return;
         const [gh, gw] = base.grid;
         const patches = Array.from({ length: gh * gw }, (_, p) => base.patches[p] ?? []);
-        setState({ base, edited: base, pending: false, page: { view: imageView(run.id, image), key: typeof image === 'number' ? `image ${image}` : 'upload', grid: base.grid, patches, latents: base.latents } });
+        setState({ of: imageKey, base, edited: base, pending: false, page: { view: imageView(run.id, image), key: typeof image === 'number' ? `image ${image}` : 'upload', grid: base.grid, patches, latents: base.latents } });
       },
-      (e: Error) => live && setState({ pending: false, error: e.message }),
+      (e: Error) => live && setState({ of: imageKey, pending: false, error: e.message }),
     );
     return () => {
       live = false;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [run.id, probe, imageKey]);
+  }, [imageKey]);
   const editsKey = JSON.stringify(edits);
-  const ready = state.base !== undefined;
+  const current = state.of === imageKey;
+  const ready = current && state.base !== undefined;
   useEffect(() => {
     if (!ready) return;
     const id = ++latest.current;
@@ -125,5 +128,5 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
     return () => clearTimeout(timer);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [editsKey, ready]);
-  return state;
+  return current ? state : { pending: true };
 }

@@ -3,12 +3,12 @@ import { useEffect, useState } from 'react';
 import { openSource } from './data.js';
 import { Compare } from './Compare.js';
 import { EditDemo } from './EditDemo.js';
-import { parseDemoImage } from './edits.js';
 import { CompareRuns } from './CompareRuns.js';
 import { FeatureList } from './FeatureList.js';
 import { FeaturePage } from './FeaturePage.js';
 import { ImagePage } from './ImagePage.js';
-import { AppContext, AppData, href } from './ui.js';
+import { AppContext, AppData } from './app.js';
+import { href, parseRoute } from './routes.js';
 
 function useHash(): string {
   const [hash, setHash] = useState(location.hash);
@@ -21,30 +21,40 @@ function useHash(): string {
 }
 
 function Routes({ app, hash }: { app: AppData; hash: string }) {
-  const [route, query = ''] = hash.replace(/^#/, '').split('?');
-  const parts = route.split('/').filter(Boolean);
+  const route = parseRoute(hash);
   const run = (id: string) => app.runs.find((r) => r.id === id);
-  const int = (s: string | undefined) => (s !== undefined && /^\d+$/.test(s) ? Number(s) : undefined);
-  if (parts[0] === 'matches') return <CompareRuns params={new URLSearchParams(query)} />;
-  if (parts[0] === 'compare') {
-    const [a, b, latent] = [run(parts[1]), run(parts[3]), int(parts[2])];
-    if (a && b && latent !== undefined && latent < a.d_sae) return <Compare a={a} b={b} latent={latent} other={int(parts[4])} />;
-  }
-  if (parts[0] === 'r') {
-    const r = run(parts[1]);
-    const n = int(parts[3]);
-    if (r && parts.length === 2) return <FeatureList run={r} params={new URLSearchParams(query)} />;
-    if (r && parts[2] === 'f' && n !== undefined && n < r.d_sae) return <FeaturePage run={r} latent={n} />;
-    if (r && parts[2] === 'i' && n !== undefined && n < r.n_images) return <ImagePage run={r} image={n} />;
-    if (r && parts[2] === 'edit' && n !== undefined) {
-      const image = parseDemoImage(parts[4]);
-      const latent = int(new URLSearchParams(query).get('latent') ?? undefined);
-      if ((parts[4] === undefined || image !== undefined) && (latent === undefined || latent < r.d_sae)) return <EditDemo run={r} probe={n} image={image} latent={latent} />;
+  switch (route.page) {
+    case 'home':
+      if (!app.runs.length) break;
+      location.replace(href.list(app.runs[0].id));
+      return null;
+    case 'matches':
+      return <CompareRuns params={route.params} />;
+    case 'compare': {
+      const [a, b] = [run(route.a), run(route.b)];
+      if (a && b && route.latent < a.d_sae) return <Compare a={a} b={b} latent={route.latent} other={route.other} />;
+      break;
     }
-  }
-  if (parts.length === 0 && app.runs.length) {
-    location.replace(href.list(app.runs[0].id));
-    return null;
+    case 'list': {
+      const r = run(route.run);
+      if (r) return <FeatureList run={r} params={route.params} />;
+      break;
+    }
+    case 'feature': {
+      const r = run(route.run);
+      if (r && route.latent < r.d_sae) return <FeaturePage run={r} latent={route.latent} />;
+      break;
+    }
+    case 'image': {
+      const r = run(route.run);
+      if (r && route.image < r.n_images) return <ImagePage run={r} image={route.image} />;
+      break;
+    }
+    case 'edit': {
+      const r = run(route.run);
+      if (r && (route.latent === undefined || route.latent < r.d_sae)) return <EditDemo run={r} probe={route.probe} image={route.image} latent={route.latent} />;
+      break;
+    }
   }
   return (
     <p className="error" role="alert">

@@ -4,7 +4,10 @@
  */
 import type { RunInfo } from '../../src/server/api.js';
 import { FeatureDetail } from './FeaturePage.js';
-import { href, LatentCard, num, Status, useApp, useLoad } from './ui.js';
+import { useApp, useLoad } from './app.js';
+import { num } from './format.js';
+import { href } from './routes.js';
+import { LatentCard, Status } from './widgets.js';
 
 export function Compare({ a, b, latent, other }: { a: RunInfo; b: RunInfo; latent: number; other?: number }) {
   const { source, runs } = useApp();

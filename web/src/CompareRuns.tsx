@@ -5,7 +5,9 @@
  */
 import type { CompareSide, LatentComparison } from '../../src/analysis/compare/format.js';
 import type { RunComparison, RunInfo } from '../../src/server/api.js';
-import { href, LatentCard, Status, useApp, useLoad } from './ui.js';
+import { useApp, useLoad } from './app.js';
+import { href } from './routes.js';
+import { LatentCard, Status } from './widgets.js';
 
 const PAGE = 50;
 const LISTS = ['pairs', 'only-a', 'only-b'] as const;

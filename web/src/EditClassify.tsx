@@ -7,8 +7,9 @@ import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
 import type { ClassProb, EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
 import { Chosen, FiringList, LatentSlider, ModeSelect } from './EditParts.js';
-import { DemoImage, useEditSession } from './edits.js';
-import { cellsOf, PatchView, Rect } from './ImagePage.js';
+import { cellsOf, PatchView, Rect } from './PatchView.js';
+import { useEditSession } from './edits.js';
+import { DemoImage } from './routes.js';
 
 /** The classes of a prediction with their probabilities as bars. */
 function ClassBars({ title, classes, testid, changed }: { title: string; classes: ClassProb[]; testid: string; changed?: boolean }) {

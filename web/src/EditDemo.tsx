@@ -3,8 +3,9 @@ import type { RunInfo } from '../../src/server/api.js';
 import { EditClassify } from './EditClassify.js';
 import { ImageChooser } from './EditParts.js';
 import { EditSegment } from './EditSegment.js';
-import { DemoImage, editHref, useProbes } from './edits.js';
-import { href, num } from './ui.js';
+import { useProbes } from './edits.js';
+import { num } from './format.js';
+import { DemoImage, href } from './routes.js';
 
 export function EditDemo({ run, probe: id, image = 0, latent }: { run: RunInfo; probe: number; image?: DemoImage; latent?: number }) {
   const probes = useProbes(run);
@@ -18,7 +19,7 @@ export function EditDemo({ run, probe: id, image = 0, latent }: { run: RunInfo; 
         {(probes ?? [])
           .filter((p) => p.id !== id)
           .map((p) => (
-            <a key={p.id} href={editHref(run.id, p.id, image, latent)}>
+            <a key={p.id} href={href.edit(run.id, p.id, image, latent)}>
               {p.task === 'classify' ? 'classification' : 'segmentation'} demo
             </a>
           ))}

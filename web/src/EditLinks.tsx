@@ -1,7 +1,8 @@
 /** Links from a feature or image page to the run's edit demos (none without probes, or on a static site). */
 import type { RunInfo } from '../../src/server/api.js';
-import { editHref, useProbes } from './edits.js';
-import { num } from './ui.js';
+import { useProbes } from './edits.js';
+import { num } from './format.js';
+import { href } from './routes.js';
 
 /** The demos of one image and/or one feature. */
 export function EditLinks({ run, image, latent }: { run: RunInfo; image?: number; latent?: number }) {
@@ -11,7 +12,7 @@ export function EditLinks({ run, image, latent }: { run: RunInfo; image?: number
     <span className="edit-links" data-testid="edit-links">
       {latent === undefined ? 'edit this image:' : 'edit this feature:'}
       {probes.map((p) => (
-        <a key={p.id} href={editHref(run.id, p.id, image, latent)} title={`${p.name}: ${p.classes.length} classes, held-out accuracy ${num(p.accuracy)}`}>
+        <a key={p.id} href={href.edit(run.id, p.id, image, latent)} title={`${p.name}: ${p.classes.length} classes, held-out accuracy ${num(p.accuracy)}`}>
           {p.task === 'classify' ? 'classification' : 'segmentation'} demo
         </a>
       ))}

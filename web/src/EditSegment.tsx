@@ -6,8 +6,10 @@ import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
 import type { EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
 import { FiringList, LatentSlider, ModeSelect } from './EditParts.js';
-import { DemoImage, imageView, useEditSession } from './edits.js';
-import { cellsOf, PatchView, Rect } from './ImagePage.js';
+import { cellsOf, PatchView, Rect } from './PatchView.js';
+import { imageView } from './data.js';
+import { useEditSession } from './edits.js';
+import { DemoImage } from './routes.js';
 
 const MASK = 300;
 /** Class colours (Tableau 10); a class named "background" is left clear. */

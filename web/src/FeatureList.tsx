@@ -1,7 +1,10 @@
 /** The feature list: sort, filter by frequency, name or notes, annotation and concept match, page, jump to an id. */
 import { FormEvent, useState } from 'react';
 import type { FeatureQuery, RunInfo, SortKey } from '../../src/server/api.js';
-import { ConceptBadge, href, num, pct, Status, Thumbs, useApp, useLoad } from './ui.js';
+import { useApp, useLoad } from './app.js';
+import { num, pct } from './format.js';
+import { href } from './routes.js';
+import { ConceptBadge, Status, Thumbs } from './widgets.js';
 
 const PAGE = 50;
 const SORTS: [SortKey, string][] = [

@@ -6,7 +6,10 @@ import { FormEvent, useEffect, useState } from 'react';
 import type { ConceptMatch, FeaturePage as Page, RunInfo } from '../../src/server/api.js';
 import { thumbUrl } from './data.js';
 import { EditLinks } from './EditLinks.js';
-import { featureTitle, href, Histogram, LatentCard, num, pct, Status, useApp, useLoad } from './ui.js';
+import { useApp, useLoad } from './app.js';
+import { featureTitle, num, pct } from './format.js';
+import { href } from './routes.js';
+import { Histogram, LatentCard, Status } from './widgets.js';
 
 function NameEditor({ run, page, onSaved }: { run: RunInfo; page: Page; onSaved: () => void }) {
   const { source } = useApp();

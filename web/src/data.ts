@@ -1,10 +1,13 @@
 /**
- * Where the app gets its data: the live server's JSON API, or the files of a static site written by `vitsae site`
- * (the same JSON, precomputed; lists are sorted and filtered here with the server's own query code).
+ * Where the app gets its data, the one place that knows URLs of data: the live server's JSON API, or the files of
+ * a static site written by `vitsae site` (the same JSON, precomputed; lists are sorted and filtered here with the
+ * server's own query code; no edit demos).
  */
 import type { Comparison, FeatureList, FeaturePage, FeatureQuery, FeatureRow, ImagePage, RunComparison, RunInfo } from '../../src/server/api.js';
+import type { EditAnswer, EditRequest, ProbeList, ProbeSummary, Upload } from '../../src/server/edit-api.js';
 import { FeatureTable } from '../../src/server/query.js';
 import { thumbPath } from '../../src/analysis/layout.js';
+import type { DemoImage } from './routes.js';
 
 export interface Source {
   /** A static site: no editing, no co-firing comparison. */
@@ -17,9 +20,13 @@ export interface Source {
   /** The `vitsae compare` output the server or site was given (serve/site --compare). */
   comparison(): Promise<RunComparison>;
   annotate(run: string, latent: number, name: string, notes: string): Promise<void>;
+  /** The run's task heads for the edit demos (none on a static site). */
+  probes(run: string): Promise<ProbeSummary[]>;
+  edit(run: string, req: EditRequest): Promise<EditAnswer>;
+  upload(file: File): Promise<Upload>;
 }
 
-export async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
+async function getJson<T>(url: string, init?: RequestInit): Promise<T> {
   const res = await fetch(url, init);
   if (!res.ok) {
     const body = (await res.json().catch(() => null)) as { message?: string } | null;
@@ -45,6 +52,9 @@ const live: Source = {
   annotate: async (run, latent, name, notes) => {
     await getJson(`/api/runs/${run}/features/${latent}/annotation`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, notes }) });
   },
+  probes: async (run) => (await getJson<ProbeList>(`/api/runs/${run}/probes`)).probes,
+  edit: (run, req) => getJson(`/api/runs/${run}/edit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) }),
+  upload: (file) => getJson('/api/uploads', { method: 'POST', headers: { 'content-type': file.type || 'application/octet-stream' }, body: file }),
 };
 
 /** A static site's files (layout in src/server/site.ts): only exemplar images have image pages. */
@@ -73,6 +83,13 @@ function staticSource(runs: RunInfo[]): Source {
     annotate: async () => {
       throw new Error('this is a read-only site');
     },
+    probes: async () => [],
+    edit: async () => {
+      throw new Error('edits need the server (vitsae serve)');
+    },
+    upload: async () => {
+      throw new Error('uploads need the server (vitsae serve)');
+    },
   };
 }
 
@@ -87,4 +104,9 @@ export async function openSource(): Promise<{ source: Source; runs: RunInfo[] }>
 
 export function thumbUrl(run: RunInfo, latent: number, rank: number): string {
   return run.files + thumbPath(latent, rank);
+}
+
+/** The picture of a demo's image: one of the run's, or an upload (the server only). */
+export function imageView(run: string, image: DemoImage): string {
+  return typeof image === 'number' ? `/api/runs/${run}/images/${image}/view.png` : `/api/runs/${run}/uploads/${image.upload}/view.png`;
 }

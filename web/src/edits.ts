@@ -1,35 +1,14 @@
 /**
- * The edit demos' data: a run's task heads, uploads and edits, from the server's API (a static site has no
- * demos), hash routes to the demos, and the hook that keeps an image's unedited answer and its edited one.
+ * The edit demos' hooks: a run's task heads (a static site has none), and the session that keeps an image's
+ * unedited answer and its edited one.
  */
 import { useEffect, useRef, useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
-import type { EditAnswer, EditRequest, EditSpec, ProbeList, ProbeSummary, Upload } from '../../src/server/edit-api.js';
-import { getJson } from './data.js';
-import type { PatchData } from './ImagePage.js';
-import { useApp } from './ui.js';
-
-/** A demo's image: one of the run's (its index) or an upload (its id). */
-export type DemoImage = number | { upload: string };
-
-const UPLOAD_PREFIX = 'upload-';
-
-/** The demo of `probe`, on an image, with a latent chosen; the image is an index or `upload-<id>` in the route. */
-export function editHref(run: string, probe: number, image?: DemoImage, latent?: number): string {
-  const img = image === undefined ? '' : `/${typeof image === 'number' ? image : UPLOAD_PREFIX + image.upload}`;
-  return `#/r/${run}/edit/${probe}${img}${latent === undefined ? '' : `?latent=${latent}`}`;
-}
-
-/** The image named by a route part, if it names one. */
-export function parseDemoImage(part: string | undefined): DemoImage | undefined {
-  if (part === undefined) return undefined;
-  if (/^\d+$/.test(part)) return Number(part);
-  return part.startsWith(UPLOAD_PREFIX) && /^[0-9a-f]{64}$/.test(part.slice(UPLOAD_PREFIX.length)) ? { upload: part.slice(UPLOAD_PREFIX.length) } : undefined;
-}
-
-export function imageView(run: string, image: DemoImage): string {
-  return typeof image === 'number' ? `/api/runs/${run}/images/${image}/view.png` : `/api/runs/${run}/uploads/${image.upload}/view.png`;
-}
+import type { EditAnswer, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
+import { useApp } from './app.js';
+import { imageView } from './data.js';
+import type { PatchData } from './PatchView.js';
+import type { DemoImage } from './routes.js';
 
 const probeLists = new Map<string, Promise<ProbeSummary[]>>();
 
@@ -41,7 +20,7 @@ export function useProbes(run: RunInfo): ProbeSummary[] | undefined {
     if (source.isStatic) return;
     let list = probeLists.get(run.id);
     if (!list) {
-      list = getJson<ProbeList>(`/api/runs/${run.id}/probes`).then((l) => l.probes);
+      list = source.probes(run.id);
       list.catch(() => probeLists.delete(run.id));
       probeLists.set(run.id, list);
     }
@@ -55,14 +34,6 @@ export function useProbes(run: RunInfo): ProbeSummary[] | undefined {
     };
   }, [run.id, source.isStatic]);
   return probes;
-}
-
-export function postEdit(run: string, req: EditRequest): Promise<EditAnswer> {
-  return getJson(`/api/runs/${run}/edit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
-}
-
-export function postUpload(file: File): Promise<Upload> {
-  return getJson('/api/uploads', { method: 'POST', headers: { 'content-type': file.type || 'application/octet-stream' }, body: file });
 }
 
 /** Milliseconds a slider must rest before its edit is sent. */
@@ -84,6 +55,7 @@ export interface EditSession {
  * answer to the latest edits is kept (earlier ones arriving late are dropped).
  */
 export function useEditSession(run: RunInfo, probe: number, image: DemoImage, edits: EditSpec[]): EditSession {
+  const { source } = useApp();
   const imageKey = `${run.id} ${probe} ${JSON.stringify(image)}`;
   // The state carries the image it belongs to: in the render after the image changes, before the effect below
   // resets it, the old image's answers must not be shown as this one's.
@@ -94,7 +66,7 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
     // Answers to edits of the previous image, still on their way, must not land on this one.
     latest.current++;
     setState({ pending: true, of: imageKey });
-    postEdit(run.id, { probe, image, edits: [], patches: 'all' }).then(
+    source.edit(run.id, { probe, image, edits: [], patches: 'all' }).then(
       (base) => {
         if (!live) return;
         const [gh, gw] = base.grid;
@@ -120,7 +92,7 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
     }
     setState((s) => ({ ...s, pending: true }));
     const timer = setTimeout(() => {
-      postEdit(run.id, { probe, image, edits }).then(
+      source.edit(run.id, { probe, image, edits }).then(
         (edited) => id === latest.current && setState((s) => ({ ...s, edited, pending: false, error: undefined })),
         (e: Error) => id === latest.current && setState((s) => ({ ...s, pending: false, error: e.message })),
       );

@@ -1,76 +1,14 @@
-/** Small shared pieces: routes, data loading, number formats, thumbnails, latent cards, the histogram. */
-import { createContext, useContext, useEffect, useState } from 'react';
+/** Small components used on several pages: load status, concept badges, thumbnails, latent cards, the histogram. */
 import type { LatentRef, RunInfo } from '../../src/server/api.js';
-import { Source, thumbUrl } from './data.js';
-
-export interface AppData {
-  source: Source;
-  runs: RunInfo[];
-}
-
-export const AppContext = createContext<AppData>(null as unknown as AppData);
-
-export function useApp(): AppData {
-  return useContext(AppContext);
-}
-
-export function useRun(id: string): RunInfo | undefined {
-  return useApp().runs.find((r) => r.id === id);
-}
-
-/** Hash routes, so that the same build works on a server and as static files. */
-export const href = {
-  list: (run: string, params?: Record<string, string>) => `#/r/${run}${params && Object.keys(params).length ? '?' + new URLSearchParams(params) : ''}`,
-  feature: (run: string, latent: number) => `#/r/${run}/f/${latent}`,
-  image: (run: string, image: number) => `#/r/${run}/i/${image}`,
-  compare: (a: string, latent: number, b: string, other?: number) => `#/compare/${a}/${latent}/${b}${other === undefined ? '' : `/${other}`}`,
-  /** The matched and unmatched latents of the comparison the server or site was given. */
-  matches: (params?: Record<string, string>) => `#/matches${params && Object.keys(params).length ? '?' + new URLSearchParams(params) : ''}`,
-};
-
-export interface Loaded<T> {
-  data?: T;
-  error?: string;
-  loading: boolean;
-}
-
-/** Runs `load` whenever `deps` change; results of superseded calls are dropped. */
-export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
-  const [state, setState] = useState<Loaded<T>>({ loading: true });
-  useEffect(() => {
-    let live = true;
-    setState((s) => ({ ...s, loading: true }));
-    load().then(
-      (data) => live && setState({ data, loading: false }),
-      (e: Error) => live && setState({ error: e.message, loading: false }),
-    );
-    return () => {
-      live = false;
-    };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, deps);
-  return state;
-}
+import type { Loaded } from './app.js';
+import { thumbUrl } from './data.js';
+import { num, pct } from './format.js';
+import { href } from './routes.js';
 
 export function Status({ state }: { state: Loaded<unknown> }) {
   if (state.error) return <p className="error" role="alert">{state.error}</p>;
   if (state.loading && !state.data) return <p className="muted">Loading…</p>;
   return null;
-}
-
-/** A fraction as a percentage with two significant digits (tiny ones as "<0.01%"). */
-export function pct(f: number): string {
-  if (f === 0) return '0%';
-  if (f < 1e-4) return '<0.01%';
-  return `${(f * 100).toPrecision(2)}%`;
-}
-
-export function num(v: number): string {
-  return v === 0 ? '0' : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3);
-}
-
-export function featureTitle(latent: number, name: string): string {
-  return name ? `#${latent} ${name}` : `#${latent}`;
 }
 
 /** A feature's best-matching ground-truth concept and the F1 of the match. */

@@ -20,7 +20,7 @@ import { EditEngine } from '../src/edit/engine.js';
 import { Probe, probeTrainSpec } from '../src/edit/probe.js';
 import { saeSpec } from '../src/sae/config.js';
 import { Sae } from '../src/sae/model.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DEMO = ['concept-world-supervised', 'fashion-mnist-supervised'].map((stem) => path.join(ROOT, 'models', `${stem}.onnx`));

@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ShardWriter } from '../src/shards/index.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';

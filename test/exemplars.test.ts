@@ -17,7 +17,8 @@ import { highlight } from '../src/analysis/images.js';
 import { readRun } from '../src/analysis/run.js';
 import { thumbPath, VisualsIndex } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
-import { OrderedTokenLoader, Rng, ShardDataset } from '../src/shards/index.js';
+import { OrderedTokenLoader, ShardDataset } from '../src/shards/index.js';
+import { Rng } from '../src/util/random.js';
 import { makeRun, SmallRun } from './fixtures/web/run.js';
 
 let tmp: string;

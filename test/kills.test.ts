@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { writeConceptWorld } from '../src/data/concept-world.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = path.join(ROOT, 'bin/vitsae.js');

@@ -13,7 +13,7 @@ import { probeTrainCommand } from '../src/cli/commands/probe.js';
 import { defaultsOf } from '../src/util/config.js';
 import { loadProbe, ProbeInfo, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { ShardWriter } from '../src/shards/format.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 import { runForJson } from './fixtures/helpers.js';
 import { cardModel, conceptWorld, fashionSubset } from './fixtures/edit/setup.js';
 

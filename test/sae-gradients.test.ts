@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { native } from '../src/sae/native.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 
 const D = 5, S = 12, B = 6, K = 3;
 const NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;

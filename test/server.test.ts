@@ -21,7 +21,8 @@ import { readRun, writeRun } from '../src/analysis/run.js';
 import { addConceptReportToRun, ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
 import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, VisualsMeta } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
-import { Rng, ShardDataset } from '../src/shards/index.js';
+import { ShardDataset } from '../src/shards/index.js';
+import { Rng } from '../src/util/random.js';
 import { makeRun, SmallRun } from './fixtures/web/run.js';
 
 let tmp: string;

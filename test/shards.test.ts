@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { NewShardMetadata, ShardDataset, ShardWriter, readMetadata } from '../src/shards/format.js';
 import { OrderedTokenLoader, ShuffledTokenLoader, meanAndScale } from '../src/shards/loader.js';
-import { Rng } from '../src/shards/random.js';
+import { Rng } from '../src/util/random.js';
 
 // Geometry used throughout: 2 layers, 4 patches + CLS = 5 tokens, d = 8, so one example is 2*5*8 floats = 320 bytes.
 const L = 2;

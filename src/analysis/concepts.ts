@@ -19,7 +19,7 @@ import { parseCsv } from '../data/images.js';
 import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../data/concept-world.js';
 import { EXAMPLES_FILE } from '../shards/format.js';
 import { Sae } from '../sae/model.js';
-import { Rng } from '../shards/random.js';
+import { Rng } from '../util/random.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';

@@ -12,7 +12,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { Rng } from '../shards/random.js';
+import { Rng } from '../util/random.js';
 import { CLASSES_FILE, MASK_CLASSES_FILE } from './images.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';

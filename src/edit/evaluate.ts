@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { openDataset } from '../data/images.js';
 import { loadMask, patchMajority } from '../data/preprocess.js';
 import { CONCEPTS_FILE, ConceptWorldInfo, WorldObject, classOf, withoutConcept } from '../data/concept-world.js';
-import { Rng } from '../shards/random.js';
+import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { EditEngine, Prepared } from './engine.js';

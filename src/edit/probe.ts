@@ -20,7 +20,7 @@ import { ConfigOf, ConfigSpec } from '../util/config.js';
 import { native } from '../sae/native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors } from '../sae/safetensors.js';
 import { EXAMPLES_FILE, ShardDataset } from '../shards/format.js';
-import { Rng } from '../shards/random.js';
+import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';

@@ -10,7 +10,7 @@
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFilesTogether } from '../util/fs.js';
-import { Rng } from '../shards/random.js';
+import { Rng } from '../util/random.js';
 import { ACTIVATIONS, SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
 import { LoadedSae, readAnySae, readVitsaeDir, writeVitsaeDir } from '../interop/index.js';
 import { Weights } from '../interop/sae.js';

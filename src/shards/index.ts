@@ -1,3 +1,2 @@
 export * from './format.js';
 export * from './loader.js';
-export * from './random.js';

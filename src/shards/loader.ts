@@ -4,7 +4,7 @@
  */
 import { UserError } from '../util/errors.js';
 import { ShardDataset } from './format.js';
-import { Rng } from './random.js';
+import { Rng } from '../util/random.js';
 
 /** Which rows a loader yields: the tokens of one recorded layer (a metadata.layers value or negative index). */
 export interface TokenSelection {

@@ -16,6 +16,7 @@ import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { native } from '../src/sae/native.js';
 import { LogRow, train } from '../src/sae/train.js';
+import { readVitsaeDir } from '../src/sae/checkpoint.js';
 import { Sae } from '../src/sae/model.js';
 import { benchRecord } from './record.js';
 import { benchEdit } from './edit.js';
@@ -47,7 +48,7 @@ async function vitsae(shards: string, out: string, activation: 'topk' | 'relu', 
   await train({
     shards,
     out,
-    init,
+    init: init ? { source: init, ...(await readVitsaeDir(init)) } : undefined,
     selection: { layer: -1, tokens: 'patches' },
     members: [{ name: '', sae: { ...defaultsOf(saeSpec), activation, expansion: EXPANSION, k: K }, train: { ...defaultsOf(trainSpec), batch: B, tokens: (STEPS + 1) * B, scaleTokens: B } }],
     logEvery: 1,

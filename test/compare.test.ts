@@ -20,6 +20,7 @@ import { runCommand } from '../src/cli/command.js';
 import { readRun } from '../src/analysis/run.js';
 import { VisualsIndex } from '../src/analysis/visuals.js';
 import { Sae } from '../src/sae/model.js';
+import { openSae } from '../src/interop/index.js';
 import type { SparseActs } from '../src/sae/native.js';
 import { OrderedTokenLoader, ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
@@ -280,7 +281,7 @@ test('vitsae compare refuses runs on other images and matrices beyond the memory
   const side = async (dir: string): Promise<RecordingSide> => {
     const run = await readRun(dir);
     const ds = await ShardDataset.open(run.shards);
-    return { name: dir, sae: await Sae.open(run.sae), ds, layer: -1, dataset: ds.metadata.dataset };
+    return { name: dir, sae: await openSae(run.sae), ds, layer: -1, dataset: ds.metadata.dataset };
   };
   const [x, y] = [await side(pair.late), await side(pair.early)];
   await checkSameImages(x, y);

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { runDemo } from '../src/demo.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
 import { readConceptReport } from '../src/analysis/concepts.js';
-import { Sae } from '../src/sae/model.js';
+import { openSae } from '../src/interop/index.js';
 import { loadProbe } from '../src/edit/probe.js';
 import { evalConceptsCommand } from '../src/cli/commands/eval-concepts.js';
 import { runForJson } from './fixtures/helpers.js';
@@ -42,12 +42,12 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.deepEqual([classify.info.task, classify.info.classes.length, classify.info.classes[0]], ['classify', 12, 'red-solid']);
     assert.deepEqual([segment.info.task, segment.info.classes], ['segment', ['background', 'circle', 'square', 'triangle', 'cross', 'star', 'heart']]);
     assert.equal(classify.info.features, '/vit/blocks.3/Add_1_output_0');
-    assert.equal((await Sae.open(r.sae)).config.data?.layer, 2, 'the SAE is on block 2 of the two recorded');
+    assert.equal((await openSae(r.sae)).config.data?.layer, 2, 'the SAE is on block 2 of the two recorded');
     assert.ok(segment.info.metrics.accuracy > 0.5, `segmentation accuracy ${segment.info.metrics.accuracy}`);
     // The concept report is recorded in the run, with every latent's best concepts, for the browser.
     assert.equal(r.concepts, path.join(run.dir, 'concepts.json'));
     assert.deepEqual(await readConceptReport(r.concepts), c);
-    assert.equal(c.latents.length, (await Sae.open(r.sae)).dSae);
+    assert.equal(c.latents.length, (await openSae(r.sae)).dSae);
     // Edit tests on the test world: segmentation on the shapes' own patches, classification with the rule check.
     const { segment: seg, classify: cls } = run.edits!;
     assert.deepEqual([seg.task, seg.scope, seg.n_select_images + seg.n_test_images], ['segment', 'target', 60]);

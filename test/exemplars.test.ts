@@ -16,7 +16,7 @@ import { plasma } from '../src/analysis/colormap.js';
 import { highlight } from '../src/analysis/images.js';
 import { readRun } from '../src/analysis/run.js';
 import { thumbPath, VisualsIndex } from '../src/analysis/visuals.js';
-import { Sae } from '../src/sae/model.js';
+import { openSae } from '../src/interop/index.js';
 import { OrderedTokenLoader, ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
 import { makeRun, SmallRun } from './fixtures/web/run.js';
@@ -144,7 +144,7 @@ test('highlights tint firing patches with plasma and leave the rest untouched', 
 
 test('visuals of a real run agree with a direct encoding of every patch', async () => {
   const index = await VisualsIndex.open(run.visuals);
-  const sae = await Sae.open(run.sae);
+  const sae = await openSae(run.sae);
   const ds = await ShardDataset.open(run.shards);
   const P = ds.metadata.content_tokens_per_example;
   const S = sae.dSae;

@@ -20,7 +20,7 @@ import { HIST_BINS } from '../src/analysis/accumulate.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
 import { addConceptReportToRun, ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
 import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, VisualsMeta } from '../src/analysis/visuals.js';
-import { Sae } from '../src/sae/model.js';
+import { openSae } from '../src/interop/index.js';
 import { ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
 import { makeRun, SmallRun } from './fixtures/web/run.js';
@@ -91,7 +91,7 @@ test('an image page lists what fires on each patch, as a direct encoding says', 
   const page = res.json<ImagePage>();
   assert.equal(page.key, 'images-idx3-ubyte#7');
   assert.equal(page.patches.length, 16);
-  const sae = await Sae.open(run.sae);
+  const sae = await openSae(run.sae);
   const ds = await ShardDataset.open(run.shards);
   const z = await sae.encode(await ds.readTokens(0, 7, 1, 1, 16));
   await ds.close();

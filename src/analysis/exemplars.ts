@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { Sae } from '../sae/model.js';
+import { openSae } from '../interop/index.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
@@ -131,7 +132,7 @@ export async function computeVisuals(opts: VisualsOptions): Promise<VisualsMeta 
   const out = path.resolve(opts.out);
   if (await exists(path.join(out, INDEX_FILE))) throw new UserError(`${out} already holds finished visuals; choose another --out or delete it`);
   await fsp.mkdir(out, { recursive: true });
-  const sae = await Sae.open(opts.sae);
+  const sae = await openSae(opts.sae);
   const ds = await ShardDataset.open(opts.shards);
   try {
     if (ds.d !== sae.dModel) throw new UserError(`${opts.shards} has d_model ${ds.d} but the SAE ${opts.sae} expects ${sae.dModel}`);

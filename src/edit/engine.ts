@@ -17,6 +17,7 @@ import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, input
 import { extractModel, headModel, indexGraph } from '../backbone/graph.js';
 import { ImageError, ImageInput, loadPixels, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
 import { Sae } from '../sae/model.js';
+import { openSae } from '../interop/index.js';
 import { SparseActs } from '../sae/native.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
@@ -132,7 +133,7 @@ export class EditEngine {
 
   static async open(opts: EngineOptions): Promise<EditEngine> {
     const bb = await openBackbone(opts.model);
-    const sae = typeof opts.sae === 'string' ? await Sae.open(opts.sae) : opts.sae;
+    const sae = typeof opts.sae === 'string' ? await openSae(opts.sae) : opts.sae;
     const probe = typeof opts.probe === 'string' ? await loadProbe(opts.probe) : opts.probe;
     const card = readModelCard(opts.model);
     const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));

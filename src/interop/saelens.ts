@@ -21,7 +21,8 @@ import { readJson, writeFileAtomic } from '../util/fs.js';
 import { validateConfig } from '../util/config.js';
 import { Activation, SaeCheckpointConfig, saeSpec } from '../sae/config.js';
 import { Tensor, readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
-import { LoadedSae, Weights, floatValues, foldDecoderBias, foreignConfig, isObject, sae4, scalarOf } from './sae.js';
+import { LoadedSae, Weights, floatValues, sae4 } from '../sae/checkpoint.js';
+import { foldDecoderBias, foreignConfig, isObject, scalarOf } from './sae.js';
 
 export const SAELENS_CONFIG = 'cfg.json';
 export const SAELENS_WEIGHTS = 'sae_weights.safetensors';

@@ -20,7 +20,8 @@ import { promises as fsp } from 'node:fs';
 import { UserError } from '../util/errors.js';
 import type { Activation } from '../sae/config.js';
 import { readTorchStateDict } from './torchzip.js';
-import { LoadedSae, foldDecoderBias, foreignConfig, isObject, sae4, scalarOf } from './sae.js';
+import { LoadedSae, sae4 } from '../sae/checkpoint.js';
+import { foldDecoderBias, foreignConfig, isObject, scalarOf } from './sae.js';
 
 const THRESHOLD = 'activation.threshold';
 const HEADER_LIMIT = 1 << 20;

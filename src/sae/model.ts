@@ -12,8 +12,7 @@ import { UserError } from '../util/errors.js';
 import { writeFilesTogether } from '../util/fs.js';
 import { Rng } from '../util/random.js';
 import { ACTIVATIONS, SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
-import { LoadedSae, readAnySae, readVitsaeDir, writeVitsaeDir } from '../interop/index.js';
-import { Weights } from '../interop/sae.js';
+import { LoadedSae, Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
 import { NativeCore, SparseActs, native } from './native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors, Tensor } from './safetensors.js';
 
@@ -89,17 +88,12 @@ export class Sae {
     return model;
   }
 
-  /** An SAE from weights in the checkpoint layout (W_enc [D,S]) and their config, e.g. from `readAnySae`. */
+  /** An SAE from weights in the checkpoint layout (W_enc [D,S]) and their config, e.g. from interop's `readAnySae`. */
   static fromLoaded(loaded: LoadedSae, source: string, train?: TrainConfig): Sae {
     const model = new Sae(loaded.config, Sae.makeCore(loaded.config, train ?? loaded.config.train));
     model.setWeights(loaded, source);
     model.core.setState({ threshold: loaded.config.threshold });
     return model;
-  }
-
-  /** Opens any SAE vitsae reads: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory. */
-  static async open(p: string): Promise<Sae> {
-    return Sae.fromLoaded(await readAnySae(p), p);
   }
 
   /** Opens a vitsae checkpoint directory written by `save`, with its optimizer state when asked (for resuming). */

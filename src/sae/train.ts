@@ -13,6 +13,7 @@ import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
+import { LoadedSae } from './checkpoint.js';
 import { SaeConfig, TrainConfig, resolveRunLength } from './config.js';
 import { Sae } from './model.js';
 import { SaeMetrics, summarize } from './metrics.js';
@@ -32,8 +33,8 @@ export interface TrainOptions {
   members: SweepMember[];
   /** Continue from the checkpoints in `out`. */
   resume?: boolean;
-  /** Start from these weights (a vitsae checkpoint directory) instead of a random initialisation. */
-  init?: string;
+  /** Start from these weights (from `readVitsaeDir`, or interop's `readAnySae` for other formats) instead of a random initialisation; `source` names them in errors. */
+  init?: LoadedSae & { source: string };
   logEvery?: number;
   checkpointEvery?: number;
   /** Minutes between checkpoints by time, the first after at most 30 s (default 5; 0: by steps only). */
@@ -122,11 +123,8 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
     if (taken) throw new UserError(`${dirOf(m)} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
   }
   const first = members[0].train;
-  let initial: Sae | null = null;
-  if (opts.init) {
-    initial = await Sae.open(opts.init);
-    if (initial.dModel !== ds.d) throw new UserError(`--init ${opts.init} has d_model ${initial.dModel} but ${opts.shards} has ${ds.d}`);
-  }
+  const initial = opts.init;
+  if (initial && initial.config.d_model !== ds.d) throw new UserError(`--init ${initial.source} has d_model ${initial.config.d_model} but ${opts.shards} has ${ds.d}`);
   const stats = initial
     ? null
     : await meanAndScale(new ShuffledTokenLoader(ds, opts.selection, { seed: first.seed, batchSize: Math.min(first.batch, first.scaleTokens), windowTokens: opts.windowTokens }), first.scaleTokens);
@@ -134,8 +132,8 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
     let model: Sae;
     if (initial) {
       model = Sae.create(ds.d, m.sae, { mean: new Float32Array(ds.d), inputScale: initial.config.input_scale, seed: m.train.seed }, m.train);
-      if (model.dSae !== initial.dSae) throw new UserError(`--init ${opts.init} has d_sae ${initial.dSae} but the config asks for ${model.dSae}`);
-      model.setWeights(initial.weights(), opts.init!);
+      if (model.dSae !== initial.config.d_sae) throw new UserError(`--init ${initial.source} has d_sae ${initial.config.d_sae} but the config asks for ${model.dSae}`);
+      model.setWeights(initial, initial.source);
       model.core.setState({ threshold: initial.config.threshold });
     } else {
       const s = stats!;

@@ -10,6 +10,7 @@ import { ExampleImages, modelViewOf, resizeRgb, RgbImage } from '../analysis/ima
 import { readRun, Run } from '../analysis/run.js';
 import { VisualsIndex } from '../analysis/visuals.js';
 import { Sae } from '../sae/model.js';
+import { openSae } from '../interop/index.js';
 import { ShardDataset } from '../shards/format.js';
 import type { ImageInput } from '../data/preprocess.js';
 import { UserError } from '../util/errors.js';
@@ -197,7 +198,7 @@ export class RunData {
   /** Encodes one image's patches with the SAE: per patch, [latent, value] strongest first. */
   private async patchCodes(image: number): Promise<[number, number][][]> {
     if (!this.encoder) {
-      this.encoder = (async () => ({ sae: await Sae.open(this.run.sae), ds: await ShardDataset.open(this.run.shards) }))();
+      this.encoder = (async () => ({ sae: await openSae(this.run.sae), ds: await ShardDataset.open(this.run.shards) }))();
       this.encoder.catch(() => (this.encoder = null));
     }
     const { sae, ds } = await this.encoder;

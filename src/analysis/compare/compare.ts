@@ -10,7 +10,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ConfigOf, ConfigSpec } from '../../util/config.js';
-import { Sae } from '../../sae/model.js';
+import { openSae } from '../../interop/index.js';
 import { ShardDataset } from '../../shards/index.js';
 import { UserError } from '../../util/errors.js';
 import { readJson, writeFileAtomic } from '../../util/fs.js';
@@ -50,7 +50,7 @@ export async function compareRuns(opts: CompareOptions): Promise<CompareJson> {
   const runs = await Promise.all(opts.runs.map((d) => readRun(d)));
   if (runs[0].dir === runs[1].dir) throw new UserError(`${runs[0].dir} is given twice; compare two different runs`);
   const indexes = await Promise.all(runs.map((r) => VisualsIndex.open(r.visuals)));
-  const saes = await Promise.all(runs.map((r) => Sae.open(r.sae)));
+  const saes = await Promise.all(runs.map((r) => openSae(r.sae)));
   runs.forEach((r, i) => {
     if (indexes[i].nLatents !== saes[i].dSae) throw new UserError(`${r.dir}: the visuals have ${indexes[i].nLatents} latents but the SAE has ${saes[i].dSae}; run vitsae visuals --run ${r.dir} again`);
   });

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
-import { Sae } from '../../sae/model.js';
+import { openSae } from '../../interop/index.js';
 import { addConceptReportToRun, conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
 import { readRun } from '../../analysis/run.js';
 
@@ -37,7 +37,7 @@ and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature'
     const saePath = c.sae || run?.sae;
     if (!saePath) throw new UserError('--sae is required (or --run DIR with a run.json)');
     if (!c.concepts) throw new UserError('--concepts DIR is required (a concept world from `vitsae data concept-world`)');
-    const sae = await Sae.open(saePath);
+    const sae = await openSae(saePath);
     const shards = c.shards || run?.shards || sae.config.data?.shards;
     if (!shards) throw new UserError('--shards DIR is required (the SAE does not name its training shards)');
     const layer = given.has('layer') || !sae.config.data ? c.layer : sae.config.data.layer;

@@ -1,6 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
-import { Sae } from '../../sae/model.js';
+import { openSae } from '../../interop/index.js';
 import { evaluateSae } from '../../sae/evaluate.js';
 import { selectionSpec } from './train.js';
 
@@ -23,7 +23,7 @@ export const evalCommand = defineCommand({
   spec,
   async run(c, _pos, given) {
     if (!c.sae) throw new UserError('--sae DIR is required');
-    const sae = await Sae.open(c.sae);
+    const sae = await openSae(c.sae);
     const data = sae.config.data;
     const shards = c.shards || data?.shards;
     if (!shards) throw new UserError('--shards DIR is required (the checkpoint does not name its training shards)');

@@ -4,6 +4,7 @@ import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../../util/config.js';
 import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js';
 import { SweepMember, train } from '../../sae/train.js';
+import { readAnySae } from '../../interop/index.js';
 import { readJson } from '../../util/fs.js';
 import { gracefulInterrupt } from '../../util/interrupt.js';
 
@@ -101,7 +102,7 @@ Examples:
         selection: { layer: c.layer, tokens: c.select },
         members,
         resume: c.resume,
-        init: c.init || undefined,
+        init: c.init ? { source: c.init, ...(await readAnySae(c.init)) } : undefined,
         logEvery: c.logEvery || undefined,
         checkpointEvery: c.checkpointEvery,
         checkpointMinutes: c.checkpointMinutes,

@@ -21,10 +21,9 @@ import { openSae } from '../interop/index.js';
 import { SparseActs } from '../sae/native.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
-import { argmaxRows, loadProbe, Probe, probeProbabilities, Task } from './probe.js';
+import { EditMode, Task } from './kinds.js';
+import { argmaxRows, loadProbe, Probe, probeProbabilities } from './probe.js';
 import { addToPatches, readPatches, rowsPerImage, taskRows } from './tokens.js';
-
-export type EditMode = 'set' | 'add' | 'scale';
 
 /** One intervention on one latent: f'[latent] = value (set), f + value (add) or f * value (scale) on `patches`. */
 export interface Edit {

@@ -24,9 +24,9 @@ import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
+import { Task } from './kinds.js';
 import { Pooling, rowsPerImage, taskRows } from './tokens.js';
 
-export type Task = 'classify' | 'segment';
 export const PROBE_FILE = 'probe.json';
 export const PROBE_WEIGHTS = 'probe.safetensors';
 

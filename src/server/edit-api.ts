@@ -2,10 +2,10 @@
  * The JSON of the edit demos' API (`/api/runs/:run/probes`, `/api/uploads`, `/api/runs/:run/edit`). Types only,
  * with no Node imports, so the web app shares them.
  */
+import type { EditMode, Task } from '../edit/kinds.js';
 import type { LatentRef } from './api.js';
 
-export type ProbeTask = 'classify' | 'segment';
-export type EditMode = 'set' | 'add' | 'scale';
+export type { EditMode } from '../edit/kinds.js';
 
 /** A task head of a run (run.json's `probes`), as the demos list it. */
 export interface ProbeSummary {
@@ -13,7 +13,7 @@ export interface ProbeSummary {
   id: number;
   /** The probe directory's name. */
   name: string;
-  task: ProbeTask;
+  task: Task;
   classes: string[];
   /** The graph tensor the head reads. */
   features: string;

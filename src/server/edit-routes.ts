@@ -6,6 +6,7 @@
  * limit while it is) and in pixels (from the header, before decoding; see uploads.ts).
  */
 import { Type, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NotFound, RunData } from './data.js';
 import type { EditRequest, ProbeList, Upload } from './edit-api.js';
@@ -45,7 +46,7 @@ const EditBody = Type.Object(
           patches: Type.Union([Patches, Type.Literal('all')]),
           // Finite and bounded: a value of 1e300 would only overflow the model to NaN.
           value: Type.Number({ minimum: -1e6, maximum: 1e6 }),
-          mode: Type.Enum(['set', 'add', 'scale']),
+          mode: Type.Enum([...EDIT_MODES]),
           relative: Type.Optional(Type.Boolean()),
         },
         { additionalProperties: false },

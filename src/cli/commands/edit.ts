@@ -6,6 +6,7 @@ import { readRun, Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals.js';
 import { parseSize } from '../../data/preprocess.js';
 import { Edit, EditEngine, latentMaxima, Predictions, RankedClass, topClasses } from '../../edit/engine.js';
+import { EDIT_MODES, isEditMode } from '../../edit/kinds.js';
 
 /** Options shared by the commands that run the edit engine. */
 export const engineSpec = {
@@ -51,7 +52,7 @@ export function parseEdit(text: string): Edit {
   if (parts.length < 3 || parts.length > 4) throw bad('wrong number of fields');
   const [latentText, patchText, valueText, mode = 'set'] = parts;
   if (!/^\d+$/.test(latentText)) throw bad('the latent must be a non-negative integer');
-  if (mode !== 'set' && mode !== 'add' && mode !== 'scale') throw bad(`mode ${mode} is not set, add or scale`);
+  if (!isEditMode(mode)) throw bad(`mode ${mode} is not ${EDIT_MODES.join(', ')}`);
   const relative = /x$/i.test(valueText);
   const value = Number(relative ? valueText.slice(0, -1) : valueText);
   if (valueText.trim() === '' || !Number.isFinite(value)) throw bad(`${valueText} is not a number`);

@@ -3,6 +3,7 @@ import { defineCommand, UserError } from '../command.js';
 import { readRun, writeRun } from '../../analysis/run.js';
 import { parseSize } from '../../data/preprocess.js';
 import { PROBE_FILE, probeTrainSpec, saveProbe, trainProbe } from '../../edit/probe.js';
+import { TASKS } from '../../edit/kinds.js';
 
 export const probeTrainCommand = defineCommand({
   name: 'probe train',
@@ -22,7 +23,7 @@ the model defaults to the run's and the probe is added to RUN/run.json, so vitsa
 Example: vitsae probe train --task classify --model models/fashion-mnist-supervised.onnx \\
            --data /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz --out runs/fashion/probe`,
   spec: {
-    task: { kind: 'enum', choices: ['classify', 'segment'] as const, default: 'classify', doc: 'classify images, or segment: a class per patch' },
+    task: { kind: 'enum', choices: TASKS, default: 'classify', doc: 'classify images, or segment: a class per patch' },
     model: { kind: 'string', default: '', doc: 'the ONNX model' },
     run: { kind: 'string', default: '', doc: "a run directory: its model is the default, and the probe is added to its run.json's probes" },
     data: { kind: 'string', default: '', doc: 'the labelled dataset' },

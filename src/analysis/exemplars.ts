@@ -14,7 +14,7 @@ import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
 import { UserError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { exists, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import { AccumulatorShape, ExemplarAccumulator } from './accumulate.js';
 import { ExampleImages, ExampleInfo, highlight, patchGrid, resizeRgb, webp } from './images.js';
@@ -248,10 +248,6 @@ async function pass(ds: ShardDataset, sae: Sae, acc: ExemplarAccumulator, settin
     bar.stop();
     await fh.close();
   }
-}
-
-async function exists(file: string): Promise<boolean> {
-  return fsp.access(file).then(() => true, () => false);
 }
 
 /** Example info, memoised: an image is often an exemplar of many latents. */

@@ -14,6 +14,7 @@ import { Dataset, openDataset } from '../data/images.js';
 import { ImageInput, loadPixels, Preprocess } from '../data/preprocess.js';
 import { ShardMetadata } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
+import { exists } from '../util/fs.js';
 import { plasma } from './colormap.js';
 
 /** 8-bit RGB pixels, row-major [height, width, 3]. */
@@ -71,7 +72,7 @@ export class ExampleImages {
       throw new UserError(`the images of ${shardsDir} cannot be opened (${(e as Error).message}); name the dataset with --images`);
     }
     const manifest = path.join(shardsDir, EXAMPLES_FILE);
-    const hasManifest = await fsp.access(manifest).then(() => true, () => false);
+    const hasManifest = await exists(manifest);
     if (!hasManifest && ds.size < md.n_examples) throw new UserError(`${source} has ${ds.size} images but the shards hold ${md.n_examples} examples and no ${EXAMPLES_FILE} to map them`);
     return new ExampleImages(ds, isRecording(md.data) ? md.data.preprocess : FALLBACK_PREPROCESS, md.n_examples, hasManifest ? manifest : null);
   }

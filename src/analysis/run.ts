@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
-import { readJson, writeFileAtomic } from '../util/fs.js';
+import { exists, readJson, writeFileAtomic } from '../util/fs.js';
 
 export const RUN_FILE = 'run.json';
 
@@ -65,8 +65,7 @@ export async function readRun(dir: string): Promise<Run> {
 
 /** Reads DIR/run.json if there is one. */
 export async function readRunIfAny(dir: string): Promise<Run | null> {
-  const exists = await fsp.access(path.join(dir, RUN_FILE)).then(() => true, () => false);
-  return exists ? readRun(dir) : null;
+  return (await exists(path.join(dir, RUN_FILE))) ? readRun(dir) : null;
 }
 
 /**

@@ -17,6 +17,7 @@ import { NotFound, RunData, Urls } from './data.js';
 import { THUMBS_DIR } from '../analysis/visuals.js';
 import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
 import { lenientNumber, numberAsString } from './strict-params.js';
+import { ImageParams, LatentParams, RunParam } from './params.js';
 
 /** The built web app: dist/web next to dist/src (see web/vite.config.ts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
@@ -55,9 +56,6 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 /** With the u flag a surrogate pair is one code point, so only unpaired surrogates match. */
 const LONE_SURROGATE = /\p{Cs}/u;
-const RunParam = Type.Object({ run: Type.String({ maxLength: 100 }) });
-const LatentParams = Type.Object({ run: Type.String({ maxLength: 100 }), latent: Type.Integer({ minimum: 0 }) });
-const ImageParams = Type.Object({ run: Type.String({ maxLength: 100 }), image: Type.Integer({ minimum: 0 }) });
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
   const app = Fastify({ logger: opts.logger ?? false, ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } } }).withTypeProvider<TypeBoxTypeProvider>();

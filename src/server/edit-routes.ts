@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NotFound, RunData } from './data.js';
 import type { EditRequest, ProbeList, Upload } from './edit-api.js';
 import { RunEdits } from './edits.js';
+import { RunParam } from './params.js';
 import { BoundedQueue, QueueFull } from './queue.js';
 import { checkUpload, UploadRejected, UploadStore } from './uploads.js';
 
@@ -33,7 +34,6 @@ const STORED_UPLOADS = 8;
 const RETRY_AFTER = 1;
 
 const SHA256 = Type.String({ pattern: '^[0-9a-f]{64}$' });
-const RunParam = Type.Object({ run: Type.String({ maxLength: 100 }) });
 const Patches = Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 65_536 });
 const EditBody = Type.Object(
   {

@@ -71,6 +71,11 @@ export async function settleFiles(dir: string): Promise<void> {
   await fsp.rm(path.join(dir, STAGING), { recursive: true, force: true });
 }
 
+/** Whether a path exists (any kind of file). */
+export async function exists(p: string): Promise<boolean> {
+  return fsp.access(p).then(() => true, () => false);
+}
+
 export async function readJson<T = unknown>(file: string, what: string): Promise<T> {
   let text: string;
   try {

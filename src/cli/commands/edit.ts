@@ -2,6 +2,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
 import { ConfigOf, ConfigSpec } from '../../util/config.js';
+import { exists } from '../../util/fs.js';
 import { readRun, Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals.js';
 import { parseSize } from '../../data/preprocess.js';
@@ -71,7 +72,7 @@ export function parseEdit(text: string): Edit {
 
 /** Latent maxima for relative edits: the run's visuals if there are any, else a pass over the SAE's shards. */
 async function maximaFor(engine: EditEngine, run: Run | null, shards: string, maxTokens: number): Promise<Float32Array> {
-  if (run && (await fsp.access(path.join(run.visuals, INDEX_FILE)).then(() => true, () => false))) {
+  if (run && (await exists(path.join(run.visuals, INDEX_FILE)))) {
     const vis = await VisualsIndex.open(run.visuals);
     return Float32Array.from({ length: engine.sae.dSae }, (_, s) => vis.summary(s).max);
   }

@@ -1,11 +1,10 @@
 import * as path from 'node:path';
-import { promises as fsp } from 'node:fs';
 import { defineCommand, UserError } from '../command.js';
 import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../../util/config.js';
 import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js';
 import { SweepMember, train } from '../../sae/train.js';
 import { readAnySae } from '../../interop/index.js';
-import { readJson } from '../../util/fs.js';
+import { exists, readJson } from '../../util/fs.js';
 import { gracefulInterrupt } from '../../util/interrupt.js';
 
 export const selectionSpec = {
@@ -61,7 +60,7 @@ function sweepMembers(sweep: string, argv: string[]): SweepMember[] {
 /** On --resume, the stored configs win except for flags given now. */
 async function resumedMembers(out: string, argv: string[], given: Set<string>): Promise<SweepMember[]> {
   const sweepFile = path.join(out, 'sweep.json');
-  const hasSweep = await fsp.access(sweepFile).then(() => true, () => false);
+  const hasSweep = await exists(sweepFile);
   const stored: SweepMember[] = hasSweep
     ? (await readJson<{ members: SweepMember[] }>(sweepFile, 'the sweep index')).members
     : [{ name: '', ...(await readJson<{ sae: SaeConfig; train: TrainConfig }>(path.join(out, 'config.json'), `nothing to resume in ${out}`)) }];

@@ -22,7 +22,7 @@ import { Sae } from './sae/model.js';
 import { evaluateSae } from './sae/evaluate.js';
 import { SaeMetrics } from './sae/metrics.js';
 import { CONCEPT_REPORT_FILE, ConceptReport, conceptWorldLabels, evaluateConcepts, writeConceptReport } from './analysis/concepts.js';
-import { computeVisuals } from './analysis/exemplars.js';
+import { computeVisuals } from './analysis/make-visuals.js';
 import { compareRuns, compareSpec } from './analysis/compare/compare.js';
 import { writeRun } from './analysis/run.js';
 import { EditEngine } from './edit/engine.js';

@@ -18,7 +18,7 @@ import { CompareJson } from '../src/analysis/compare/format.js';
 import { compareCommand } from '../src/cli/commands/compare.js';
 import { runCommand } from '../src/cli/command.js';
 import { readRun } from '../src/analysis/run.js';
-import { VisualsIndex } from '../src/analysis/visuals.js';
+import { VisualsIndex } from '../src/analysis/visuals-index.js';
 import { Sae } from '../src/sae/model.js';
 import { openSae } from '../src/interop/index.js';
 import type { SparseActs } from '../src/sae/native.js';

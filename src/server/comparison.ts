@@ -8,7 +8,7 @@ import { COMPARE_FILE, CompareJson } from '../analysis/compare/format.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/fs.js';
 import type { RunComparison } from './api.js';
-import { RunData } from './data.js';
+import { RunData } from './run-data.js';
 
 /** Reads DIR/compare.json (or the file itself). */
 export async function readComparison(dirOrFile: string): Promise<CompareJson> {

@@ -8,7 +8,7 @@
 import { Type, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { NotFound, RunData } from './data.js';
+import { NotFound, RunData } from './run-data.js';
 import type { EditRequest, ProbeList, Upload } from './edit-api.js';
 import { RunEdits } from './edits.js';
 import { RunParam } from './params.js';

@@ -9,7 +9,7 @@ import { EditEngine, Predictions, topClasses } from '../edit/engine.js';
 import { loadProbe, Probe } from '../edit/probe.js';
 import { UserError } from '../util/errors.js';
 import type { LatentRef } from './api.js';
-import { NotFound, RunData } from './data.js';
+import { NotFound, RunData } from './run-data.js';
 import type { EditAnswer, EditPrediction, EditRequest, ProbeSummary } from './edit-api.js';
 
 /** A request that the run cannot answer as asked (HTTP 400). */

@@ -13,11 +13,11 @@
  */
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { THUMBS_DIR } from '../analysis/visuals.js';
+import { THUMBS_DIR } from '../analysis/visuals-index.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { runIds, WEB_DIR } from './app.js';
-import { RunData, Urls } from './data.js';
+import { RunData, Urls } from './run-data.js';
 import { CompareJson } from '../analysis/compare/format.js';
 import { withRunIds } from './comparison.js';
 

@@ -17,7 +17,7 @@ import { readJson, writeFileAtomic } from '../../util/fs.js';
 import { progress } from '../../util/progress.js';
 import { CONCEPT_REPORT_FILE, ConceptReport } from '../concepts.js';
 import { readRun, Run } from '../run.js';
-import { VisualsIndex } from '../visuals.js';
+import { VisualsIndex } from '../visuals-index.js';
 import { abstractionScores } from './abstraction.js';
 import { StreamingCorrelation } from './correlation.js';
 import { BEST_MATCH_EDGES, binOf, COMPARE_FILE, CompareJson, CompareSide, ConceptSummary, LatentComparison, REPORT_FILE, SPECTRUM_EDGES } from './format.js';

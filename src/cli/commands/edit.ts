@@ -4,7 +4,7 @@ import { defineCommand, UserError } from '../command.js';
 import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { exists } from '../../util/fs.js';
 import { readRun, Run } from '../../analysis/run.js';
-import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals.js';
+import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals-index.js';
 import { parseSize } from '../../data/preprocess.js';
 import { Edit, EditEngine, latentMaxima, Predictions, RankedClass, topClasses } from '../../edit/engine.js';
 import { EDIT_MODES, isEditMode } from '../../edit/kinds.js';

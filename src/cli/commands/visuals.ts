@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
-import { computeVisuals } from '../../analysis/exemplars.js';
+import { computeVisuals } from '../../analysis/make-visuals.js';
 import { readRunIfAny, RunSpec, writeRun } from '../../analysis/run.js';
 import { SaeCheckpointConfig } from '../../sae/config.js';
 import { readJson } from '../../util/fs.js';

@@ -29,7 +29,7 @@ import {
   writeFeatureChunks,
   writeIndexMeta,
   writeStatsTables,
-} from './visuals.js';
+} from './visuals-index.js';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
 

@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { ConceptReport, readConceptReport } from '../analysis/concepts.js';
 import { ExampleImages, modelViewOf, resizeRgb, RgbImage } from '../analysis/images.js';
 import { readRun, Run } from '../analysis/run.js';
-import { VisualsIndex } from '../analysis/visuals.js';
+import { VisualsIndex } from '../analysis/visuals-index.js';
 import { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
 import { ShardDataset } from '../shards/format.js';

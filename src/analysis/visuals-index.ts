@@ -9,9 +9,10 @@ import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { ExemplarAccumulator, HIST_BINS, HIST_BINS_PER_OCTAVE, HIST_MIN_EXP } from './accumulate.js';
 import { ExampleInfo } from './images.js';
-import { CHUNK_SIZE, FEATURES_DIR } from './layout.js';
+import { CHUNK_SIZE, FEATURES_DIR, VisualsMeta } from './layout.js';
 
 export { CHUNK_SIZE, thumbPath, THUMBS_DIR } from './layout.js';
+export type { VisualsMeta } from './layout.js';
 
 export const INDEX_FILE = 'index.json';
 export const STATS_FILE = 'stats.bin';
@@ -20,29 +21,6 @@ export const IMAGE_TOP_FILE = 'image_top.bin';
 export const STATS_COLUMNS = ['fire_tokens', 'fire_images', 'value_sum', 'value_max'] as const;
 /** Co-firing latents listed per feature. */
 const COFIRE_LISTED = 12;
-
-export interface VisualsMeta {
-  format: 'vitsae-visuals';
-  version: 1;
-  d_sae: number;
-  n_images: number;
-  n_tokens: number;
-  /** Patches per image and their grid [rows, cols], row-major. */
-  patches: number;
-  grid: [number, number];
-  /** Model input size [H, W]: the image the grid lies on. */
-  image_size: [number, number];
-  k: number;
-  cofire: number;
-  image_top: number;
-  chunk_size: number;
-  /** Exemplar thumbnails: size [H, W] in pixels, WebP. */
-  thumb_size: [number, number];
-  histogram: { bins_per_octave: number; min_exp: number; bins: number };
-  stats_columns: readonly string[];
-  source: { sae: string; shards: string; layer: number; images: string; model?: string };
-  created: string;
-}
 
 export interface ExemplarRecord {
   image: number;

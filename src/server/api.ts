@@ -4,22 +4,17 @@
  */
 import type { ConceptMatch } from '../analysis/concept-matches.js';
 import type { CompareJson } from '../analysis/compare/format.js';
+import type { VisualsMeta } from '../analysis/layout.js';
 
 export type { ConceptMatch };
 
-export interface RunInfo {
+/** A run: the geometry of its visuals (index.json) and where it came from. */
+export interface RunInfo extends Pick<VisualsMeta, 'd_sae' | 'n_images' | 'patches' | 'grid' | 'image_size' | 'thumb_size' | 'k'> {
   id: string;
   /** The run directory's name. */
   name: string;
   /** Base URL of the run's visuals files: a thumbnail is at files + thumbPath(latent, rank) (src/analysis/layout.ts). */
   files: string;
-  d_sae: number;
-  n_images: number;
-  patches: number;
-  grid: [number, number];
-  image_size: [number, number];
-  thumb_size: [number, number];
-  k: number;
   model: string | null;
   layer: number;
   dataset: string;

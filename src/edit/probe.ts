@@ -20,6 +20,7 @@ import { ConfigOf, ConfigSpec } from '../util/config.js';
 import { native } from '../sae/native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors } from '../sae/safetensors.js';
 import { EXAMPLES_FILE, ShardDataset } from '../shards/format.js';
+import { Adam } from '../util/adam.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
@@ -280,10 +281,9 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
   const B = Math.min(cfg.batch, train.length);
   const Z_BD = new Float32Array(B * D), p_BK = new Float32Array(B * K), g_DK = new Float32Array(D * K);
   const rng = new Rng(cfg.seed, 0xada);
-  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+  const adam = new Adam({ lr: cfg.lr });
   const sgemm = native().sgemm;
   const bar = progress('probe', cfg.epochs, { enabled: showProgress, unit: 'epochs' });
-  let t = 0;
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
     const order = rng.shuffle(train.slice());
     for (let s = 0; s + B <= order.length; s += B) {
@@ -301,17 +301,10 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
         for (let k = 0; k < K; k++) gb[k] += (row[k] /= B);
       }
       sgemm(true, false, D, K, B, Z_BD, p_BK, g_DK);
-      t++;
-      const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
-      const adamw = (w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, decay: number) => {
-        for (let i = 0; i < w.length; i++) {
-          m[i] = b1 * m[i] + (1 - b1) * g[i];
-          v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-          w[i] -= cfg.lr * (m[i] / c1 / (Math.sqrt(v[i] / c2) + eps) + decay * w[i]);
-        }
-      };
-      adamw(W_DK, g_DK, m_DK, v_DK, cfg.weightDecay);
-      adamw(b_K, gb, mb, vb, 0);
+      adam.step([
+        { w: W_DK, grad: g_DK, m: m_DK, v: v_DK, weightDecay: cfg.weightDecay },
+        { w: b_K, grad: gb, m: mb, v: vb },
+      ]);
     }
     bar.update(epoch + 1);
   }

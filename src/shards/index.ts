@@ -1,3 +1,4 @@
 export * from './format.js';
 export * from './loader.js';
 export * from './random.js';
+export * from './saev.js';

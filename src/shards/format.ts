@@ -147,10 +147,13 @@ export async function readMetadata(dir: string): Promise<ShardMetadata> {
       ? `${dir} holds an unfinished recording (${PROGRESS_FILE} exists); resume it or re-record`
       : `${dir} is not a complete shard directory (metadata.json is written last); re-record it`,
   );
+  const fix = 'fix the file or re-record the shards';
+  checkMetadata(obj, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[], file, fix);
   const details = await readDetails(dir);
-  const md = details ? { ...(obj as ShardMetadata), family: details.family, data: details.data, pixel_agg: details.pixel_agg } : obj;
-  checkMetadata(md, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[], details ? `${file} with ${DETAILS_FILE}` : file, 'fix the file or re-record the shards');
-  return md as ShardMetadata;
+  if (!details) return obj as ShardMetadata;
+  const md = { ...(obj as ShardMetadata), family: details.family, data: details.data, pixel_agg: details.pixel_agg };
+  checkMetadata(md, ['family', 'data', 'pixel_agg'], path.join(dir, DETAILS_FILE), fix);
+  return md;
 }
 
 /** vitsae.json: the fields of metadata.json that vitsae keeps apart so that saev can load metadata.json. */

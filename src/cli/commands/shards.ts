@@ -1,5 +1,5 @@
 import { defineCommand, UserError } from '../command.js';
-import { readMetadata, readProgress, ShardDataset, ShardMetadata } from '../../shards/format.js';
+import { readMetadata, readProgress, saevFamily, ShardDataset, ShardMetadata } from '../../shards/format.js';
 import { SaevRefusal, saevLayerNote, saevRefusals } from '../../shards/saev.js';
 import { progress } from '../../util/progress.js';
 
@@ -99,7 +99,8 @@ function render(info: Info): string {
   const lines = [`shards: ${info.dir}`];
   const md = info.metadata;
   if (md) {
-    lines.push(`  model:      ${md.family} ${md.ckpt}, layers [${md.layers.join(', ')}], d_model ${md.d_model}`);
+    const family = saevFamily(md) === md.family ? md.family : `${md.family} (saev family ${saevFamily(md)})`;
+    lines.push(`  model:      ${family} ${md.ckpt}, layers [${md.layers.join(', ')}], d_model ${md.d_model}`);
     lines.push(`  dataset:    ${md.dataset}${md.pixel_agg === null ? '' : ` (pixel_agg ${md.pixel_agg})`}`);
     lines.push(`  examples:   ${md.n_examples}, ${md.content_tokens_per_example} patch tokens${md.cls_token ? ' + CLS' : ''} each`);
   }

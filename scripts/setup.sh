@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 # libopenblas-dev: the SAE core's BLAS. python3-torch/-torchvision/-onnx: test fixtures and the benchmark's
 # PyTorch reference only, never used at run time. dataset-fashion-mnist: the real-image test data. chromium: the
 # browser tests of the feature browser (driven by playwright-core; never `npx playwright install`).
-packages=(libopenblas-dev python3-torch python3-torchvision python3-onnx dataset-fashion-mnist chromium)
+# python3-scipy/-pandas: the test that `vitsae export` files open with scipy.sparse.load_npz and pandas.read_csv.
+packages=(libopenblas-dev python3-torch python3-torchvision python3-onnx python3-scipy python3-pandas dataset-fashion-mnist chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

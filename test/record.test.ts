@@ -13,7 +13,7 @@ import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { ShardDataset } from '../src/shards/format.js';
-import { mergeShards } from '../src/shards/merge.js';
+import { mergeShards } from '../src/backbone/merge.js';
 import { idxFile, runForJson } from './fixtures/helpers.js';
 import { fixtureDir, fixtureModel } from './fixtures/models.js';
 

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { NewShardMetadata, ShardDataset, ShardWriter, readMetadata } from '../src/shards/format.js';
+import { DETAILS_FILE, NewShardMetadata, saevMetadata, ShardDataset, ShardMetadata, ShardWriter, readMetadata } from '../src/shards/format.js';
 import { OrderedTokenLoader, ShuffledTokenLoader, meanAndScale } from '../src/shards/loader.js';
 import { Rng } from '../src/util/random.js';
 
@@ -86,8 +86,12 @@ test('writer round trip: acts files byte for byte, shards.json and metadata.json
   const md = JSON.parse(await fs.readFile(path.join(dir, 'metadata.json'), 'utf8'));
   const order = ['family', 'ckpt', 'layers', 'content_tokens_per_example', 'cls_token', 'd_model', 'n_examples', 'max_tokens_per_shard', 'data', 'dataset', 'pixel_agg', 'dtype', 'protocol'];
   assert.deepEqual(Object.keys(md), order);
-  assert.deepEqual(md, { ...meta(), n_examples: 10, dtype: 'float32', protocol: '2.1' });
-  assert.deepEqual((await fs.readdir(dir)).sort(), ['acts000000.bin', 'acts000001.bin', 'acts000002.bin', 'acts000003.bin', 'metadata.json', 'shards.json']);
+  // On disk, saev's values; vitsae's own (here `data` and `pixel_agg`) in vitsae.json, and back in readMetadata.
+  const full = { ...meta(), n_examples: 10, dtype: 'float32', protocol: '2.1' } as ShardMetadata;
+  assert.deepEqual(md, saevMetadata(full));
+  assert.deepEqual(JSON.parse(await fs.readFile(path.join(dir, DETAILS_FILE), 'utf8')), { format: 'vitsae-shard-details', version: 1, family: 'dinov2', data: full.data, pixel_agg: full.pixel_agg });
+  assert.deepEqual(await readMetadata(dir), full);
+  assert.deepEqual((await fs.readdir(dir)).sort(), ['acts000000.bin', 'acts000001.bin', 'acts000002.bin', 'acts000003.bin', 'metadata.json', 'shards.json', DETAILS_FILE]);
 
   const all = bytesOf(encoded(0, 10));
   for (const [i, n] of [3, 3, 3, 1].entries()) {

@@ -19,6 +19,7 @@ import { visualsCommand } from './commands/visuals.js';
 import { serveCommand } from './commands/serve.js';
 import { siteCommand } from './commands/site.js';
 import { compareCommand } from './commands/compare.js';
+import { exportCommand } from './commands/export.js';
 
 export const commands: Command[] = [
   demoCommand,
@@ -39,6 +40,7 @@ export const commands: Command[] = [
   serveCommand,
   siteCommand,
   compareCommand,
+  exportCommand,
 ];
 
 function overview(): string {

@@ -15,6 +15,12 @@ export const SHARDS_FILE = 'shards.json';
 export const LABELS_FILE = 'labels.bin';
 /** One JSON line per recorded example, in order, naming its image (written by `vitsae record`; optional). */
 export const EXAMPLES_FILE = 'examples.jsonl';
+/**
+ * vitsae's own details of a directory (the true model family, the recording's `data` object, `pixel_agg` null when
+ * there are no masks), where they differ from what saev accepts in metadata.json. See README.md, "vitsae.json".
+ */
+export const DETAILS_FILE = 'vitsae.json';
+const DETAILS_FORMAT = 'vitsae-shard-details';
 /** Written by ShardWriter while recording and removed by close(); lets ShardWriter.resume continue after a crash. */
 export const PROGRESS_FILE = 'progress.json';
 const PROGRESS_FORMAT = 'vitsae-shard-progress';
@@ -22,7 +28,11 @@ const PROGRESS_VERSION = 1;
 const TMP = '.tmp';
 const F32 = 4;
 
-/** metadata.json. Field names and order follow saev's `Metadata` dataclass. */
+/**
+ * A shard directory's metadata as vitsae uses it: metadata.json (field names and order of saev's `Metadata`
+ * dataclass) with `family`, `data` and `pixel_agg` taken from vitsae.json when there is one. On disk,
+ * metadata.json always holds the values saev accepts (`saevMetadata`).
+ */
 export interface ShardMetadata {
   family: string;
   ckpt: string;
@@ -32,7 +42,7 @@ export interface ShardMetadata {
   d_model: number;
   n_examples: number;
   max_tokens_per_shard: number;
-  /** saev stores a base64 pickle of its dataset config here; vitsae accepts any JSON. */
+  /** saev stores a base64 pickle of its dataset config here; vitsae's recordings an object (RecordingData). */
   data: unknown;
   dataset: string;
   pixel_agg: string | null;
@@ -137,8 +147,90 @@ export async function readMetadata(dir: string): Promise<ShardMetadata> {
       ? `${dir} holds an unfinished recording (${PROGRESS_FILE} exists); resume it or re-record`
       : `${dir} is not a complete shard directory (metadata.json is written last); re-record it`,
   );
-  checkMetadata(obj, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[], file, 'fix the file or re-record the shards');
-  return obj as ShardMetadata;
+  const fix = 'fix the file or re-record the shards';
+  checkMetadata(obj, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[], file, fix);
+  const details = await readDetails(dir);
+  if (!details) return obj as ShardMetadata;
+  const md = { ...(obj as ShardMetadata), family: details.family, data: details.data, pixel_agg: details.pixel_agg };
+  checkMetadata(md, ['family', 'data', 'pixel_agg'], path.join(dir, DETAILS_FILE), fix);
+  return md;
+}
+
+/** vitsae.json: the fields of metadata.json that vitsae keeps apart so that saev can load metadata.json. */
+interface ShardDetails {
+  format: typeof DETAILS_FORMAT;
+  version: 1;
+  family: string;
+  data: unknown;
+  pixel_agg: string | null;
+}
+
+/** Reads vitsae.json, or null if there is none (saev's own directories, and vitsae's written before it existed). */
+async function readDetails(dir: string): Promise<ShardDetails | null> {
+  const file = path.join(dir, DETAILS_FILE);
+  if ((await fileSize(file)) === null) return null;
+  const d = await readJson<Partial<ShardDetails> | null>(file, `${dir}: ${DETAILS_FILE} is unreadable; re-record the shards`);
+  if (typeof d !== 'object' || d === null || d.format !== DETAILS_FORMAT || d.version !== 1)
+    throw new UserError(`${file}: not a ${DETAILS_FORMAT} version 1 file; delete it if the directory was not written by vitsae, else re-record`);
+  return d as ShardDetails;
+}
+
+/** saev's model families (`Metadata.family` in saev's src/saev/data/shards.py); saev's loader refuses any other. */
+export const SAEV_FAMILIES = ['bird-mae', 'clip', 'dinov2', 'dinov3', 'fake-clip', 'pe-core', 'pe-spatial', 'siglip'] as const;
+/** saev's `PixelAgg` values; `"majority"` is what saev writes for every dataset without masks too. */
+export const SAEV_PIXEL_AGGS = ['majority', 'prefer-fg'] as const;
+
+/** A protocol-2 pickle of one str: PROTO 2, BINUNICODE (uint32 length, UTF-8), STOP. */
+function pickleString(s: string): Uint8Array {
+  const text = Buffer.from(s, 'utf8');
+  const out = Buffer.alloc(2 + 5 + text.length + 1);
+  out.set([0x80, 2, 0x58]);
+  out.writeUInt32LE(text.length, 3);
+  out.set(text, 7);
+  out[out.length - 1] = 0x2e;
+  return out;
+}
+
+/**
+ * What metadata.json's `data` holds when vitsae's is not a string: saev wants the base64 of a pickled dataset
+ * config. vitsae's datasets have no saev config (saev's image folders order files differently, and skipped files
+ * would shift every index), so this is the pickle of a str pointing to vitsae.json; saev's `make_data_cfg` (used
+ * only by its interactive browser) refuses it, its loaders and trainer never read it.
+ */
+export const SAEV_DATA_NOTE = 'recorded by vitsae: the dataset and recording details are in vitsae.json beside metadata.json';
+const SAEV_DATA = Buffer.from(pickleString(SAEV_DATA_NOTE)).toString('base64');
+
+/**
+ * The saev family for a model whose family saev does not know. saev reads `family` only to load a model for
+ * recording; nothing that trains on or reads shards uses it. So the rule is the token layout: `clip` (a
+ * pre-LN ViT storing CLS + patches, the paper's first model) when a CLS token is stored, `siglip` (the one saev
+ * family without one) when not.
+ */
+export function saevFamily(md: Pick<ShardMetadata, 'family' | 'cls_token'>): string {
+  return (SAEV_FAMILIES as readonly string[]).includes(md.family) ? md.family : md.cls_token ? 'clip' : 'siglip';
+}
+
+/** metadata.json as written to disk: saev's family, a string `data` and a valid `pixel_agg`. */
+export function saevMetadata(md: ShardMetadata): ShardMetadata {
+  return {
+    ...md,
+    family: saevFamily(md),
+    data: typeof md.data === 'string' ? md.data : SAEV_DATA,
+    pixel_agg: md.pixel_agg !== null && (SAEV_PIXEL_AGGS as readonly string[]).includes(md.pixel_agg) ? md.pixel_agg : 'majority',
+  };
+}
+
+/**
+ * Writes a finished directory's metadata: vitsae.json when vitsae's family, data or pixel_agg differ from what
+ * saev accepts, then metadata.json (saev's values, saev's key order), each atomically, metadata.json last.
+ */
+export async function writeShardMetadata(dir: string, md: ShardMetadata): Promise<void> {
+  const disk = pick(saevMetadata(md), Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[]);
+  const own = (['family', 'data', 'pixel_agg'] as const).some((k) => JSON.stringify(md[k]) !== JSON.stringify(disk[k]));
+  const details: ShardDetails = { format: DETAILS_FORMAT, version: 1, family: md.family, data: md.data, pixel_agg: md.pixel_agg };
+  if (own) await writeFileAtomic(path.join(dir, DETAILS_FILE), JSON.stringify(details, null, 2) + '\n');
+  else await fs.rm(path.join(dir, DETAILS_FILE), { force: true });
+  await writeFileAtomic(path.join(dir, METADATA_FILE), JSON.stringify(disk, null, 2) + '\n');
 }
 
 /** Checks a list of shard entries: saev's names, every shard but the last full, and the total if given. */
@@ -467,7 +559,7 @@ export class ShardWriter {
     const names = await fs.readdir(dir);
     if (names.includes(METADATA_FILE)) throw new UserError(`${dir} already holds a shard directory (${METADATA_FILE} exists); choose an empty directory`);
     if (names.includes(PROGRESS_FILE)) throw new UserError(`${dir} holds an unfinished recording (${PROGRESS_FILE} exists); resume it with ShardWriter.resume or delete the directory`);
-    const stray = names.find((n) => SHARD_FILE_RE.test(n) || n === LABELS_FILE || n === LABELS_FILE + TMP);
+    const stray = names.find((n) => SHARD_FILE_RE.test(n) || n === LABELS_FILE || n === LABELS_FILE + TMP || n === DETAILS_FILE);
     if (stray) throw new UserError(`${dir} already contains ${stray}; choose an empty directory`);
     const metadata = pick(meta as ShardMetadata, WRITER_FIELDS) as NewShardMetadata;
     const w = new ShardWriter(dir, metadata, [], 0);
@@ -493,7 +585,7 @@ export class ShardWriter {
       // A crash inside close() may have renamed labels.bin already and written shards.json; undo both.
       if (name === LABELS_FILE) await fs.rename(path.join(dir, name), labelsTmp);
       // Also the temp files of an interrupted writeFileAtomic (hidden, ending in .tmp).
-      const leftover = (SHARD_FILE_RE.test(name) && !keep.has(name)) || name === SHARDS_FILE || (name.startsWith('.') && name.endsWith(TMP));
+      const leftover = (SHARD_FILE_RE.test(name) && !keep.has(name)) || name === SHARDS_FILE || name === DETAILS_FILE || (name.startsWith('.') && name.endsWith(TMP));
       if (leftover) await fs.rm(path.join(dir, name));
     }
     const w = new ShardWriter(dir, metadata, shards, Math.min(progress.nLabeled, shards.length * examplesPerShard(metadata)));
@@ -584,7 +676,7 @@ export class ShardWriter {
       // saev's key order, so the files diff cleanly against saev's.
       const md = pick({ ...this.metadata, n_examples: n, dtype: 'float32', protocol: PROTOCOL } as ShardMetadata, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[]);
       await writeFileAtomic(path.join(this.dir, SHARDS_FILE), JSON.stringify(this.done, null, 2) + '\n');
-      await writeFileAtomic(path.join(this.dir, METADATA_FILE), JSON.stringify(md, null, 2) + '\n');
+      await writeShardMetadata(this.dir, md);
       await fs.rm(path.join(this.dir, PROGRESS_FILE));
       this.closed = true;
       return md;
@@ -631,17 +723,4 @@ function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Pick<T, K
   const out = {} as Pick<T, K>;
   for (const k of keys) out[k] = obj[k];
   return out;
-}
-
-/**
- * Reasons saev itself would refuse this metadata (vitsae accepts all of these). Empty when saev can load it,
- * provided the directory sits at `.../saev/shards/<name>` as saev's path checks require.
- */
-export function saevCompatibility(md: ShardMetadata): string[] {
-  const families = ['bird-mae', 'clip', 'dinov2', 'dinov3', 'fake-clip', 'pe-core', 'pe-spatial', 'siglip'];
-  const notes: string[] = [];
-  if (!families.includes(md.family)) notes.push(`family "${md.family}" is not one of saev's families (${families.join(', ')})`);
-  if (typeof md.data !== 'string') notes.push('data is not a string (saev expects a base64 pickle of its dataset config)');
-  if (md.pixel_agg !== 'majority' && md.pixel_agg !== 'prefer-fg') notes.push(`pixel_agg ${JSON.stringify(md.pixel_agg)} is not "majority" or "prefer-fg"`);
-  return notes;
 }

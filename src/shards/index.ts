@@ -1,2 +1,3 @@
 export * from './format.js';
 export * from './loader.js';
+export * from './saev.js';

@@ -1,7 +1,7 @@
 import { defineCommand, UserError } from '../command.js';
 import { DEFAULT_MAX_TOKENS_PER_SHARD, record } from '../../backbone/record.js';
 import { parseSize } from '../../data/preprocess.js';
-import { mergeShards } from '../../shards/merge.js';
+import { mergeShards } from '../../backbone/merge.js';
 
 export const recordCommand = defineCommand({
   name: 'record',

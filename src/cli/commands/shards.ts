@@ -1,5 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
-import { readMetadata, readProgress, saevCompatibility, ShardDataset, ShardMetadata } from '../../shards/format.js';
+import { readMetadata, readProgress, saevFamily, ShardDataset, ShardMetadata } from '../../shards/format.js';
+import { SaevRefusal, saevLayerNote, saevRefusals } from '../../shards/saev.js';
 import { progress } from '../../util/progress.js';
 
 function formatBytes(n: number): string {
@@ -30,7 +31,8 @@ interface Info {
   tokens?: { per_layer: number; all_layers: number; patches_per_layer: number };
   labels?: boolean;
   bytes?: { files: number; data: number };
-  saev_compatibility?: string[];
+  /** saev's loading rules this directory fails, each named (empty: saev loads it as is). */
+  saev: { loadable: boolean; refusals: SaevRefusal[]; layers?: string };
   /** With --verify: every stored value was read and is finite. */
   values_verified?: boolean;
 }
@@ -39,11 +41,13 @@ interface Info {
 const VERIFY_FLOATS = 1 << 22;
 
 async function inspect(dir: string, verify: boolean, showProgress: boolean): Promise<Info> {
+  const refusals = await saevRefusals(dir);
+  const saev = { loadable: refusals.length === 0, refusals };
   let ds: ShardDataset;
   try {
     ds = await ShardDataset.open(dir);
   } catch (e) {
-    const info: Info = { dir, valid: false, error: errorMessage(e) };
+    const info: Info = { dir, valid: false, error: errorMessage(e), saev };
     const progress = await readProgress(dir).catch(() => null);
     if (progress) {
       const written = progress.shards.reduce((a, s) => a + s.n_examples, 0);
@@ -63,7 +67,7 @@ async function inspect(dir: string, verify: boolean, showProgress: boolean): Pro
           bar.update(Math.min(ds.nExamples, start + chunk));
         }
       } catch (e) {
-        return { dir, valid: false, error: errorMessage(e), metadata: md };
+        return { dir, valid: false, error: errorMessage(e), metadata: md, saev };
       } finally {
         bar.stop();
       }
@@ -83,7 +87,7 @@ async function inspect(dir: string, verify: boolean, showProgress: boolean): Pro
       },
       labels: ds.hasLabels,
       bytes: { files: ds.shards.reduce((a, s) => a + s.bytes, 0) + (ds.labelsBytes ?? 0), data: ds.nExamples * exampleBytes + (ds.labelsBytes ?? 0) },
-      saev_compatibility: saevCompatibility(md),
+      saev: { ...saev, layers: saevLayerNote(md.layers) },
       ...(verify ? { values_verified: true } : {}),
     };
   } finally {
@@ -95,7 +99,8 @@ function render(info: Info): string {
   const lines = [`shards: ${info.dir}`];
   const md = info.metadata;
   if (md) {
-    lines.push(`  model:      ${md.family} ${md.ckpt}, layers [${md.layers.join(', ')}], d_model ${md.d_model}`);
+    const family = saevFamily(md) === md.family ? md.family : `${md.family} (saev family ${saevFamily(md)})`;
+    lines.push(`  model:      ${family} ${md.ckpt}, layers [${md.layers.join(', ')}], d_model ${md.d_model}`);
     lines.push(`  dataset:    ${md.dataset}${md.pixel_agg === null ? '' : ` (pixel_agg ${md.pixel_agg})`}`);
     lines.push(`  examples:   ${md.n_examples}, ${md.content_tokens_per_example} patch tokens${md.cls_token ? ' + CLS' : ''} each`);
   }
@@ -105,13 +110,13 @@ function render(info: Info): string {
     lines.push(`  labels:     ${info.labels ? 'labels.bin (uint8 patch labels)' : 'none'}`);
     lines.push(`  size:       ${formatBytes(info.bytes.files)} in files, ${formatBytes(info.bytes.data)} of data (the rest is last-shard padding)`);
     lines.push(`  validation: ok${info.values_verified ? ', every value finite (--verify)' : ' (sizes and names; --verify reads every value)'}`);
-    const notes = info.saev_compatibility ?? [];
-    lines.push(`  saev:       ${notes.length ? 'saev would refuse this metadata: ' + notes.join('; ') : 'loadable (place the directory at .../saev/shards/<name>)'}`);
   } else {
     if (info.unfinished)
       lines.push(`  unfinished: ${info.unfinished.n_examples_written} examples in ${info.unfinished.complete_shards} complete shards; resume the recording or delete the directory`);
     lines.push(`  validation: FAILED: ${info.error}`);
   }
+  if (info.saev.loadable) lines.push(`  saev:       loadable as is${info.saev.layers ? `; ${info.saev.layers}` : ''}`);
+  else lines.push(`  saev:       saev would refuse it:`, ...info.saev.refusals.map((r) => `    - ${r.rule}: ${r.message}`));
   return lines.join('\n');
 }
 
@@ -125,7 +130,8 @@ vitsae shards info DIR [--verify] [--json]
 Prints the metadata, token counts and sizes of the activation shards in DIR, and checks every file against
 metadata.json and shards.json (sizes, names, labels). --verify also reads every stored value (streamed, in
 bounded memory) and fails on the first NaN or Inf, naming its file, example, layer, token and dim. Exits with
-status 1 if the directory is invalid.
+status 1 if the directory is invalid. Also says whether saev would load the directory as is, and if not, each
+of saev's rules it fails (its folder rule .../saev/shards/<name>, its metadata.json fields, shard sizes).
 
 Example: vitsae shards info runs/shards/synthetic --json`,
   spec: {

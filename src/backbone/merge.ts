@@ -6,10 +6,10 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ERRORS_FILE, RecordingData } from '../backbone/record.js';
+import { ERRORS_FILE, RecordingData } from './record.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { EXAMPLES_FILE, examplesPerShard, LABELS_FILE, METADATA_FILE, SHARDS_FILE, ShardDataset, ShardEntry, shardFileName, ShardMetadata, ShardWriter } from './format.js';
+import { EXAMPLES_FILE, examplesPerShard, LABELS_FILE, SHARDS_FILE, ShardDataset, ShardEntry, shardFileName, ShardMetadata, ShardWriter, writeShardMetadata } from '../shards/format.js';
 
 export interface MergeResult {
   metadata: ShardMetadata;
@@ -127,7 +127,7 @@ async function mergeParts(parts: Part[], out: string): Promise<MergeResult> {
   await writeFileAtomic(path.join(out, ERRORS_FILE), parts.map((p) => p.errors).join(''));
   await writeFileAtomic(path.join(out, SHARDS_FILE), JSON.stringify(shards, null, 2) + '\n');
   // metadata.json last: until it exists the directory does not look complete.
-  await writeFileAtomic(path.join(out, METADATA_FILE), JSON.stringify(metadata, null, 2) + '\n');
+  await writeShardMetadata(out, metadata);
   await (await ShardDataset.open(out)).close();
   return { metadata, linked, rewritten };
 }

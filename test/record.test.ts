@@ -11,7 +11,8 @@ import { headModel } from '../src/backbone/graph.js';
 import { DEFAULT_MAX_TOKENS_PER_SHARD, record, RecordingData, RecordOptions } from '../src/backbone/record.js';
 import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js';
 import { openDataset } from '../src/data/images.js';
-import { loadPixels } from '../src/data/preprocess.js';
+import { loadPixels, Preprocess } from '../src/data/preprocess.js';
+import { camelKeys } from '../src/util/json-keys.js';
 import { ShardDataset } from '../src/shards/format.js';
 import { mergeShards } from '../src/backbone/merge.js';
 import { idxFile, runForJson } from './fixtures/helpers.js';
@@ -50,12 +51,13 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
   const md = ds.metadata;
   await ds.close();
   const data = md.data as RecordingData;
+  const pp = camelKeys<Preprocess>(data.preprocess);
   const bb = await openBackbone(data.model);
   const head = await createSession(headModel(bb.model, data.tensors));
   const dataset = await openDataset(md.dataset);
   const keys = readFileSync(path.join(dir, 'examples.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).file as string);
   const index = new Map(Array.from({ length: dataset.size }, (_, i) => [dataset.key(i), i]));
-  const [H, W] = data.preprocess.size;
+  const [H, W] = pp.size;
   const img = 3 * H * W;
   const L = data.tensors.length;
   const D = md.d_model;
@@ -65,7 +67,7 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
   for (let b0 = 0; b0 < keys.length; b0 += batch) {
     const n = Math.min(batch, keys.length - b0);
     const pixels = new Float32Array(n * img);
-    for (let j = 0; j < n; j++) await loadPixels(await dataset.image(index.get(keys[b0 + j])!), data.preprocess, pixels.subarray(j * img, (j + 1) * img));
+    for (let j = 0; j < n; j++) await loadPixels(await dataset.image(index.get(keys[b0 + j])!), pp, pixels.subarray(j * img, (j + 1) * img));
     const res = await head.run({ [bb.input.name]: new ort.Tensor('float32', pixels, [n, 3, H, W]) });
     for (let j = 0; j < n; j++)
       for (let l = 0; l < L; l++) {
@@ -125,7 +127,9 @@ describe('record', () => {
     // The last layer is the model's own output last_hidden_state: the CLS token matches it directly.
     const full = await createSession((await openBackbone(fixtureModel('vit_hf'))).model);
     const x = new Float32Array(3 * 32 * 32);
-    await loadPixels(readFileSync(path.join(classes, sorted[0])), data.preprocess, x);
+    // On disk the preprocessing has snake_case keys, as every JSON vitsae writes.
+    assert.deepEqual(Object.keys(data.preprocess).filter((k) => /[A-Z]/.test(k)), []);
+    await loadPixels(readFileSync(path.join(classes, sorted[0])), camelKeys<Preprocess>(data.preprocess), x);
     const y = (await full.run({ pixel_values: new ort.Tensor('float32', x, [1, 3, 32, 32]) })).last_hidden_state.data as Float32Array;
     assert.deepEqual([...acts.subarray(17 * 32, 17 * 32 + 32)], [...y.subarray(0, 32)]);
   });

@@ -124,6 +124,16 @@ test('checkpoints round-trip byte for byte, and a resumed run ends identical to 
   const sae = await Sae.load(whole);
   await sae.save(copy);
   assert.ok((await fsp.readFile(path.join(whole, 'sae.safetensors'))).equals(await fsp.readFile(path.join(copy, 'sae.safetensors'))));
+  // config.json spells every key in snake_case; one written with the old camelCase keys still loads the same.
+  const written = await fsp.readFile(path.join(whole, 'config.json'), 'utf8');
+  assert.deepEqual(written.match(/"[a-z]+[A-Z]\w*":/g), null);
+  assert.ok(JSON.parse(written).train.lr_warmup !== undefined && JSON.parse(written).sae.d_sae !== undefined);
+  const old = path.join(tmp, 'old-keys');
+  await fsp.cp(whole, old, { recursive: true });
+  const camel = (o: object) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()), v]));
+  const cfg = JSON.parse(written);
+  await fsp.writeFile(path.join(old, 'config.json'), JSON.stringify({ ...cfg, sae: camel(cfg.sae), train: camel(cfg.train) }));
+  assert.deepEqual((await Sae.load(old)).config, sae.config);
 });
 
 test('checkpoints also come by time, so a run with a long step interval can resume before its end', async () => {

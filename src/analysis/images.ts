@@ -15,6 +15,7 @@ import { ImageInput, loadPixels, Preprocess } from '../data/preprocess.js';
 import { ShardMetadata } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { exists } from '../util/fs.js';
+import { camelKeys } from '../util/json-keys.js';
 import { plasma } from './colormap.js';
 
 /** 8-bit RGB pixels, row-major [height, width, 3]. */
@@ -74,7 +75,7 @@ export class ExampleImages {
     const manifest = path.join(shardsDir, EXAMPLES_FILE);
     const hasManifest = await exists(manifest);
     if (!hasManifest && ds.size < md.n_examples) throw new UserError(`${source} has ${ds.size} images but the shards hold ${md.n_examples} examples and no ${EXAMPLES_FILE} to map them`);
-    return new ExampleImages(ds, isRecording(md.data) ? md.data.preprocess : FALLBACK_PREPROCESS, md.n_examples, hasManifest ? manifest : null);
+    return new ExampleImages(ds, isRecording(md.data) ? camelKeys<Preprocess>(md.data.preprocess) : FALLBACK_PREPROCESS, md.n_examples, hasManifest ? manifest : null);
   }
 
   /** The model input size [H, W]. */

@@ -20,6 +20,7 @@ import { progress } from '../util/progress.js';
 import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
 import { headModel } from './graph.js';
 import { encodeModel } from './onnx.js';
+import { snakeKeys } from '../util/json-keys.js';
 
 export const ERRORS_FILE = 'errors.jsonl';
 /** saev's default shard budget (~7 GiB per shard at d_model 768). */
@@ -68,7 +69,8 @@ export interface RecordingData {
   prefix_tokens: number;
   layout: TokenLayout['layout'];
   grid: [number, number] | null;
-  preprocess: Preprocess;
+  /** The Preprocess the images went through, its keys in snake_case as in every file vitsae writes (camelKeys reads it back). */
+  preprocess: Record<string, unknown>;
   classes: string[] | null;
   /** Names of the values in labels.bin (segmentation datasets with a mask_classes.txt), else null. */
   mask_classes: string[] | null;
@@ -136,7 +138,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     prefix_tokens: layout.prefixTokens,
     layout: layout.layout,
     grid: layout.grid,
-    preprocess: pp,
+    preprocess: snakeKeys(pp),
     classes: ds.classes,
     mask_classes: ds.maskClasses ?? null,
     slice: { ...slice, worker, workers },

@@ -21,6 +21,7 @@ import { native } from '../sae/native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors } from '../sae/safetensors.js';
 import { EXAMPLES_FILE, ShardDataset } from '../shards/format.js';
 import { Adam } from '../util/adam.js';
+import { camelKeys, snakeKeys } from '../util/json-keys.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
@@ -89,11 +90,12 @@ export async function saveProbe(dir: string, probe: Probe): Promise<void> {
   const { d_model: D, classes } = probe.info;
   await fsp.mkdir(dir, { recursive: true });
   await writeSafetensors(path.join(dir, PROBE_WEIGHTS), { W: tensor(probe.W_DK, [D, classes.length]), b: tensor(probe.b_K, [classes.length]) }, { format: 'vitsae-probe' });
-  await writeFileAtomic(path.join(dir, PROBE_FILE), JSON.stringify(probe.info, null, 2) + '\n');
+  await writeFileAtomic(path.join(dir, PROBE_FILE), JSON.stringify({ ...probe.info, train: snakeKeys(probe.info.train) }, null, 2) + '\n');
 }
 
 export async function loadProbe(dir: string): Promise<Probe> {
-  const info = await readJson<ProbeInfo>(path.join(dir, PROBE_FILE), `${dir} is not a probe directory (train one with vitsae probe train)`);
+  const raw = await readJson<ProbeInfo>(path.join(dir, PROBE_FILE), `${dir} is not a probe directory (train one with vitsae probe train)`);
+  const info: ProbeInfo = { ...raw, train: camelKeys(raw.train ?? {}) };
   if (info.format !== 'vitsae-probe' || info.version !== 1) throw new UserError(`${dir}/${PROBE_FILE} is not a vitsae-probe version 1 file`);
   const { tensors } = await readSafetensors(path.join(dir, PROBE_WEIGHTS));
   const K = info.classes.length;

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readJson, settleFiles, writeFileAtomic } from '../util/fs.js';
 import { validateConfig } from '../util/config.js';
+import { camelKeys, snakeKeys } from '../util/json-keys.js';
 import { SaeCheckpointConfig, dSaeOf, saeSpec } from './config.js';
 import { Tensor, readSafetensors, tensor, toFloat32, writeSafetensors } from './safetensors.js';
 
@@ -67,7 +68,11 @@ export async function readVitsaeDir(dir: string): Promise<LoadedSae> {
   const cfgFile = path.join(dir, VITSAE_CONFIG);
   const raw = await readJson<Record<string, unknown>>(cfgFile, 'a vitsae SAE directory holds config.json and sae.safetensors');
   if (raw.format !== 'vitsae-sae' || raw.version !== 1) throw new UserError(`${cfgFile}: not a vitsae SAE config (format "vitsae-sae", version 1)`);
-  const config = { ...raw, sae: validateConfig(saeSpec, (raw.sae ?? {}) as Record<string, unknown>, `${cfgFile} sae`) } as unknown as SaeCheckpointConfig;
+  const config = {
+    ...raw,
+    sae: validateConfig(saeSpec, camelKeys((raw.sae ?? {}) as object), `${cfgFile} sae`),
+    ...(raw.train ? { train: camelKeys(raw.train as object) } : {}),
+  } as unknown as SaeCheckpointConfig;
   for (const k of ['d_model', 'd_sae', 'input_scale', 'threshold'] as const) {
     if (typeof config[k] !== 'number' || !Number.isFinite(config[k])) throw new UserError(`${cfgFile}: "${k}" should be a number`);
   }
@@ -80,6 +85,11 @@ export async function readVitsaeDir(dir: string): Promise<LoadedSae> {
   return { config, W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec, notes: [] };
 }
 
+/** config.json as written: the sae and train configs with snake_case keys, like the rest of the file. */
+function checkpointConfigJson(config: SaeCheckpointConfig): object {
+  return { ...config, sae: snakeKeys(config.sae), ...(config.train ? { train: snakeKeys(config.train) } : {}) };
+}
+
 export async function writeVitsaeDir(dir: string, sae: LoadedSae): Promise<void> {
   const { d_model: m, d_sae: s } = sae.config;
   await fsp.mkdir(dir, { recursive: true });
@@ -89,5 +99,5 @@ export async function writeVitsaeDir(dir: string, sae: LoadedSae): Promise<void>
     W_dec: tensor(sae.W_dec, [s, m]),
     b_dec: tensor(sae.b_dec, [m]),
   }, { format: 'vitsae-sae', step: String(sae.config.step ?? 0) });
-  await writeFileAtomic(path.join(dir, VITSAE_CONFIG), JSON.stringify(sae.config, null, 2) + '\n');
+  await writeFileAtomic(path.join(dir, VITSAE_CONFIG), JSON.stringify(checkpointConfigJson(sae.config), null, 2) + '\n');
 }

@@ -11,6 +11,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { snakeKeys } from '../util/json-keys.js';
 import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
 import { LoadedSae } from './checkpoint.js';
@@ -161,7 +162,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
     const members = await prepare(opts, ds);
     for (const m of members) await fsp.mkdir(m.dir, { recursive: true });
     if (members.length > 1 || members[0].name !== '') {
-      await writeFileAtomic(path.join(opts.out, 'sweep.json'), JSON.stringify({ members: members.map((m) => ({ name: m.name, sae: m.sae, train: m.train })) }, null, 2) + '\n');
+      await writeFileAtomic(path.join(opts.out, 'sweep.json'), JSON.stringify({ members: members.map((m) => ({ name: m.name, sae: snakeKeys(m.sae), train: snakeKeys(m.train) })) }, null, 2) + '\n');
     }
     const startStep = Math.min(...members.map((m) => m.step));
     const bar = progress(members.length > 1 ? `train ${members.length} SAEs` : 'train', totalSteps, { enabled: opts.showProgress !== false, unit: 'steps' });

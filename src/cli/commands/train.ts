@@ -5,6 +5,7 @@ import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js'
 import { SweepMember, train } from '../../sae/train.js';
 import { readAnySae } from '../../interop/index.js';
 import { exists, readJson } from '../../util/fs.js';
+import { camelKeys } from '../../util/json-keys.js';
 import { gracefulInterrupt } from '../../util/interrupt.js';
 
 export const selectionSpec = {
@@ -61,14 +62,15 @@ function sweepMembers(sweep: string, argv: string[]): SweepMember[] {
 async function resumedMembers(out: string, argv: string[], given: Set<string>): Promise<SweepMember[]> {
   const sweepFile = path.join(out, 'sweep.json');
   const hasSweep = await exists(sweepFile);
-  const stored: SweepMember[] = hasSweep
+  const stored = hasSweep
     ? (await readJson<{ members: SweepMember[] }>(sweepFile, 'the sweep index')).members
     : [{ name: '', ...(await readJson<{ sae: SaeConfig; train: TrainConfig }>(path.join(out, 'config.json'), `nothing to resume in ${out}`)) }];
   const { config } = parseArgs(spec, argv);
   return stored.map((m) => {
-    const trainCfg = { ...m.train } as Record<string, unknown>;
+    // Stored configs have snake_case keys (or camelCase, written before the convention).
+    const trainCfg = camelKeys<Record<string, unknown>>(m.train);
     for (const k of Object.keys(trainSpec)) if (given.has(k)) trainCfg[k] = (config as Record<string, unknown>)[k];
-    return { name: m.name, sae: m.sae, train: trainCfg as TrainConfig };
+    return { name: m.name, sae: camelKeys<SaeConfig>(m.sae), train: trainCfg as TrainConfig };
   });
 }
 

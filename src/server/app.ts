@@ -19,8 +19,8 @@ import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
 import { lenientNumber, numberAsString } from './strict-params.js';
 import { ImageParams, LatentParams, RunParam } from './params.js';
 
-/** The built web app: dist/web next to dist/src (see web/vite.config.ts). */
-export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../web');
+/** The built web app: dist/app next to dist/src (see web/vite.config.ts). */
+export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../app');
 
 export const serverUrls: Urls = {
   files: (run) => `/files/${run}/`,

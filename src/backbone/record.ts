@@ -17,7 +17,8 @@ import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelC
 import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
+import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, layoutFromShapes, layoutTensors, openBackbone, probeInput, selectLayers, sessionOptions, TokenLayout } from './backbone.js';
+import { Device } from './device.js';
 import { headModel } from './graph.js';
 import { encodeModel } from './onnx.js';
 
@@ -41,6 +42,8 @@ export interface RecordOptions {
   std?: number[];
   /** Tokens per shard file over all layers; unset or 0: DEFAULT_MAX_TOKENS_PER_SHARD, lowered if the workers need more shards. */
   maxTokensPerShard?: number;
+  /** Execution provider (default cpu). */
+  device?: Device;
   /** Show a progress bar on stderr (default true). */
   progress?: boolean;
   /** Notes for the user (resuming, the preset in use); default stderr. */
@@ -55,6 +58,8 @@ export interface RecordResult {
   skipped: number;
   resumed: boolean;
   imagesPerSecond: number;
+  /** Seconds from the start of the process until the first batch went to onnxruntime (start-up cost). */
+  firstBatchSeconds: number;
 }
 
 /** What `data` in metadata.json holds for a vitsae recording: enough to know where each number came from. */
@@ -93,18 +98,43 @@ function workerSlice(size: number, perShard: number, w: number, n: number): { st
 
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(m + '\n'));
-  const onError = opts.onError ?? 'stop';
-  const bb = await openBackbone(opts.model);
-  // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
+  const bb = await openBackbone(opts.model, opts.device);
   const fixed = fixedBatch(bb);
-  const batch = fixed ?? opts.batch ?? 16;
   if (fixed !== null && opts.batch !== undefined && opts.batch !== fixed) log(`${opts.model} was exported with a fixed batch of ${fixed}; recording ${fixed} images at a time`);
   const card = readModelCard(opts.model);
   if (!card && !opts.mean) log(`${opts.model} has no model card (${path.basename(opts.model, '.onnx')}.json); using the ImageNet preset`);
   const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
   inputSize(bb, pp.size);
   const layers = selectLayers(bb, opts.layers);
-  const layout = await tokenLayout(bb, layers, pp.size, card?.prefix_tokens);
+  // One session serves the layout probe and the recording: its head also computes the tensors the probe needs.
+  const probed = layoutTensors(bb, layers, card?.prefix_tokens);
+  const head = await HeadWorker.start(encodeModel(headModel(bb.model, probed, bb.index)), bb.input.name, sessionOptions(bb, HEAD_SESSION_OPTIONS));
+  try {
+    const x = probeInput(bb, pp.size);
+    const shapes = await head.run(x.data as Float32Array, [...x.dims], probed);
+    const layout = layoutFromShapes(layers, probed.map((t) => [...shapes[t].dims]), card?.prefix_tokens);
+    return await recordWith(opts, bb, head, layers, layout, pp, card, log);
+  } finally {
+    await head.close();
+  }
+}
+
+/** Records with a started head session, once the token layout is known. */
+async function recordWith(
+  opts: RecordOptions,
+  bb: Backbone,
+  head: HeadWorker,
+  layers: Layer[],
+  layout: TokenLayout,
+  pp: Preprocess,
+  card: ReturnType<typeof readModelCard>,
+  log: (message: string) => void,
+): Promise<RecordResult> {
+  const onError = opts.onError ?? 'stop';
+  // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
+  const fixed = fixedBatch(bb);
+  const batch = fixed ?? opts.batch ?? 16;
+  const names = layers.map((l) => l.name);
   const ds = await openDataset(opts.data);
   if (ds.kind === 'segmentation' && !layout.grid) throw new UserError('the patch grid of this model is unknown, so mask pixels cannot be assigned to patches');
   const numbers = layers.map((l) => layerNumber(bb, l));
@@ -152,13 +182,13 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 
   const { writer, next, resumed } = await openWriter(opts.out, metadata, ds, slice);
   if (resumed) log(`resuming ${opts.out}: ${writer.nExamples} examples kept, continuing at dataset index ${next}`);
-  const head = await HeadWorker.start(encodeModel(headModel(bb.model, layers.map((l) => l.name), bb.index)), bb.input.name);
   const examples = await fs.open(path.join(opts.out, EXAMPLES_FILE), 'a');
   const errors = await fs.open(path.join(opts.out, ERRORS_FILE), 'a');
   const bar = progress('record', slice.end - next, { enabled: opts.progress ?? true, unit: 'images' });
   const started = Date.now();
   let recorded = 0;
   let skipped = 0;
+  let firstBatch = 0;
   try {
     const starts: number[] = [];
     for (let i = next; i < slice.end; i += batch) starts.push(i);
@@ -179,7 +209,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       const n = cur.files.length;
       if (n) {
         const rows = fixed ?? n;
-        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size]);
+        firstBatch ||= performance.now();
+        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size], names);
         const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
         await writing;
         writing = (async () => {
@@ -199,12 +230,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     await examples.sync();
     await errors.sync();
     const final = await writer.close();
-    return { metadata: final, recorded, skipped, resumed, imagesPerSecond: (recorded + skipped) / Math.max(1e-3, (Date.now() - started) / 1000) };
+    return { metadata: final, recorded, skipped, resumed, imagesPerSecond: (recorded + skipped) / Math.max(1e-3, (Date.now() - started) / 1000), firstBatchSeconds: firstBatch / 1000 };
   } finally {
     bar.stop();
     await examples.close();
     await errors.close();
-    await head.close();
   }
 }
 
@@ -220,9 +250,10 @@ const HEAD_WORKER = 'vitsae-head-session';
 
 interface HeadWorkerData {
   role: typeof HEAD_WORKER;
-  /** The encoded head model. */
+  /** The encoded head model (its graph; the weights come with `options`, see Weights). */
   model: Uint8Array;
   input: string;
+  options: ort.InferenceSession.SessionOptions;
 }
 
 /** A message of the head worker: its session is ready (no outputs), a batch's outputs, or an error. */
@@ -241,8 +272,8 @@ class HeadWorker {
   private failure: Error | null = null;
 
   /** Loads `model` on a new worker (its buffer moves there); `input` names its image input. */
-  static async start(model: Uint8Array, input: string): Promise<HeadWorker> {
-    const head = new HeadWorker({ role: HEAD_WORKER, model, input });
+  static async start(model: Uint8Array, input: string, options: ort.InferenceSession.SessionOptions): Promise<HeadWorker> {
+    const head = new HeadWorker({ role: HEAD_WORKER, model, input, options });
     await head.answer();
     return head;
   }
@@ -260,9 +291,12 @@ class HeadWorker {
     this.worker.on('exit', (code) => this.fail(new Error(`the onnxruntime worker thread exited (code ${code})`)));
   }
 
-  /** The head's outputs for one batch; `pixels_NCHW`'s buffer moves to the worker (it is unusable afterwards). */
-  run(pixels_NCHW: Float32Array, dims: number[]): Promise<Record<string, ort.Tensor>> {
-    return this.answer({ pixels_NCHW, dims }, [pixels_NCHW.buffer as ArrayBuffer]);
+  /**
+   * The head's outputs `fetches` for one batch; `pixels_NCHW`'s buffer moves to the worker (it is unusable
+   * afterwards).
+   */
+  run(pixels_NCHW: Float32Array, dims: number[], fetches: string[]): Promise<Record<string, ort.Tensor>> {
+    return this.answer({ pixels_NCHW, dims, fetches }, [pixels_NCHW.buffer as ArrayBuffer]);
   }
 
   /** Ends the worker, and its session with it. */
@@ -286,19 +320,19 @@ class HeadWorker {
 }
 
 /** The head worker's side: load the session, then answer each batch with its outputs. */
-async function serveHead({ model, input }: HeadWorkerData): Promise<void> {
+async function serveHead({ model, input, options }: HeadWorkerData): Promise<void> {
   const port = parentPort!;
   const reply = (m: HeadReply, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
   let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(model, HEAD_SESSION_OPTIONS);
+    session = await ort.InferenceSession.create(model, options);
   } catch (e) {
     return reply({ error: (e as Error).message });
   }
   reply({});
-  port.on('message', async ({ pixels_NCHW, dims }: { pixels_NCHW: Float32Array; dims: number[] }) => {
+  port.on('message', async ({ pixels_NCHW, dims, fetches }: { pixels_NCHW: Float32Array; dims: number[]; fetches: string[] }) => {
     try {
-      const outs = await session.run({ [input]: new ort.Tensor('float32', pixels_NCHW, dims) });
+      const outs = await session.run({ [input]: new ort.Tensor('float32', pixels_NCHW, dims) }, fetches);
       const outputs = Object.entries(outs).map(([name, t]) => ({ name, data: t.data as Float32Array, dims: [...t.dims] }));
       reply({ outputs }, outputs.map((o) => o.data.buffer as ArrayBuffer));
     } catch (e) {

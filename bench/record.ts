@@ -18,7 +18,7 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone, selectLayers } from '../src/backbone/backbone.js';
 import { headModel } from '../src/backbone/graph.js';
-import { HEAD_SESSION_OPTIONS } from '../src/backbone/record.js';
+import { HEAD_SESSION_OPTIONS } from '../src/backbone/head-worker.js';
 import { ShardDataset } from '../src/shards/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: vitsae's SAE trainer against a PyTorch reference and against OpenBLAS's own sgemm peak, all
- * measured in this run on the same data (the machine is noisy: compare ratios, not single times); then recording
- * and edits. `npm run bench -- record` (or training, edit) runs one of them; `--quick` shortens each.
+ * measured in this run on the same data (the machine is noisy: compare ratios, not single times); then recording,
+ * edits and a model over 2 GB. `npm run bench -- record` (or training, edit, large) runs one of them; `--quick` shortens each.
  *
  * Config (the issue's): d_model 768, expansion 16 (d_sae 12288), batch 4096, k 32; ReLU and TopK.
  * TopK's limit: everything but the encoder GEMM is sparse, so tokens/s <= sgemm peak / (2 * d_model * d_sae).
@@ -20,6 +20,7 @@ import { readVitsaeDir } from '../src/sae/checkpoint.js';
 import { Sae } from '../src/sae/model.js';
 import { benchRecord } from './record.js';
 import { benchEdit } from './edit.js';
+import { benchLarge } from './large.js';
 import { ShardDataset, ShuffledTokenLoader, meanAndScale } from '../src/shards/index.js';
 
 const D = 768, EXPANSION = 16, S = D * EXPANSION, B = 4096, K = 32;
@@ -115,7 +116,7 @@ async function benchTraining(): Promise<string[]> {
 /** The benchmarks named on the command line, or all of them, each printing its own table. */
 async function all() {
   const quick = args.has('--quick');
-  const benches: Record<string, () => Promise<string[]>> = { training: benchTraining, record: () => benchRecord({ quick }), edit: benchEdit };
+  const benches: Record<string, () => Promise<string[]>> = { training: benchTraining, record: () => benchRecord({ quick }), edit: benchEdit, large: benchLarge };
   const names = [...args].filter((a) => !a.startsWith('--'));
   const unknown = names.filter((n) => !(n in benches));
   if (unknown.length) throw new Error(`unknown benchmark ${unknown.join(', ')}; choose from ${Object.keys(benches).join(', ')}`);

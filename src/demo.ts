@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { writeConceptWorld, CONCEPTS_FILE, ConceptWorldInfo } from './data/concept-world.js';
 import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
+import { Device } from './backbone/device.js';
 import { Task } from './edit/kinds.js';
 import { probeTrainSpec, saveProbe, trainProbe } from './edit/probe.js';
 import { readModelCard } from './data/preprocess.js';
@@ -66,6 +67,8 @@ export interface DemoOptions {
   seed: number;
   /** Where the demo models are (default: the shipped models/). */
   modelsDir?: string;
+  /** Execution provider for recording and edits (default cpu). */
+  device?: Device;
   showProgress?: boolean;
   log?: (line: string) => void;
 }
@@ -120,11 +123,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const visuals = path.join(dir, 'visuals');
     await fsp.rm(dir, { recursive: true, force: true });
     // The SAE's layer and, in the same pass, the last block: the task heads of the edit demos read it.
-    const bb = await openBackbone(model);
+    const bb = await openBackbone(model, opts.device);
     const [saeTensor, lastTensor] = selectLayers(bb, [opts.layer, '-1']).map((l) => l.name);
     const tensors = saeTensor === lastTensor ? [saeTensor] : [saeTensor, lastTensor];
     log(`${m.stem}: recording ${tensors.join(' and ')} of ${model} on ${data}`);
-    const recorded = await record({ model, layers: tensors, data, out: acts, progress: opts.showProgress, log });
+    const recorded = await record({ model, layers: tensors, data, out: acts, device: opts.device, progress: opts.showProgress, log });
     // The SAE's layer as metadata.json lists it (its block number), so its config names it unambiguously.
     const layer = recorded.metadata.layers[0];
     log(`${m.stem}: training a TopK SAE`);
@@ -152,13 +155,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     if (m.data === 'world') {
       log(`${m.stem}: checking latents against the ground-truth concepts of the test world`);
       const testActs = path.join(dir, 'test-acts');
-      await record({ model, layers: [saeTensor], data: testWorld, out: testActs, progress: opts.showProgress, log });
+      await record({ model, layers: [saeTensor], data: testWorld, out: testActs, device: opts.device, progress: opts.showProgress, log });
       concepts = await evaluateConcepts(model_, testActs, await conceptWorldLabels(testWorld, testActs), { selection: { layer }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
       await writeConceptReport(conceptsFile, concepts);
       await fsp.rm(testActs, { recursive: true, force: true });
       log(`${m.stem}: causal edits on the test world, against random baselines`);
       const test = async (probe: string, data: string, concepts?: string) => {
-        const engine = await EditEngine.open({ model, sae: saeDir, probe });
+        const engine = await EditEngine.open({ model, sae: saeDir, probe, device: opts.device });
         try {
           return await evaluateEdits(engine, { data, concepts, images: opts.testSize, seed: opts.seed, progress: opts.showProgress });
         } finally {

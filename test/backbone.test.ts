@@ -39,12 +39,12 @@ function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
  * tail needs nothing but the cut tensor, unless the cut is listed in `bypassed` (a path from the input to an
  * output goes around it, so the tail takes the input as well).
  */
-async function assertSplitsAgree(model: ModelProto, input: string, x: ort.Tensor, cuts: string[], bypassed: string[] = []): Promise<void> {
-  const full = await createSession(model);
+async function assertSplitsAgree(model: ModelProto, input: string, x: ort.Tensor, cuts: string[], bypassed: string[] = [], bb?: Backbone): Promise<void> {
+  const full = await createSession(model, bb);
   const want = await full.run({ [input]: x });
   for (const cut of cuts) {
-    const head = await createSession(headModel(model, [cut]));
-    const tail = await createSession(tailModel(model, [cut]));
+    const head = await createSession(headModel(model, [cut]), bb);
+    const tail = await createSession(tailModel(model, [cut]), bb);
     const extra = bypassed.includes(cut) ? { [input]: x } : {};
     assert.deepEqual(tail.inputNames, [cut, ...Object.keys(extra)], `inputs of the tail at ${cut}`);
     const mid = await head.run({ [input]: x });
@@ -132,22 +132,22 @@ describe('exported ViTs and a CNN', () => {
       ['cnn', '/layer1/Add_output_0'],
     ] as const) {
       const bb = bbs[m];
-      await assertSplitsAgree(bb.model, bb.input.name, imageBatch(2, 7), [...bb.stream.map((s) => s.tensor), extra]);
+      await assertSplitsAgree(bb.model, bb.input.name, imageBatch(2, 7), [...bb.stream.map((s) => s.tensor), extra], [], bb);
     }
   });
 
   it('a tail cut inside a block, where the skip path goes around the cut, also takes the input', async () => {
     const bb = bbs.cnn;
-    await assertSplitsAgree(bb.model, bb.input.name, imageBatch(2, 8), ['/layer2/Relu_output_0'], ['/layer2/Relu_output_0']);
+    await assertSplitsAgree(bb.model, bb.input.name, imageBatch(2, 8), ['/layer2/Relu_output_0'], ['/layer2/Relu_output_0'], bb);
   });
 
   it('a head with several outputs computes each as a single head does', async () => {
     const bb = bbs.vit_hf;
     const names = selectLayers(bb, ['0', '-1']).map((l) => l.name);
     const x = imageBatch(3, 11);
-    const both = await (await createSession(headModel(bb.model, names))).run({ pixel_values: x });
+    const both = await (await createSession(headModel(bb.model, names), bb)).run({ pixel_values: x });
     for (const n of names) {
-      const one = await (await createSession(headModel(bb.model, [n]))).run({ pixel_values: x });
+      const one = await (await createSession(headModel(bb.model, [n]), bb)).run({ pixel_values: x });
       assert.equal(maxAbsDiff(both[n], one[n]), 0);
     }
   });

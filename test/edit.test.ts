@@ -79,7 +79,7 @@ test('an empty edit reproduces the unedited model and task head to 1e-5', async 
   const pp = engine.preprocess;
   const pixels = new Float32Array(images.length * 3 * 32 * 32);
   for (const [i, img] of images.entries()) await loadPixels(img, pp, pixels.subarray(i * 3072, (i + 1) * 3072));
-  const session = await createSession(headModel(engine.bb.model, ['last_hidden_state']));
+  const session = await createSession(headModel(engine.bb.model, ['last_hidden_state']), engine.bb);
   const out = await session.run({ [engine.bb.input.name]: new ort.Tensor('float32', pixels, [images.length, 3, 32, 32]) });
   await session.release();
   const reference = probeProbabilities(probe, taskRows(out.last_hidden_state.data as Float32Array, engine.featureLayout, images.length, 'cls'), images.length);

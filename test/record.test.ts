@@ -53,7 +53,7 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
   const data = md.data as RecordingData;
   const pp = camelKeys<Preprocess>(data.preprocess);
   const bb = await openBackbone(data.model);
-  const head = await createSession(headModel(bb.model, data.tensors));
+  const head = await createSession(headModel(bb.model, data.tensors), bb);
   const dataset = await openDataset(md.dataset);
   const keys = readFileSync(path.join(dir, 'examples.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).file as string);
   const index = new Map(Array.from({ length: dataset.size }, (_, i) => [dataset.key(i), i]));
@@ -125,7 +125,8 @@ describe('record', () => {
     assert.deepEqual(examples.map((l) => JSON.parse(l)), sorted.map((f) => ({ file: f, label: f.startsWith('cat') ? 0 : 1 })));
     assert.equal(Buffer.compare(bytes(acts), bytes(await expectedActs(single, 4))), 0);
     // The last layer is the model's own output last_hidden_state: the CLS token matches it directly.
-    const full = await createSession((await openBackbone(fixtureModel('vit_hf'))).model);
+    const hf = await openBackbone(fixtureModel('vit_hf'));
+    const full = await createSession(hf.model, hf);
     const x = new Float32Array(3 * 32 * 32);
     // On disk the preprocessing has snake_case keys, as every JSON vitsae writes.
     assert.deepEqual(Object.keys(data.preprocess).filter((k) => /[A-Z]/.test(k)), []);
@@ -302,8 +303,9 @@ describe('record', () => {
     const out = path.join(root, 'idx-out');
     const [summary] = await runForJson(recordCommand, ['--model', fixtureModel('vit_tv'), '--layer', '-1', '--layer', '0', '--data', path.join(dir, 't10k-images-idx3-ubyte.gz'), '--out', out, '--no-progress', '--json', '--mean', '0.5,0.5,0.5', '--std', '0.25,0.25,0.25']);
     const [merged] = await runForJson(shardsMergeCommand, ['--out', path.join(root, 'idx-merged'), '--json', out]);
-    const { images_per_second, ...rest } = summary as { images_per_second: number };
+    const { images_per_second, first_batch_seconds, ...rest } = summary as { images_per_second: number; first_batch_seconds: number };
     assert.ok(images_per_second > 0);
+    assert.ok(first_batch_seconds > 0);
     assert.deepEqual(rest, { out, n_examples: 5, recorded: 5, skipped: 0, resumed: false });
     assert.deepEqual(merged, { out: path.join(root, 'idx-merged'), n_examples: 5, linked_shards: 0, rewritten_examples: 5 });
     const { ds, examples } = await readAll(out);

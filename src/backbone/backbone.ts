@@ -7,19 +7,26 @@ import * as ort from 'onnxruntime-node';
 import { UserError } from '../util/errors.js';
 import { GraphIndex, headModel, indexGraph } from './graph.js';
 import { residualStream, StreamTensor } from './layers.js';
-import { ModelProto, encodeModel, int, loadModel } from './onnx.js';
+import { checkDevice, Device, deviceOptions } from './device.js';
+import { ModelProto, encodeModel, int, loadModel, Weights, weightOptions } from './onnx.js';
 
 export interface Backbone {
   file: string;
+  /** The graph, its large weights external data in `weights` (see Weights). */
   model: ModelProto;
+  weights: Weights;
   index: GraphIndex;
   stream: StreamTensor[];
+  /** Where its sessions run. */
+  device: Device;
   /** The image input [N, C, H, W]; dims the export left dynamic are strings (their dim_param) or null. */
   input: { name: string; dims: (number | string | null)[] };
 }
 
-export async function openBackbone(file: string): Promise<Backbone> {
-  const model = await loadModel(file);
+/** Opens a model to run on `device`, checked first: a missing execution provider fails before the model loads. */
+export async function openBackbone(file: string, device: Device = 'cpu'): Promise<Backbone> {
+  await checkDevice(device);
+  const { model, weights } = await loadModel(file);
   const index = indexGraph(model.graph!);
   if (index.runtimeInputs.length !== 1)
     throw new UserError(`${file}: expected one image input, the model has ${index.runtimeInputs.length} (${index.runtimeInputs.join(', ')})`);
@@ -27,7 +34,7 @@ export async function openBackbone(file: string): Promise<Backbone> {
   const info = model.graph!.input!.find((v) => v.name === name)!;
   const dims = (info.type?.tensor_type?.shape?.dim ?? []).map((d) => (d.dim_value !== undefined && int(d.dim_value) > 0 ? int(d.dim_value) : (d.dim_param ?? null)));
   if (dims.length !== 4) throw new UserError(`${file}: the input "${name}" has rank ${dims.length}; expected an image batch [N, C, H, W]`);
-  return { file, model, index, stream: residualStream(index), input: { name, dims } };
+  return { file, model, weights, device, index, stream: residualStream(index), input: { name, dims } };
 }
 
 /** The image size [H, W] the model declares, if its spatial dims are fixed. */
@@ -89,18 +96,32 @@ export function selectLayers(bb: Backbone, specs: string[]): Layer[] {
   return layers;
 }
 
-export async function createSession(model: ModelProto, options: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(encodeModel(model), options);
+/**
+ * onnxruntime options for a part of `bb` (a head or tail of its graph): its weights and its device, then `extra`.
+ * Plain data, so that a worker thread can receive them (the weights are shared memory, not copied).
+ */
+export function sessionOptions(bb: Pick<Backbone, 'weights' | 'device'>, extra: ort.InferenceSession.SessionOptions = {}): ort.InferenceSession.SessionOptions {
+  return { ...weightOptions(bb.weights), ...deviceOptions(bb.device), ...extra };
+}
+
+/** A session for `model`: a part of a backbone (its weights and device given by `bb`) or a self-contained model. */
+export async function createSession(model: ModelProto, bb?: Pick<Backbone, 'weights' | 'device'>, extra: ort.InferenceSession.SessionOptions = {}): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(encodeModel(model), bb ? sessionOptions(bb, extra) : extra);
+}
+
+/** A zero image batch for a shape probe: one image, or the batch an export fixed. */
+export function probeInput(bb: Backbone, size?: [number, number]): ort.Tensor {
+  const [h, w] = inputSize(bb, size);
+  const c = inputChannels(bb);
+  const n = fixedBatch(bb) ?? 1;
+  return new ort.Tensor('float32', new Float32Array(n * c * h * w), [n, c, h, w]);
 }
 
 /** Shapes of `tensors` for one image of the given size, or one fixed batch (a single run of the head on zeros). */
 export async function probeShapes(bb: Backbone, tensors: string[], size?: [number, number]): Promise<number[][]> {
-  const [h, w] = inputSize(bb, size);
-  const session = await createSession(headModel(bb.model, tensors, bb.index));
+  const x = probeInput(bb, size);
+  const session = await createSession(headModel(bb.model, tensors, bb.index), bb);
   try {
-    const c = inputChannels(bb);
-    const n = fixedBatch(bb) ?? 1;
-    const x = new ort.Tensor('float32', new Float32Array(n * c * h * w), [n, c, h, w]);
     const out = await session.run({ [bb.input.name]: x });
     return tensors.map((t) => [...out[t].dims]);
   } finally {
@@ -136,13 +157,26 @@ export interface TokenLayout {
 }
 
 /**
+ * The tensors whose shapes give the token layout of `layers`: the layers, then the patch embedding's output when
+ * the number of prefix tokens is not known (from the model card) and the model has one.
+ */
+export function layoutTensors(bb: Backbone, layers: Layer[], prefixTokens?: number): string[] {
+  const patchify = prefixTokens === undefined ? patchEmbedding(bb) : undefined;
+  return [...layers.map((l) => l.name), ...(patchify ? [patchify] : [])];
+}
+
+/**
  * Token layout shared by all chosen layers. The number of patches is read off the patch-embedding convolution
  * (kernel = stride > 1) when the model has one, else the caller must say how many prefix tokens there are.
  */
 export async function tokenLayout(bb: Backbone, layers: Layer[], size?: [number, number], prefixTokens?: number): Promise<TokenLayout> {
-  const patchify = prefixTokens === undefined ? patchEmbedding(bb) : undefined;
-  const tensors = [...layers.map((l) => l.name), ...(patchify ? [patchify] : [])];
-  const shapes = await probeShapes(bb, tensors, size);
+  const tensors = layoutTensors(bb, layers, prefixTokens);
+  return layoutFromShapes(layers, await probeShapes(bb, tensors, size), prefixTokens);
+}
+
+/** The token layout from the shapes of `layoutTensors(bb, layers, prefixTokens)`, in that order. */
+export function layoutFromShapes(layers: Layer[], shapes: number[][], prefixTokens?: number): TokenLayout {
+  const patchify = shapes.length > layers.length;
   const layouts = layers.map((l, i): TokenLayout => {
     const s = shapes[i];
     if (s.length === 4) return { layout: 'nchw', prefixTokens: 0, patchTokens: s[2] * s[3], dModel: s[1], grid: [s[2], s[3]] };

@@ -3,8 +3,7 @@
  * this module). Field names keep the schema's snake_case. The interfaces below type the part of the schema that
  * vitsae reads; every other field survives a decode/encode round trip untouched.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
@@ -127,39 +126,113 @@ export function* allGraphs(graph: GraphProto): Generator<GraphProto> {
 
 const EXTERNAL = 1;
 
+/** Location of the in-memory external data that holds the weights stored inside the .onnx file. */
+export const INLINE_WEIGHTS = 'vitsae-inline-weights.bin';
+/** Initializers smaller than this stay in the graph (shape constants that graph optimisations read). */
+const MIN_EXTERNAL_BYTES = 1024;
+
 /**
- * Reads an .onnx file. Weights kept in external data files (models saved with `save_as_external_data`) are read
- * into the tensors, so that the model can be split and handed to onnxruntime as one buffer.
+ * Where the weights of a loaded model live, so that the graph protobuf handed to onnxruntime holds none of them:
+ * encoding a split is then cheap, and no split meets protobuf's 2 GB limit. A model saved in one file has its large
+ * initializers turned into external data handed to onnxruntime from memory as `INLINE_WEIGHTS` (the file's bytes,
+ * never copied). A model saved with external data files keeps them: onnxruntime reads them from `folder` itself.
+ * (onnxruntime takes no mix: once given external data from memory, it looks up every external file there.)
  */
-export async function loadModel(file: string): Promise<ModelProto> {
+export interface Weights {
+  /** The .onnx file's bytes, on a SharedArrayBuffer so that worker threads read them without a copy; null for a model with data files. */
+  inline: Uint8Array | null;
+  /** Directory the model's external data files are resolved against. */
+  folder: string;
+}
+
+export interface LoadedModel {
+  model: ModelProto;
+  weights: Weights;
+}
+
+/** onnxruntime session options that supply a model's external weights (see Weights). */
+export function weightOptions(w: Weights): { externalData?: { path: string; data: Uint8Array }[]; extra: Record<string, string> } {
+  return {
+    ...(w.inline ? { externalData: [{ path: INLINE_WEIGHTS, data: w.inline }] } : {}),
+    extra: { 'session.model_external_initializers_file_folder_path': w.folder },
+  };
+}
+
+/** Files over 2 GiB are read in parts: one fs read is limited to 2^31 - 1 bytes. */
+const READ_CHUNK = 1 << 30;
+
+/**
+ * Reads an .onnx file and keeps its weights out of the graph (see Weights): in a model without data files, large
+ * initializers become views of the file's bytes; a model's own data files are checked (they exist, inside the
+ * model's folder, long enough) but not read, so that a model of any size loads in the time it takes to read its graph.
+ */
+export async function loadModel(file: string): Promise<LoadedModel> {
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(file);
+    bytes = readShared(file);
   } catch (e) {
     throw new UserError(`cannot read model ${file}: ${(e as Error).message}`);
   }
   const model = decodeModel(bytes, file);
-  for (const g of allGraphs(model.graph!))
-    for (const t of g.initializer ?? []) if (t.data_location === EXTERNAL) await inlineExternal(t, path.dirname(file));
-  return model;
+  const folder = path.dirname(path.resolve(file));
+  const sizes = new Map<string, number>();
+  const graphs = [...allGraphs(model.graph!)];
+  for (const g of graphs)
+    for (const t of [...(g.initializer ?? []), ...(g.sparse_initializer ?? []).flatMap((s) => (s.values ? [s.values] : []))])
+      if (t.data_location === EXTERNAL) checkExternal(t, folder, sizes, file);
+  if (sizes.size) return { model, weights: { inline: null, folder } };
+  for (const g of graphs) {
+    for (const t of g.initializer ?? []) {
+      if (t.raw_data && t.raw_data.byteLength >= MIN_EXTERNAL_BYTES) {
+        // protobufjs decodes bytes fields as views of the input, so the tensor's offset in the file is its view's.
+        if (t.raw_data.buffer !== bytes.buffer) throw new Error('protobufjs copied a tensor; expected a view of the model bytes');
+        t.external_data = [
+          { key: 'location', value: INLINE_WEIGHTS },
+          { key: 'offset', value: String(t.raw_data.byteOffset - bytes.byteOffset) },
+          { key: 'length', value: String(t.raw_data.byteLength) },
+        ];
+        t.data_location = EXTERNAL;
+        t.raw_data = new Uint8Array(0);
+      }
+    }
+  }
+  return { model, weights: { inline: bytes, folder } };
 }
 
-async function inlineExternal(t: TensorProto, dir: string): Promise<void> {
-  const info = new Map((t.external_data ?? []).map((e) => [e.key, e.value ?? '']));
-  const file = path.join(dir, info.get('location') ?? '');
-  const offset = Number(info.get('offset') ?? 0);
-  const fh = await open(file, 'r').catch((e: Error) => {
-    throw new UserError(`tensor ${t.name}: cannot open its external data ${file}: ${e.message}`);
-  });
+function readShared(file: string): Uint8Array {
+  const fd = openSync(file, 'r');
   try {
-    const length = info.has('length') ? Number(info.get('length')) : (await fh.stat()).size - offset;
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    if (bytesRead !== length) throw new UserError(`tensor ${t.name}: external data ${file} is truncated`);
-    t.raw_data = buf;
-    t.data_location = 0;
-    t.external_data = [];
+    const size = fstatSync(fd).size;
+    const bytes = new Uint8Array(new SharedArrayBuffer(size));
+    for (let at = 0; at < size; ) {
+      const n = readSync(fd, bytes, at, Math.min(READ_CHUNK, size - at), at);
+      if (n === 0) throw new Error('the file shrank while it was read');
+      at += n;
+    }
+    return bytes;
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
+}
+
+/** A clear error now for external data that onnxruntime would fail on later, naming the tensor and the file. */
+function checkExternal(t: TensorProto, folder: string, sizes: Map<string, number>, model: string): void {
+  const info = new Map((t.external_data ?? []).map((e) => [e.key, e.value ?? '']));
+  const location = info.get('location') ?? '';
+  const where = `${model}: tensor ${t.name}'s external data "${location}"`;
+  if (!location || path.isAbsolute(location) || path.normalize(location).startsWith('..'))
+    throw new UserError(`${where} must be a file name relative to the model's folder (re-save the model with onnx.save_model(..., save_as_external_data=True, location="NAME.data"))`);
+  const file = path.join(folder, location);
+  let size = sizes.get(file);
+  if (size === undefined) {
+    try {
+      size = statSync(file).size;
+    } catch (e) {
+      throw new UserError(`${where}: cannot open ${file} (${(e as NodeJS.ErrnoException).code}); keep the data file beside the .onnx file`);
+    }
+    sizes.set(file, size);
+  }
+  const offset = Number(info.get('offset') ?? 0);
+  const length = info.has('length') ? Number(info.get('length')) : size - offset;
+  if (offset + length > size) throw new UserError(`${where}: ${file} holds ${size} bytes, the tensor needs bytes ${offset}..${offset + length}; the data file is truncated or belongs to another model`);
 }

@@ -1,6 +1,6 @@
 /**
  * The recorder: runs the head of a model (inputs -> chosen layers) over a dataset and writes activation shards.
- * onnxruntime runs on a worker thread (see HeadWorker), so that the next batch decodes (sharp, on libuv's threads,
+ * onnxruntime runs on a worker thread (see head-worker.ts), so that the next batch decodes (sharp, on libuv's threads,
  * normalised on the main thread) and the previous one is written while it computes the current one. Beside the
  * shards go `examples.jsonl` (one {file, label?} per recorded example, in shard order, so skipped files never
  * shift the mapping) and, with --on-error skip, `errors.jsonl`.
@@ -10,15 +10,16 @@
 import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { Dataset, openDataset } from '../data/images.js';
 import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
 import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from './backbone.js';
+import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, layoutFromShapes, layoutTensors, openBackbone, probeInput, selectLayers, sessionOptions, TokenLayout } from './backbone.js';
+import { Device } from './device.js';
 import { headModel } from './graph.js';
+import { HEAD_SESSION_OPTIONS, HeadWorker } from './head-worker.js';
 import { encodeModel } from './onnx.js';
 import { snakeKeys } from '../util/json-keys.js';
 
@@ -42,6 +43,8 @@ export interface RecordOptions {
   std?: number[];
   /** Tokens per shard file over all layers; unset or 0: DEFAULT_MAX_TOKENS_PER_SHARD, lowered if the workers need more shards. */
   maxTokensPerShard?: number;
+  /** Execution provider (default cpu). */
+  device?: Device;
   /** Show a progress bar on stderr (default true). */
   progress?: boolean;
   /** Notes for the user (resuming, the preset in use); default stderr. */
@@ -56,6 +59,8 @@ export interface RecordResult {
   skipped: number;
   resumed: boolean;
   imagesPerSecond: number;
+  /** Seconds from the start of the process until the first batch went to onnxruntime (start-up cost). */
+  firstBatchSeconds: number;
 }
 
 /** What `data` in metadata.json holds for a vitsae recording: enough to know where each number came from. */
@@ -95,18 +100,43 @@ function workerSlice(size: number, perShard: number, w: number, n: number): { st
 
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const log = opts.log ?? ((m: string) => process.stderr.write(m + '\n'));
-  const onError = opts.onError ?? 'stop';
-  const bb = await openBackbone(opts.model);
-  // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
+  const bb = await openBackbone(opts.model, opts.device);
   const fixed = fixedBatch(bb);
-  const batch = fixed ?? opts.batch ?? 16;
   if (fixed !== null && opts.batch !== undefined && opts.batch !== fixed) log(`${opts.model} was exported with a fixed batch of ${fixed}; recording ${fixed} images at a time`);
   const card = readModelCard(opts.model);
   if (!card && !opts.mean) log(`${opts.model} has no model card (${path.basename(opts.model, '.onnx')}.json); using the ImageNet preset`);
   const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
   inputSize(bb, pp.size);
   const layers = selectLayers(bb, opts.layers);
-  const layout = await tokenLayout(bb, layers, pp.size, card?.prefix_tokens);
+  // One session serves the layout probe and the recording: its head also computes the tensors the probe needs.
+  const probed = layoutTensors(bb, layers, card?.prefix_tokens);
+  const head = await HeadWorker.start(encodeModel(headModel(bb.model, probed, bb.index)), bb.input.name, sessionOptions(bb, HEAD_SESSION_OPTIONS));
+  try {
+    const x = probeInput(bb, pp.size);
+    const shapes = await head.run(x.data as Float32Array, [...x.dims], probed);
+    const layout = layoutFromShapes(layers, probed.map((t) => [...shapes[t].dims]), card?.prefix_tokens);
+    return await recordWith(opts, bb, head, layers, layout, pp, card, log);
+  } finally {
+    await head.close();
+  }
+}
+
+/** Records with a started head session, once the token layout is known. */
+async function recordWith(
+  opts: RecordOptions,
+  bb: Backbone,
+  head: HeadWorker,
+  layers: Layer[],
+  layout: TokenLayout,
+  pp: Preprocess,
+  card: ReturnType<typeof readModelCard>,
+  log: (message: string) => void,
+): Promise<RecordResult> {
+  const onError = opts.onError ?? 'stop';
+  // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
+  const fixed = fixedBatch(bb);
+  const batch = fixed ?? opts.batch ?? 16;
+  const names = layers.map((l) => l.name);
   const ds = await openDataset(opts.data);
   if (ds.kind === 'segmentation' && !layout.grid) throw new UserError('the patch grid of this model is unknown, so mask pixels cannot be assigned to patches');
   const numbers = layers.map((l) => layerNumber(bb, l));
@@ -154,13 +184,13 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 
   const { writer, next, resumed } = await openWriter(opts.out, metadata, ds, slice);
   if (resumed) log(`resuming ${opts.out}: ${writer.nExamples} examples kept, continuing at dataset index ${next}`);
-  const head = await HeadWorker.start(encodeModel(headModel(bb.model, layers.map((l) => l.name), bb.index)), bb.input.name);
   const examples = await fs.open(path.join(opts.out, EXAMPLES_FILE), 'a');
   const errors = await fs.open(path.join(opts.out, ERRORS_FILE), 'a');
   const bar = progress('record', slice.end - next, { enabled: opts.progress ?? true, unit: 'images' });
   const started = Date.now();
   let recorded = 0;
   let skipped = 0;
+  let firstBatch = 0;
   try {
     const starts: number[] = [];
     for (let i = next; i < slice.end; i += batch) starts.push(i);
@@ -181,7 +211,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       const n = cur.files.length;
       if (n) {
         const rows = fixed ?? n;
-        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size]);
+        firstBatch ||= performance.now();
+        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size], names);
         const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
         await writing;
         writing = (async () => {
@@ -201,115 +232,14 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     await examples.sync();
     await errors.sync();
     const final = await writer.close();
-    return { metadata: final, recorded, skipped, resumed, imagesPerSecond: (recorded + skipped) / Math.max(1e-3, (Date.now() - started) / 1000) };
+    return { metadata: final, recorded, skipped, resumed, imagesPerSecond: (recorded + skipped) / Math.max(1e-3, (Date.now() - started) / 1000), firstBatchSeconds: firstBatch / 1000 };
   } finally {
     bar.stop();
     await examples.close();
     await errors.close();
-    await head.close();
   }
 }
 
-/**
- * The head session's options: onnxruntime's defaults, whose threads spin between operators. Sleeping instead
- * (allow_spinning 0, meant to leave the cores to the decoding beside them) made recording ViT-B/16 on 2 cores
- * 5-17% slower: decoding takes ~2% of the CPU, while every operator paid for waking the pool.
- */
-export const HEAD_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {};
-
-/** Marks the worker threads that serve a head session (see HeadWorker), in their workerData. */
-const HEAD_WORKER = 'vitsae-head-session';
-
-interface HeadWorkerData {
-  role: typeof HEAD_WORKER;
-  /** The encoded head model. */
-  model: Uint8Array;
-  input: string;
-}
-
-/** A message of the head worker: its session is ready (no outputs), a batch's outputs, or an error. */
-type HeadReply = { outputs?: { name: string; data: Float32Array; dims: number[] }[] } | { error: string };
-
-/**
- * The head model's onnxruntime session on a worker thread. onnxruntime-node's `session.run` returns a promise but
- * computes synchronously on the calling thread, so on the main thread it would stall the event loop for a whole
- * batch: the next batch's decode (sharp's stages and the normalisation need the loop between them) and the writes
- * of the previous one would wait for it instead of running beside it. Pixels and outputs are transferred, not
- * copied. Requests are answered in order; the first answer says whether the session loaded.
- */
-class HeadWorker {
-  private readonly worker: Worker;
-  private readonly pending: { resolve: (outputs: Record<string, ort.Tensor>) => void; reject: (e: Error) => void }[] = [];
-  private failure: Error | null = null;
-
-  /** Loads `model` on a new worker (its buffer moves there); `input` names its image input. */
-  static async start(model: Uint8Array, input: string): Promise<HeadWorker> {
-    const head = new HeadWorker({ role: HEAD_WORKER, model, input });
-    await head.answer();
-    return head;
-  }
-
-  private constructor(data: HeadWorkerData) {
-    // The model moves to the worker, not a clone of it: a second copy of a large model costs seconds and memory.
-    const owned = data.model.byteOffset === 0 && data.model.byteLength === data.model.buffer.byteLength;
-    this.worker = new Worker(new URL(import.meta.url), { workerData: data, transferList: owned ? [data.model.buffer as ArrayBuffer] : [] });
-    this.worker.on('message', (m: HeadReply) => {
-      const p = this.pending.shift()!;
-      if ('error' in m) p.reject(new Error(m.error));
-      else p.resolve(Object.fromEntries((m.outputs ?? []).map((o) => [o.name, new ort.Tensor('float32', o.data, o.dims)])));
-    });
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => this.fail(new Error(`the onnxruntime worker thread exited (code ${code})`)));
-  }
-
-  /** The head's outputs for one batch; `pixels_NCHW`'s buffer moves to the worker (it is unusable afterwards). */
-  run(pixels_NCHW: Float32Array, dims: number[]): Promise<Record<string, ort.Tensor>> {
-    return this.answer({ pixels_NCHW, dims }, [pixels_NCHW.buffer as ArrayBuffer]);
-  }
-
-  /** Ends the worker, and its session with it. */
-  async close(): Promise<void> {
-    await this.worker.terminate();
-  }
-
-  /** The worker's next answer, to `request` if one is given. */
-  private answer(request?: object, transfer: ArrayBuffer[] = []): Promise<Record<string, ort.Tensor>> {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      this.pending.push({ resolve, reject });
-      if (request) this.worker.postMessage(request, transfer);
-    });
-  }
-
-  private fail(e: Error): void {
-    this.failure ??= e;
-    for (const p of this.pending.splice(0)) p.reject(e);
-  }
-}
-
-/** The head worker's side: load the session, then answer each batch with its outputs. */
-async function serveHead({ model, input }: HeadWorkerData): Promise<void> {
-  const port = parentPort!;
-  const reply = (m: HeadReply, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
-  let session: ort.InferenceSession;
-  try {
-    session = await ort.InferenceSession.create(model, HEAD_SESSION_OPTIONS);
-  } catch (e) {
-    return reply({ error: (e as Error).message });
-  }
-  reply({});
-  port.on('message', async ({ pixels_NCHW, dims }: { pixels_NCHW: Float32Array; dims: number[] }) => {
-    try {
-      const outs = await session.run({ [input]: new ort.Tensor('float32', pixels_NCHW, dims) });
-      const outputs = Object.entries(outs).map(([name, t]) => ({ name, data: t.data as Float32Array, dims: [...t.dims] }));
-      reply({ outputs }, outputs.map((o) => o.data.buffer as ArrayBuffer));
-    } catch (e) {
-      reply({ error: (e as Error).message });
-    }
-  });
-}
-
-if (!isMainThread && (workerData as Partial<HeadWorkerData> | null)?.role === HEAD_WORKER) void serveHead(workerData as HeadWorkerData);
 
 /**
  * A writer for `dir`: a new one, or the unfinished recording there if its metadata matches, with the manifest

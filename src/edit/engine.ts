@@ -13,6 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
+import { Device } from '../backbone/device.js';
 import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from '../backbone/backbone.js';
 import { extractModel, headModel, indexGraph } from '../backbone/graph.js';
 import { ImageError, ImageInput, loadPixels, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
@@ -51,6 +52,8 @@ export interface EngineOptions {
   maxima?: ArrayLike<number>;
   /** Prepared image batches kept for repeated edits (least recently used dropped); default 32. */
   cacheSize?: number;
+  /** Execution provider (default cpu). */
+  device?: Device;
 }
 
 /** The task head's answer for a batch: one row per image (classify) or per patch (segment). */
@@ -131,7 +134,7 @@ export class EditEngine {
   ) {}
 
   static async open(opts: EngineOptions): Promise<EditEngine> {
-    const bb = await openBackbone(opts.model);
+    const bb = await openBackbone(opts.model, opts.device);
     const sae = typeof opts.sae === 'string' ? await openSae(opts.sae) : opts.sae;
     const probe = typeof opts.probe === 'string' ? await loadProbe(opts.probe) : opts.probe;
     const card = readModelCard(opts.model);
@@ -156,9 +159,9 @@ export class EditEngine {
       if (!indexGraph(model.graph!).consumers.has(layer.name))
         throw new UserError(`${features.name} (the probe's features) is not computed from ${layer.name}: an edit there cannot change the probe's answer`);
       tailReadsPixels = (model.graph!.input ?? []).some((v) => v.name === bb.input.name);
-      tail = await createSession(model);
+      tail = await createSession(model, bb);
     }
-    const head = await createSession(headModel(bb.model, [layer.name], bb.index));
+    const head = await createSession(headModel(bb.model, [layer.name], bb.index), bb);
     const decoder_SD = sae.core.getTensor('W_dec').slice();
     const inv = 1 / sae.config.input_scale;
     for (let i = 0; i < decoder_SD.length; i++) decoder_SD[i] *= inv;

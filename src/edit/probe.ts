@@ -13,6 +13,7 @@
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Device } from '../backbone/device.js';
 import { openBackbone, selectLayers, TokenLayout } from '../backbone/backbone.js';
 import { record, RecordingData } from '../backbone/record.js';
 import { openDataset } from '../data/images.js';
@@ -159,6 +160,8 @@ export interface ProbeTrainOptions {
   mean?: number[];
   std?: number[];
   recordBatch?: number;
+  /** Execution provider for the recording (default cpu). */
+  device?: Device;
   progress?: boolean;
   log?: (message: string) => void;
 }
@@ -168,7 +171,7 @@ export interface ProbeTrainOptions {
  * on a split of the images and measures it on the rest.
  */
 export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
-  const bb = await openBackbone(opts.model);
+  const bb = await openBackbone(opts.model, opts.device);
   const [features] = selectLayers(bb, [opts.features ?? '-1']);
   if (!opts.shards && !opts.data) throw new UserError('give the labelled dataset (--data) or a recording of the features (--shards)');
   if (!opts.shards) {
@@ -181,7 +184,7 @@ export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
   try {
     const shards = opts.shards ?? path.join(tmp!, 'features');
     if (!opts.shards)
-      await record({ model: opts.model, layers: [features.name], data: opts.data!, out: shards, batch: opts.recordBatch, inputSize: opts.inputSize, mean: opts.mean, std: opts.std, progress: opts.progress, log: opts.log });
+      await record({ model: opts.model, layers: [features.name], data: opts.data!, out: shards, batch: opts.recordBatch, inputSize: opts.inputSize, mean: opts.mean, std: opts.std, device: opts.device, progress: opts.progress, log: opts.log });
     const ds = await ShardDataset.open(shards);
     try {
       const data = ds.metadata.data as Partial<RecordingData>;

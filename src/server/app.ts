@@ -15,6 +15,7 @@ import { UserError } from '../util/errors.js';
 import { ANNOTATED, RunComparison, SORT_KEYS } from './api.js';
 import { NotFound, RunData, Urls } from './run-data.js';
 import { THUMBS_DIR } from '../analysis/visuals-index.js';
+import type { Device } from '../backbone/device.js';
 import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
 import { lenientNumber, numberAsString } from './strict-params.js';
 import { ImageParams, LatentParams, RunParam } from './params.js';
@@ -50,6 +51,8 @@ export interface ServerOptions {
   editLimits?: Partial<EditLimits>;
   /** A `vitsae compare` output over two of the runs (src/server/comparison.ts), answered at /api/comparison. */
   comparison?: RunComparison;
+  /** Where the edit demos run their models (default cpu). */
+  device?: Device;
 }
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
@@ -168,7 +171,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     async (req) => runOf(req.params.run).compare(req.params.latent, runOf(req.query.other)),
   );
 
-  await app.register(editRoutes, { ...DEFAULT_EDIT_LIMITS, ...opts.editLimits, runs: opts.runs, runOf });
+  await app.register(editRoutes, { ...DEFAULT_EDIT_LIMITS, ...opts.editLimits, runs: opts.runs, runOf, device: opts.device });
 
   // Thumbnails: each run's thumbs/ directory and nothing else of it; @fastify/static refuses paths that leave it.
   for (const r of opts.runs) {

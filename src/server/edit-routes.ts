@@ -10,6 +10,7 @@ import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NotFound, RunData } from './run-data.js';
 import type { EditRequest, ProbeList, Upload } from './edit-api.js';
+import type { Device } from '../backbone/device.js';
 import { RunEdits } from './edits.js';
 import { RunParam } from './params.js';
 import { BoundedQueue, QueueFull } from './queue.js';
@@ -62,11 +63,12 @@ export interface EditRoutesOptions extends EditLimits {
   runs: RunData[];
   /** The run with this id, or NotFound. */
   runOf: (id: string) => RunData;
+  device?: Device;
 }
 
 export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOptions): Promise<void> {
   const app = parent.withTypeProvider<TypeBoxTypeProvider>();
-  const edits = new Map(opts.runs.map((r) => [r, new RunEdits(r)]));
+  const edits = new Map(opts.runs.map((r) => [r, new RunEdits(r, opts.device)]));
   const editsOf = (id: string) => edits.get(opts.runOf(id))!;
   const queue = new BoundedQueue(opts.editConcurrency, opts.editQueue);
   const uploads = new UploadStore(STORED_UPLOADS * opts.uploadBytes);

@@ -5,6 +5,7 @@
  */
 import * as path from 'node:path';
 import type { ImageInput } from '../data/preprocess.js';
+import type { Device } from '../backbone/device.js';
 import { EditEngine, Predictions, topClasses } from '../edit/engine.js';
 import { loadProbe, Probe } from '../edit/probe.js';
 import { UserError } from '../util/errors.js';
@@ -26,7 +27,10 @@ export class RunEdits {
   /** Per engine, the last image preparation: an SAE core takes one call at a time. */
   private readonly preparing = new Map<number, Promise<unknown>>();
 
-  constructor(readonly data: RunData) {}
+  constructor(
+    readonly data: RunData,
+    private readonly device?: Device,
+  ) {}
 
   /** The run's heads; none without a model, which the engine splits. */
   private loadProbes(): Promise<{ summary: ProbeSummary; probe: Probe }[]> {
@@ -61,7 +65,7 @@ export class RunEdits {
     if (!e) {
       e = (async () => {
         const { probe } = await this.probe(id);
-        const engine = await EditEngine.open({ model: this.data.run.model!, sae: this.data.run.sae, probe });
+        const engine = await EditEngine.open({ model: this.data.run.model!, sae: this.data.run.sae, probe, device: this.device });
         const { index } = this.data;
         if (engine.layout.patchTokens !== index.meta.patches) {
           await engine.close();

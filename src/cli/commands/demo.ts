@@ -1,5 +1,6 @@
 import { defineCommand, runCommand } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
 import { serveCommand } from './serve.js';
 
@@ -13,6 +14,7 @@ const spec = {
   seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the world and the SAE training' },
   serve: { kind: 'boolean', default: true, doc: 'start the browser app on the runs at the end; --no-serve stops before' },
   port: { kind: 'number', int: true, min: 0, max: 65535, default: 8770, doc: 'port of the browser app' },
+  ...deviceSpec,
   progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
   json: { kind: 'boolean', default: false, doc: 'print the summary as JSON' },
 } as const satisfies ConfigSpec;
@@ -34,7 +36,7 @@ compares the two objectives (vitsae compare: OUT/compare/report.html), prints on
 browser app on the runs and the comparison (unless --no-serve); its edit demos open on the first run.`,
   spec,
   async run(c) {
-    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, showProgress: c.progress });
+    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, device: c.device, showProgress: c.progress });
     if (c.json) {
       const summary = runs.map((r) => ({
         model: r.model,
@@ -71,6 +73,6 @@ browser app on the runs and the comparison (unless --no-serve); its edit demos o
         ].join('\n'),
       );
     }
-    if (c.serve) await runCommand(serveCommand, [...runs.flatMap((r) => ['--run', r.dir]), ...(comparison ? ['--compare', comparison] : []), '--port', String(c.port)]);
+    if (c.serve) await runCommand(serveCommand, [...runs.flatMap((r) => ['--run', r.dir]), ...(comparison ? ['--compare', comparison] : []), '--port', String(c.port), '--device', c.device]);
   },
 });

@@ -1,6 +1,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { exists } from '../../util/fs.js';
 import { readRun, Run } from '../../analysis/run.js';
@@ -19,6 +20,7 @@ export const engineSpec = {
   inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
   mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
   std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+  ...deviceSpec,
 } as const satisfies ConfigSpec;
 
 type EngineConfig = ConfigOf<typeof engineSpec>;
@@ -39,6 +41,7 @@ export async function openEngine(c: EngineConfig): Promise<{ engine: EditEngine;
     inputSize: c.inputSize ? parseSize(c.inputSize) : undefined,
     mean: c.mean.length ? c.mean : undefined,
     std: c.std.length ? c.std : undefined,
+    device: c.device,
   });
   return { engine, run };
 }

@@ -1,4 +1,5 @@
 import { defineCommand, UserError } from '../command.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { declaredSize, listLayers, openBackbone } from '../../backbone/backbone.js';
 import { chooseInputSize, parseSize, readModelCard } from '../../data/preprocess.js';
 
@@ -17,10 +18,11 @@ Example: vitsae layers dinov2-small.onnx --json`,
   spec: {
     json: { kind: 'boolean', default: false, doc: 'print a JSON list of {name, shape, block}' },
     inputSize: { kind: 'string', default: '', doc: 'image size N or HxW (default: the model card\'s, else the model\'s own)' },
+    ...deviceSpec,
   },
   async run(config, positionals) {
     if (positionals.length !== 1) throw new UserError('usage: vitsae layers MODEL.onnx [--json]');
-    const bb = await openBackbone(positionals[0]);
+    const bb = await openBackbone(positionals[0], config.device);
     const size = chooseInputSize(readModelCard(positionals[0]), config.inputSize ? parseSize(config.inputSize) : undefined, declaredSize(bb));
     const layers = await listLayers(bb, size);
     if (config.json) {

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { readRun, writeRun } from '../../analysis/run.js';
 import { parseSize } from '../../data/preprocess.js';
 import { PROBE_FILE, probeTrainSpec, saveProbe, trainProbe } from '../../edit/probe.js';
@@ -36,6 +37,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
     inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
     mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
     std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+    ...deviceSpec,
     progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
     json: { kind: 'boolean', default: false, doc: 'print probe.json on stdout' },
   },
@@ -56,6 +58,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
       inputSize: c.inputSize ? parseSize(c.inputSize) : undefined,
       mean: c.mean.length ? c.mean : undefined,
       std: c.std.length ? c.std : undefined,
+      device: c.device,
       progress: c.progress,
     });
     await saveProbe(c.out, probe);

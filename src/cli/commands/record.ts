@@ -1,4 +1,5 @@
 import { defineCommand, UserError } from '../command.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { DEFAULT_MAX_TOKENS_PER_SHARD, record } from '../../backbone/record.js';
 import { parseSize } from '../../data/preprocess.js';
 import { mergeShards } from '../../backbone/merge.js';
@@ -31,6 +32,7 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
     mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
     std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
     maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
+    ...deviceSpec,
     progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
     json: { kind: 'boolean', default: false, doc: 'print a JSON summary' },
   },
@@ -50,10 +52,11 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
       mean: config.mean.length ? config.mean : undefined,
       std: config.std.length ? config.std : undefined,
       maxTokensPerShard: config.maxTokensPerShard,
+      device: config.device,
       progress: config.progress,
     });
     const md = result.metadata;
-    const summary = { out: config.out, n_examples: md.n_examples, recorded: result.recorded, skipped: result.skipped, resumed: result.resumed, images_per_second: result.imagesPerSecond };
+    const summary = { out: config.out, n_examples: md.n_examples, recorded: result.recorded, skipped: result.skipped, resumed: result.resumed, images_per_second: result.imagesPerSecond, first_batch_seconds: result.firstBatchSeconds };
     process.stdout.write(
       config.json
         ? JSON.stringify(summary) + '\n'

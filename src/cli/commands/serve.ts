@@ -1,4 +1,5 @@
 import { defineCommand, UserError } from '../command.js';
+import { deviceSpec } from '../../backbone/device.js';
 import { createServer, openRuns } from '../../server/app.js';
 import { readComparison, withComparedRuns, withRunIds } from '../../server/comparison.js';
 
@@ -27,13 +28,14 @@ when no --run names them.`,
     host: { kind: 'string', default: '127.0.0.1', doc: 'address to bind; anything but loopback exposes editing to the network' },
     log: { kind: 'boolean', default: false, doc: 'log every request' },
     compare: { kind: 'string', default: '', doc: 'a vitsae compare output (DIR or DIR/compare.json) to show; serves its two runs too' },
+    ...deviceSpec,
   },
   async run(c) {
     if (!c.run.length && !c.compare) throw new UserError('--run DIR is required (a run directory written by vitsae visuals)');
     const loopback = LOOPBACK.has(c.host);
     const comparison = c.compare ? await readComparison(c.compare) : null;
     const runs = await openRuns(withComparedRuns(c.run, comparison));
-    const app = await createServer({ runs, ...(comparison ? { comparison: withRunIds(comparison, runs) } : {}), loopbackOnly: loopback, logger: c.log });
+    const app = await createServer({ runs, ...(comparison ? { comparison: withRunIds(comparison, runs) } : {}), loopbackOnly: loopback, logger: c.log, device: c.device });
     const address = await app.listen({ port: c.port, host: c.host }).catch((e: NodeJS.ErrnoException) => {
       throw new UserError(e.code === 'EADDRINUSE' ? `port ${c.port} is in use; pick another with --port` : `cannot listen on ${c.host}:${c.port}: ${e.message}`);
     });

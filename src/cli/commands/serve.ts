@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError, UserError } from '../command.js';
 import { createServer, openRuns } from '../../server/app.js';
 import { readComparison, withComparedRuns, withRunIds } from '../../server/comparison.js';
 
@@ -29,7 +29,7 @@ when no --run names them.`,
     compare: { kind: 'string', default: '', doc: 'a vitsae compare output (DIR or DIR/compare.json) to show; serves its two runs too' },
   },
   async run(c) {
-    if (!c.run.length && !c.compare) throw new UserError('--run DIR is required (a run directory written by vitsae visuals)');
+    if (!c.run.length && !c.compare) throw new UsageError('--run DIR is required (a run directory written by vitsae visuals)');
     const loopback = LOOPBACK.has(c.host);
     const comparison = c.compare ? await readComparison(c.compare) : null;
     const runs = await openRuns(withComparedRuns(c.run, comparison));

@@ -113,3 +113,27 @@ test("the README's library example type-checks against the built declarations an
     await fsp.rm(cwd, { recursive: true, force: true });
   }
 });
+
+test('the demo finds Fashion-MNIST through its option or VITSAE_FASHION_MNIST, and names the fixes when it is missing', async () => {
+  const { runDemo, FASHION_MNIST_ENV, fashionMnistPath, DEBIAN_FASHION_MNIST } = await import('../src/demo.js');
+  const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-demo-fmnist-'));
+  const saved = process.env[FASHION_MNIST_ENV];
+  try {
+    const opts = { out, worldSize: 10, testSize: 10, tokens: 1000, layer: '-2', only: ['fashion-mnist-supervised'], seed: 0 };
+    await assert.rejects(runDemo({ ...opts, fashionMnist: path.join(out, 'given.gz') }), (e: Error) =>
+      e.message.startsWith(`${path.join(out, 'given.gz')} is missing`) && /apt install dataset-fashion-mnist/.test(e.message) && /--fashion-mnist or VITSAE_FASHION_MNIST/.test(e.message) && /--only concept-world-control,/.test(e.message),
+    );
+    process.env[FASHION_MNIST_ENV] = path.join(out, 'from-env.gz');
+    assert.equal(fashionMnistPath(), path.join(out, 'from-env.gz'));
+    assert.equal(fashionMnistPath('x.gz'), 'x.gz');
+    await assert.rejects(runDemo(opts), (e: Error) => e.message.startsWith(`${path.join(out, 'from-env.gz')} is missing`));
+    delete process.env[FASHION_MNIST_ENV];
+    assert.equal(fashionMnistPath(), DEBIAN_FASHION_MNIST);
+    // Nothing was generated before the check.
+    assert.deepEqual(await fsp.readdir(out), []);
+  } finally {
+    if (saved === undefined) delete process.env[FASHION_MNIST_ENV];
+    else process.env[FASHION_MNIST_ENV] = saved;
+    await fsp.rm(out, { recursive: true, force: true });
+  }
+});

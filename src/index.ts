@@ -12,7 +12,7 @@ export { ACTIVATIONS, saeSpec, trainSpec, dSaeOf } from './sae/config.js';
 export type { Activation, SaeConfig, TrainConfig, SaeCheckpointConfig } from './sae/config.js';
 
 // Converting and reading SAEs made elsewhere.
-export { OUTPUT_KINDS, convertSae, detectSaeKind, readAnySae, readSaeOfKind, readSaevFile, readSaeLensDir, readVitsaeDir, writeSae, writeSaeLensDir, writeVitsaeDir } from './interop/index.js';
+export { OUTPUT_KINDS, convertSae, detectSaeKind, openSae, readAnySae, readSaeOfKind, readSaevFile, readSaeLensDir, readVitsaeDir, writeSae, writeSaeLensDir, writeVitsaeDir } from './interop/index.js';
 export type { LoadedSae, OutputKind, SaeKind } from './interop/index.js';
 
 // Models and recording.
@@ -53,7 +53,7 @@ export type { CompareOptions } from './analysis/compare/compare.js';
 
 // Task heads, the edit engine and edit evaluation.
 export { loadProbe, probeTrainSpec, saveProbe, trainProbe } from './edit/probe.js';
-export type { Probe, ProbeTrainConfig, ProbeTrainOptions, Task } from './edit/probe.js';
+export type { Probe, ProbeTrainConfig, ProbeTrainOptions } from './edit/probe.js';
 export { EditEngine } from './edit/engine.js';
 export type { Edit, EditMode, EditResult, EngineOptions, Predictions, Prepared } from './edit/engine.js';
 export { evaluateEdits } from './edit/evaluate.js';

@@ -60,10 +60,10 @@ test('npm pack + npm install into an empty folder: import("vitsae") works, with 
     // Imported by name from the installed copy (not the repository): open an SAE, encode, decode.
     await fsp.writeFile(
       path.join(app, 'use.js'),
-      `import { Sae, defaultsOf, saeSpec } from 'vitsae';
+      `import { Sae, defaultsOf, openSae, saeSpec } from 'vitsae';
 const sae = Sae.create(8, { ...defaultsOf(saeSpec), activation: 'topk', k: 2, expansion: 2 }, { mean: new Float32Array(8), inputScale: 1, seed: 1 });
 await sae.save('sae');
-const opened = await Sae.open('sae');
+const opened = await openSae('sae');
 const x = Float32Array.from({ length: 24 }, (_, i) => Math.sin(i));
 const f = await opened.encode(x, true);
 const xhat = opened.decode(f);
@@ -77,7 +77,7 @@ console.log(JSON.stringify({ resolved: import.meta.resolve('vitsae'), dSae: open
     assert.ok(used.diff < 1e-6, `decode and the core's reconstruction differ by ${used.diff}`);
 
     // The declarations resolve through the exports map: a consumer's TypeScript checks against them.
-    await fsp.writeFile(path.join(app, 'check.ts'), `import { Sae, type SaeConfig, type TrainOptions } from 'vitsae';\nconst k: SaeConfig['k'] = 4;\nconst open: (p: string) => Promise<Sae> = Sae.open;\nexport const t: Partial<TrainOptions> = { out: 'x' };\nexport { k, open };\n`);
+    await fsp.writeFile(path.join(app, 'check.ts'), `import { openSae, type Sae, type SaeConfig, type TrainOptions } from 'vitsae';\nconst k: SaeConfig['k'] = 4;\nconst open: (p: string) => Promise<Sae> = openSae;\nexport const t: Partial<TrainOptions> = { out: 'x' };\nexport { k, open };\n`);
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
     await exec(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--skipLibCheck', '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node', 'check.ts'], { cwd: app }).catch((e) => {
       throw new Error(`a consumer's TypeScript does not accept the package's types:\n${e.stdout}${e.stderr}`);

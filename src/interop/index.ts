@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { settleFiles } from '../util/fs.js';
 import { LoadedSae } from './sae.js';
+import { Sae } from '../sae/model.js';
 import { readSaevFile } from './saev.js';
 import { SAELENS_CONFIG, SAELENS_WEIGHTS, readSaeLensDir, writeSaeLensDir } from './saelens.js';
 import { VITSAE_CONFIG, VITSAE_WEIGHTS, readVitsaeDir, writeVitsaeDir } from './vitsae.js';
@@ -42,6 +43,11 @@ export async function detectSaeKind(p: string): Promise<SaeKind> {
 
 export async function readAnySae(p: string): Promise<LoadedSae> {
   return readSaeOfKind(p, await detectSaeKind(p));
+}
+
+/** Opens any SAE vitsae reads (a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory) for use. */
+export async function openSae(p: string): Promise<Sae> {
+  return Sae.fromLoaded(await readAnySae(p), p);
 }
 
 export async function readSaeOfKind(p: string, kind: SaeKind): Promise<LoadedSae> {

@@ -48,6 +48,8 @@ function overview(): string {
   return `vitsae: interpretable and testable vision features with sparse autoencoders
 
 Usage: vitsae COMMAND [options]      (vitsae COMMAND --help for its options; vitsae --version)
+       vitsae COMMAND --config FILE.json [options]      (options from a JSON object; flags override it)
+Exit codes: 0 done, 1 failed, 2 usage error (unknown command or option, bad value, missing required option)
 
 Commands:
 ${commands.map((c) => `  ${c.name.padEnd(w)}${c.summary}`).join('\n')}

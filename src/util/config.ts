@@ -167,10 +167,10 @@ export function validateConfig<S extends ConfigSpec>(spec: S, obj: Record<string
 
 export interface ParsedArgs<S extends ConfigSpec> {
   config: ConfigOf<S>;
-  /** Fields the user set explicitly, so that `--resume` can tell overrides from defaults. */
+  /** Fields the user set explicitly (by flag or --config file), so that `--resume` can tell overrides from defaults. */
   given: Set<keyof S>;
   positionals: string[];
-  /** Repeated flags of `strings`/`numbers` fields accumulate; this records which ones appeared at all. */
+  /** `--help` was given (required options are then not checked). */
   help: boolean;
 }
 

@@ -32,7 +32,12 @@ import { readJson, writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
 
 export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
-export const FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz';
+/** Where Debian's dataset-fashion-mnist puts the test images (the labels file sits beside them). */
+export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz';
+/** Environment variable naming Fashion-MNIST's test images elsewhere (any OS, any folder). */
+export const FASHION_MNIST_ENV = 'VITSAE_FASHION_MNIST';
+/** Fashion-MNIST's test images: the option given, else $VITSAE_FASHION_MNIST, else Debian's path. */
+export const fashionMnistPath = (given?: string) => given || process.env[FASHION_MNIST_ENV] || DEBIAN_FASHION_MNIST;
 
 /**
  * The shipped models and the data each is recorded on ('world' = the generated concept world). The positive
@@ -43,7 +48,7 @@ export const DEMO_MODELS = [
   { stem: 'concept-world-control', data: 'world' },
   { stem: 'concept-world-supervised', data: 'world' },
   { stem: 'concept-world-simclr', data: 'world' },
-  { stem: 'fashion-mnist-supervised', data: FASHION_MNIST },
+  { stem: 'fashion-mnist-supervised', data: 'fashion-mnist' },
 ] as const;
 
 /**
@@ -69,6 +74,8 @@ export interface DemoOptions {
   modelsDir?: string;
   /** Execution provider for recording and edits (default cpu). */
   device?: Device;
+  /** Fashion-MNIST's test images (IDX, labels beside), for the Fashion-MNIST model (default: fashionMnistPath()). */
+  fashionMnist?: string;
   showProgress?: boolean;
   log?: (line: string) => void;
 }
@@ -101,6 +108,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     const file = path.join(modelsDir, `${m.stem}.onnx`);
     if (!existsSync(file)) throw new UserError(`${file} is missing: the demo models ship with vitsae (models/README.md tells how they were trained)`);
   }
+  const fashion = fashionMnistPath(opts.fashionMnist);
+  if (models.some((m) => m.data === 'fashion-mnist') && !existsSync(fashion)) {
+    throw new UserError(
+      `${fashion} is missing: the fashion-mnist-supervised demo model records Fashion-MNIST's test images (t10k-images-idx3-ubyte.gz, with t10k-labels-idx1-ubyte.gz beside it). ` +
+        `Install them (Debian: apt install dataset-fashion-mnist) or point --fashion-mnist or ${FASHION_MNIST_ENV} at the file, or leave that model out with --only ${DEMO_MODELS.filter((m) => m.data === 'world').map((m) => m.stem).join(',')}`,
+    );
+  }
   const world = path.join(opts.out, 'world');
   const testWorld = path.join(opts.out, 'test-world');
   const seeds = worldSeeds(opts.seed);
@@ -117,7 +131,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   for (const m of models) {
     const dir = path.join(opts.out, m.stem);
     const model = path.join(modelsDir, `${m.stem}.onnx`);
-    const data = m.data === 'world' ? world : m.data;
+    const data = m.data === 'world' ? world : fashion;
     const acts = path.join(dir, 'acts');
     const saeDir = path.join(dir, 'sae');
     const visuals = path.join(dir, 'visuals');

@@ -183,7 +183,7 @@ test('CLI: data synthetic writes shards that shards info --json reports as valid
   assert.equal(bad.code, 1);
   assert.match(bad.stdout, /validation: FAILED: \S+\/acts000000\.bin has 10 bytes, expected/);
   const noOut = await cli('dataSyntheticCommand', '../src/cli/commands/data-synthetic.js', []);
-  assert.match(noOut.stdout, /ERROR --out DIR is required/);
+  assert.match(noOut.stdout, /ERROR --out is required \(output directory/);
   // A stray word (here a boolean's value written as a separate argument) is refused, not silently ignored.
   const stray = await cli('dataSyntheticCommand', '../src/cli/commands/data-synthetic.js', ['--out', out + '-2', '--cls-token', 'false']);
   assert.match(stray.stdout, /ERROR unexpected argument "false": vitsae data synthetic takes only options/);

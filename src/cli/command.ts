@@ -1,4 +1,4 @@
-import { ConfigSpec, ConfigOf, parseArgs, helpText, ConfigError } from '../util/config.js';
+import { CONFIG_FLAG, ConfigSpec, ConfigOf, parseArgs, helpText, ConfigError, UsageError, flagOf } from '../util/config.js';
 import { UserError } from '../util/errors.js';
 
 /** One `vitsae` subcommand: its options are a config spec, so flags and help come from one declaration. */
@@ -20,7 +20,7 @@ export function defineCommand<S extends ConfigSpec>(c: Command<S>): Command<Conf
   return c as unknown as Command<ConfigSpec>;
 }
 
-export { UserError };
+export { UserError, UsageError };
 
 export async function runCommand(cmd: Command, argv: string[]): Promise<void> {
   const parsed = parseArgs(cmd.spec, argv);
@@ -29,14 +29,32 @@ export async function runCommand(cmd: Command, argv: string[]): Promise<void> {
     return;
   }
   if (!cmd.positionals && parsed.positionals.length)
-    throw new ConfigError(`unexpected argument "${parsed.positionals[0]}": vitsae ${cmd.name} takes only options (a boolean option is --flag or --no-flag)`);
+    throw new UsageError(`unexpected argument "${parsed.positionals[0]}": vitsae ${cmd.name} takes only options (a boolean option is --flag or --no-flag)`);
   await cmd.run(parsed.config, parsed.positionals, parsed.given, argv);
 }
 
 export function commandHelp(cmd: Command): string {
-  return `vitsae ${cmd.name}: ${cmd.summary}\n${cmd.usage ? '\n' + cmd.usage.trim() + '\n' : ''}\nOptions:\n${helpText(cmd.spec)}\n  --help                              this text`;
+  const required = Object.entries(cmd.spec).filter(([, f]) => f.required).map(([k]) => `${flagOf(k)} ${flagOf(k).slice(2).toUpperCase().replace(/-/g, '_')}`);
+  const synopsis = ['vitsae', cmd.name, ...required, '[options]', ...(cmd.positionals ? ['[ARGS]'] : [])].join(' ');
+  return [
+    `vitsae ${cmd.name}: ${cmd.summary}`,
+    '',
+    `Usage: ${synopsis}`,
+    ...(cmd.usage ? ['', cmd.usage.trim()] : []),
+    '',
+    'Options:',
+    helpText(cmd.spec, [
+      [`${CONFIG_FLAG} FILE`, 'options from a JSON file: an object such as {"lr": 0.0004, "k": 32}; flags given beside it override'],
+      ['--help', 'this text'],
+    ]),
+  ].join('\n');
 }
 
 export function isUserError(e: unknown): e is Error {
   return e instanceof UserError || e instanceof ConfigError;
+}
+
+/** The exit code of an error a command threw: 2 for a usage mistake, 1 for any other failure. */
+export function exitCodeOf(e: unknown): number {
+  return e instanceof UsageError ? 2 : 1;
 }

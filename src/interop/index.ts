@@ -56,3 +56,11 @@ export async function readSaeOfKind(p: string, kind: SaeKind): Promise<LoadedSae
 export async function writeSae(dir: string, sae: LoadedSae, kind: OutputKind): Promise<void> {
   await (kind === 'saelens' ? writeSaeLensDir(dir, sae) : writeVitsaeDir(dir, sae));
 }
+
+/** Reads any SAE vitsae reads and writes it in `to`'s layout; returns its kind and what the conversion noted. */
+export async function convertSae(input: string, out: string, to: OutputKind): Promise<{ kind: SaeKind; sae: LoadedSae }> {
+  const kind = await detectSaeKind(input);
+  const sae = await readSaeOfKind(input, kind);
+  await writeSae(out, sae, to);
+  return { kind, sae };
+}

@@ -178,4 +178,35 @@ export class Sae {
     }
     return out;
   }
+
+  /**
+   * The reconstruction in raw units from latents: x_hat = (f W_dec + b_dec) / input_scale. `f` is what `encode`
+   * returns (sparse rows, any number of tokens) or dense latents f [B, S]; `decode(await encode(x))` equals
+   * `encode(x, true).xhat`.
+   */
+  decode(f: Pick<SparseActs<Float32Array>, 'rowptr' | 'idx' | 'val'> | Float32Array): Float32Array {
+    const D = this.dModel, S = this.dSae;
+    const W_dec = this.core.getTensor('W_dec'), b_dec = this.core.getTensor('b_dec');
+    const inv = 1 / this.config.input_scale;
+    let xhat_BD: Float32Array;
+    if (f instanceof Float32Array) {
+      if (f.length % S) throw new UserError(`Sae.decode: dense latents have ${f.length} values, not a multiple of d_sae ${S}`);
+      xhat_BD = new Float32Array((f.length / S) * D);
+      native().sgemm(false, false, f.length / S, D, S, f, W_dec, xhat_BD);
+    } else {
+      const B = f.rowptr.length - 1;
+      xhat_BD = new Float32Array(B * D);
+      for (let b = 0; b < B; b++) {
+        const row = xhat_BD.subarray(b * D, (b + 1) * D);
+        for (let j = f.rowptr[b]; j < f.rowptr[b + 1]; j++) {
+          const s = f.idx[j], v = f.val[j];
+          if (s < 0 || s >= S) throw new UserError(`Sae.decode: latent index ${s} of token ${b} is outside 0..${S - 1}`);
+          const w = W_dec.subarray(s * D, (s + 1) * D);
+          for (let d = 0; d < D; d++) row[d] += v * w[d];
+        }
+      }
+    }
+    for (let i = 0; i < xhat_BD.length; i++) xhat_BD[i] = (xhat_BD[i] + b_dec[i % D]) * inv;
+    return xhat_BD;
+  }
 }

@@ -1,9 +1,9 @@
 import { promises as fsp } from 'node:fs';
 import { defineCommand, UserError } from '../command.js';
-import { OUTPUT_KINDS, detectSaeKind, readSaeOfKind, writeSae } from '../../interop/index.js';
+import { OUTPUT_KINDS, convertSae } from '../../interop/index.js';
 
 const spec = {
-  out: { kind: 'string', default: '', doc: 'output directory (required)' },
+  out: { kind: 'string', required: true, default: '', doc: 'output directory' },
   to: { kind: 'enum', choices: OUTPUT_KINDS, default: 'vitsae', doc: 'output layout: vitsae (config.json + sae.safetensors) or saelens (cfg.json + sae_weights.safetensors)' },
   overwrite: { kind: 'boolean', default: false, doc: 'write into an output directory that is not empty' },
 } as const;
@@ -27,16 +27,13 @@ Examples:
   spec,
   async run(c, positionals) {
     if (positionals.length !== 1) throw new UserError('give exactly one INPUT: a saev checkpoint file, a SAELens directory or a vitsae SAE directory');
-    if (!c.out) throw new UserError('--out DIR is required');
     const entries = await fsp.readdir(c.out).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') return [];
       throw new UserError(`--out ${c.out} is not a usable directory: ${e.message}`);
     });
     if (entries.length && !c.overwrite) throw new UserError(`${c.out} is not empty; choose another --out or pass --overwrite`);
     const input = positionals[0];
-    const kind = await detectSaeKind(input);
-    const sae = await readSaeOfKind(input, kind);
-    await writeSae(c.out, sae, c.to);
+    const { kind, sae } = await convertSae(input, c.out, c.to);
     for (const note of sae.notes) process.stderr.write(`note: ${note}\n`);
     process.stderr.write(`converted ${kind} ${input} -> ${c.to} ${c.out} (${sae.config.sae.activation}, d_model ${sae.config.d_model}, d_sae ${sae.config.d_sae})\n`);
   },

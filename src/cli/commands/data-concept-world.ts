@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand } from '../command.js';
 import { CLASSES, CONCEPTS, writeConceptWorld } from '../../data/concept-world.js';
 
 export const dataConceptWorldCommand = defineCommand({
@@ -15,11 +15,10 @@ DIR/concepts.json describing it all (see src/data/README.md). The same seed alwa
 Example: vitsae data concept-world --n 20000 --out data/world`,
   spec: {
     n: { kind: 'number', int: true, min: 1, default: 20000, doc: 'images to generate' },
-    out: { kind: 'string', default: '', doc: 'output directory (created; must be empty or absent)' },
+    out: { kind: 'string', required: true, default: '', doc: 'output directory (created; must be empty or absent)' },
     seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'random seed (image i depends only on seed and i)' },
   },
   async run(config) {
-    if (!config.out) throw new UserError('--out DIR is required');
     const info = await writeConceptWorld(config.out, { n: config.n, seed: config.seed });
     process.stdout.write(`wrote ${info.n} images (${CLASSES.length} classes, ${CONCEPTS.length} concepts on an ${info.grid.join('x')} patch grid) to ${config.out}\n`);
   },

@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand } from '../command.js';
 import { SYNTHETIC_DEFAULTS, writeSyntheticShards } from '../../data/synthetic.js';
 
 export const dataSyntheticCommand = defineCommand({
@@ -13,7 +13,7 @@ An SAE trained on it should recover the atoms. The same options always produce t
 
 Example: vitsae data synthetic --out runs/shards/synthetic --n-examples 2000 --d 64 --n-atoms 256`,
   spec: {
-    out: { kind: 'string', default: '', doc: 'output directory (created; must not already hold shards)' },
+    out: { kind: 'string', required: true, default: '', doc: 'output directory (created; must not already hold shards)' },
     nExamples: { kind: 'number', int: true, min: 1, default: 1000, doc: 'examples (images) to generate' },
     tokensPerExample: { kind: 'number', int: true, min: 1, default: 64, doc: 'patch tokens per example' },
     d: { kind: 'number', int: true, min: 1, default: 64, doc: 'activation dimension' },
@@ -25,7 +25,6 @@ Example: vitsae data synthetic --out runs/shards/synthetic --n-examples 2000 --d
     maxTokensPerShard: { kind: 'number', int: true, min: 1, default: SYNTHETIC_DEFAULTS.maxTokensPerShard, doc: 'tokens per shard file, over all layers (saev rule)' },
   },
   async run(config) {
-    if (!config.out) throw new UserError('--out DIR is required');
     const { metadata } = await writeSyntheticShards(config.out, config);
     process.stdout.write(
       `wrote ${metadata.n_examples} examples × ${metadata.content_tokens_per_example + (metadata.cls_token ? 1 : 0)} tokens × d=${metadata.d_model} to ${config.out} (atoms in ${config.out}/atoms.f32)\n`,

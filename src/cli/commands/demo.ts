@@ -1,7 +1,7 @@
 import { defineCommand, runCommand } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
 import { deviceSpec } from '../../backbone/device.js';
-import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
+import { DEBIAN_FASHION_MNIST, DEMO_MODELS, FASHION_MNIST_ENV, demoRunMarkdown, runDemo } from '../../demo.js';
 import { serveCommand } from './serve.js';
 
 const spec = {
@@ -12,6 +12,7 @@ const spec = {
   layer: { kind: 'string', default: '-2', doc: 'layer to record: block index (negative from the end) or tensor name' },
   only: { kind: 'strings', default: [], doc: `only these models (${DEMO_MODELS.map((m) => m.stem).join(', ')})` },
   seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the world and the SAE training' },
+  fashionMnist: { kind: 'string', default: '', doc: `Fashion-MNIST test images (IDX, labels file beside it) for the Fashion-MNIST model; default $${FASHION_MNIST_ENV}, else ${DEBIAN_FASHION_MNIST}` },
   serve: { kind: 'boolean', default: true, doc: 'start the browser app on the runs at the end; --no-serve stops before' },
   port: { kind: 'number', int: true, min: 0, max: 65535, default: 8770, doc: 'port of the browser app' },
   ...deviceSpec,
@@ -36,7 +37,7 @@ compares the two objectives (vitsae compare: OUT/compare/report.html), prints on
 browser app on the runs and the comparison (unless --no-serve); its edit demos open on the first run.`,
   spec,
   async run(c) {
-    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, device: c.device, showProgress: c.progress });
+    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, fashionMnist: c.fashionMnist, device: c.device, showProgress: c.progress });
     if (c.json) {
       const summary = runs.map((r) => ({
         model: r.model,

@@ -1,6 +1,6 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError, UserError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { exists } from '../../util/fs.js';
@@ -16,7 +16,7 @@ export const engineSpec = {
   model: { kind: 'string', default: '', doc: 'the ONNX model' },
   layer: { kind: 'string', default: '', doc: "the SAE's layer: block index or tensor name (default: the layer the SAE was trained on)" },
   sae: { kind: 'string', default: '', doc: 'the SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
-  probe: { kind: 'string', default: '', doc: 'the task head: a directory written by vitsae probe train' },
+  probe: { kind: 'string', required: true, default: '', doc: 'the task head: a directory written by vitsae probe train' },
   inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
   mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
   std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
@@ -30,9 +30,8 @@ export async function openEngine(c: EngineConfig): Promise<{ engine: EditEngine;
   const run = c.run ? await readRun(c.run) : null;
   const model = c.model || run?.model;
   const sae = c.sae || run?.sae;
-  if (!model) throw new UserError('--model is required (or a --run whose run.json names the model)');
-  if (!sae) throw new UserError('--sae is required (or --run)');
-  if (!c.probe) throw new UserError('--probe DIR is required (train one with vitsae probe train)');
+  if (!model) throw new UsageError('--model is required (or a --run whose run.json names the model)');
+  if (!sae) throw new UsageError('--sae is required (or --run)');
   const engine = await EditEngine.open({
     model,
     sae,
@@ -104,7 +103,7 @@ Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/wor
            --image data/world/images/000017.png --edit 301:all:-2x --edit 88:27+28+35+36:3x`,
   spec: {
     ...engineSpec,
-    image: { kind: 'strings', default: [], doc: 'image file to edit (repeatable)' },
+    image: { kind: 'strings', required: true, default: [], doc: 'image file to edit (repeatable)' },
     edit: { kind: 'strings', default: [], doc: 'latent:patches:value[:mode] (repeatable; applied in order)' },
     shards: { kind: 'string', default: '', doc: 'activations the SAE reads, for the maxima of relative edits (default: its training shards)' },
     maxTokens: { kind: 'number', int: true, min: 1, default: 1_000_000, doc: 'patch tokens scanned for the maxima' },
@@ -112,7 +111,6 @@ Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/wor
     json: { kind: 'boolean', default: false, doc: 'print the result as JSON' },
   },
   async run(c) {
-    if (!c.image.length) throw new UserError('--image FILE is required');
     const edits = c.edit.map(parseEdit);
     const { engine, run } = await openEngine(c);
     try {

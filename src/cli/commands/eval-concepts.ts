@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError, UserError } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
 import { openSae } from '../../interop/index.js';
 import { addConceptReportToRun, conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
@@ -9,7 +9,7 @@ const spec = {
   run: { kind: 'string', default: '', doc: 'a run directory (run.json): the default SAE and shards; the report goes to RUN/concepts.json, which the browser shows' },
   sae: { kind: 'string', default: '', doc: 'SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
   shards: { kind: 'string', default: '', doc: 'activation shards recorded from the labelled images; default: the SAE training shards' },
-  concepts: { kind: 'string', default: '', doc: 'ground truth: a concept-world directory (or its concepts.json) whose images were recorded' },
+  concepts: { kind: 'string', required: true, default: '', doc: 'ground truth: a concept-world directory (or its concepts.json) whose images were recorded' },
   layer: { kind: 'number', int: true, default: -1, doc: 'recorded layer (a metadata.json layers value or a negative index); default: the SAE training layer' },
   maxPatches: { kind: 'number', int: true, min: 1, default: 2_000_000, doc: 'patches scanned for the latent F1 scores' },
   probeExamples: { kind: 'number', int: true, min: 2, default: 2000, doc: 'images whose raw activations fit (80%) and test (20%) the probes and baselines' },
@@ -35,11 +35,10 @@ and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature'
     const run = c.run ? await readRun(c.run) : null;
     if (run && c.sae && path.resolve(c.sae) !== run.sae) throw new UserError(`--sae ${c.sae} is not the SAE of ${run.dir} (${run.sae}); the run records reports of its own SAE only`);
     const saePath = c.sae || run?.sae;
-    if (!saePath) throw new UserError('--sae is required (or --run DIR with a run.json)');
-    if (!c.concepts) throw new UserError('--concepts DIR is required (a concept world from `vitsae data concept-world`)');
+    if (!saePath) throw new UsageError('--sae is required (or --run DIR with a run.json)');
     const sae = await openSae(saePath);
     const shards = c.shards || run?.shards || sae.config.data?.shards;
-    if (!shards) throw new UserError('--shards DIR is required (the SAE does not name its training shards)');
+    if (!shards) throw new UsageError('--shards DIR is required (the SAE does not name its training shards)');
     const layer = given.has('layer') || !sae.config.data ? c.layer : sae.config.data.layer;
     const world = c.concepts.endsWith('.json') ? path.dirname(c.concepts) : c.concepts;
     const labels = await conceptWorldLabels(world, shards);

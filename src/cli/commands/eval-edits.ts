@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand } from '../command.js';
 import { EDIT_SCOPES, editEvalMarkdown, evaluateEdits } from '../../edit/evaluate.js';
 import { engineSpec, openEngine } from './edit.js';
 
@@ -24,7 +24,7 @@ Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae ru
            --probe runs/world/probe --data data/world/labels.csv --concepts data/world`,
   spec: {
     ...engineSpec,
-    data: { kind: 'string', default: '', doc: 'the labelled dataset the edits are measured on' },
+    data: { kind: 'string', required: true, default: '', doc: 'the labelled dataset the edits are measured on' },
     concepts: { kind: 'string', default: '', doc: 'the concept-world directory of the images, for the rule check' },
     images: { kind: 'number', int: true, min: 2, default: 1000, doc: 'images sampled from the dataset' },
     selectFraction: { kind: 'number', min: 0.01, max: 0.99, default: 0.5, doc: 'share of them that choose the latents and their maxima' },
@@ -35,7 +35,6 @@ Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae ru
     json: { kind: 'boolean', default: false, doc: 'print the report as JSON' },
   },
   async run(c) {
-    if (!c.data) throw new UserError('--data DATASET is required');
     const { engine } = await openEngine(c);
     try {
       const report = await evaluateEdits(engine, { data: c.data, concepts: c.concepts || undefined, images: c.images, selectFraction: c.selectFraction, factor: c.factor, scope: c.scope, seed: c.seed, progress: c.progress });

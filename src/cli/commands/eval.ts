@@ -1,11 +1,11 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
 import { openSae } from '../../interop/index.js';
 import { evaluateSae } from '../../sae/evaluate.js';
 import { selectionSpec } from './train.js';
 
 const spec = {
-  sae: { kind: 'string', default: '', doc: 'SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
+  sae: { kind: 'string', required: true, default: '', doc: 'SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
   shards: { kind: 'string', default: '', doc: 'activation shard directory; default: the shards the SAE was trained on' },
   ...selectionSpec,
   batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'tokens per batch' },
@@ -22,11 +22,10 @@ export const evalCommand = defineCommand({
   vitsae eval --sae runs/sae --shards runs/acts --json`,
   spec,
   async run(c, _pos, given) {
-    if (!c.sae) throw new UserError('--sae DIR is required');
     const sae = await openSae(c.sae);
     const data = sae.config.data;
     const shards = c.shards || data?.shards;
-    if (!shards) throw new UserError('--shards DIR is required (the checkpoint does not name its training shards)');
+    if (!shards) throw new UsageError('--shards DIR is required (the checkpoint does not name its training shards)');
     const selection = {
       layer: given.has('layer') || !data ? c.layer : data.layer,
       tokens: given.has('select') || !data ? c.select : (data.tokens as 'patches' | 'cls' | 'all'),

@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { readRun, writeRun } from '../../analysis/run.js';
 import { parseSize } from '../../data/preprocess.js';
@@ -29,7 +29,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
     run: { kind: 'string', default: '', doc: "a run directory: its model is the default, and the probe is added to its run.json's probes" },
     data: { kind: 'string', default: '', doc: 'the labelled dataset' },
     shards: { kind: 'string', default: '', doc: 'a finished recording of the feature tensor to train on instead of recording --data' },
-    out: { kind: 'string', default: '', doc: 'output directory for the probe' },
+    out: { kind: 'string', required: true, default: '', doc: 'output directory for the probe' },
     features: { kind: 'string', default: '', doc: 'feature tensor: block index or tensor name (default: the last residual-stream tensor)' },
     classes: { kind: 'strings', default: [], doc: 'class names in label order (default: the dataset\'s, or the numbers)' },
     ...probeTrainSpec,
@@ -44,8 +44,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
   async run(c) {
     const run = c.run ? await readRun(c.run) : null;
     const model = c.model || run?.model;
-    if (!model) throw new UserError(c.run ? `--model is required: ${c.run}/run.json names no model` : '--model is required');
-    if (!c.out) throw new UserError('--out is required');
+    if (!model) throw new UsageError(c.run ? `--model is required: ${c.run}/run.json names no model` : '--model is required');
     const probe = await trainProbe({
       task: c.task,
       model,

@@ -20,10 +20,10 @@ workers 0..N-1 (one per machine) into separate directories and join them with vi
 
 Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val --out runs/shards/val`,
   spec: {
-    model: { kind: 'string', default: '', doc: 'the ONNX model' },
+    model: { kind: 'string', required: true, default: '', doc: 'the ONNX model' },
     layer: { kind: 'strings', default: [], doc: 'layer to record: block index or tensor name (repeatable)' },
-    data: { kind: 'string', default: '', doc: 'the dataset' },
-    out: { kind: 'string', default: '', doc: 'output shard directory' },
+    data: { kind: 'string', required: true, default: '', doc: 'the dataset' },
+    out: { kind: 'string', required: true, default: '', doc: 'output shard directory' },
     batch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run' },
     onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
     worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
@@ -37,7 +37,6 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
     json: { kind: 'boolean', default: false, doc: 'print a JSON summary' },
   },
   async run(config) {
-    for (const k of ['model', 'data', 'out'] as const) if (!config[k]) throw new UserError(`--${k} is required`);
     if (config.worker >= config.workers) throw new UserError(`--worker ${config.worker} must be below --workers ${config.workers}`);
     const result = await record({
       model: config.model,
@@ -78,11 +77,10 @@ examples of partial shards are rewritten. examples.jsonl, labels.bin and errors.
 
 Example: vitsae shards merge --out runs/shards/val runs/shards/val-part-*`,
   spec: {
-    out: { kind: 'string', default: '', doc: 'the merged directory (new or empty)' },
+    out: { kind: 'string', required: true, default: '', doc: 'the merged directory (new or empty)' },
     json: { kind: 'boolean', default: false, doc: 'print a JSON summary' },
   },
   async run(config, positionals) {
-    if (!config.out) throw new UserError('--out DIR is required');
     const r = await mergeShards(positionals, config.out);
     const summary = { out: config.out, n_examples: r.metadata.n_examples, linked_shards: r.linked, rewritten_examples: r.rewritten };
     process.stdout.write(config.json ? JSON.stringify(summary) + '\n' : `merged ${positionals.length} parts into ${config.out}: ${r.metadata.n_examples} examples, ${r.linked} shards linked, ${r.rewritten} examples rewritten\n`);

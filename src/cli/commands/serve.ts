@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError, UserError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { createServer, openRuns } from '../../server/app.js';
 import { readComparison, withComparedRuns, withRunIds } from '../../server/comparison.js';
@@ -31,7 +31,7 @@ when no --run names them.`,
     ...deviceSpec,
   },
   async run(c) {
-    if (!c.run.length && !c.compare) throw new UserError('--run DIR is required (a run directory written by vitsae visuals)');
+    if (!c.run.length && !c.compare) throw new UsageError('--run DIR is required (a run directory written by vitsae visuals)');
     const loopback = LOOPBACK.has(c.host);
     const comparison = c.compare ? await readComparison(c.compare) : null;
     const runs = await openRuns(withComparedRuns(c.run, comparison));

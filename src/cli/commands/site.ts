@@ -1,4 +1,4 @@
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError } from '../command.js';
 import { writeSite } from '../../server/site.js';
 import { readComparison, withComparedRuns } from '../../server/comparison.js';
 
@@ -14,13 +14,12 @@ pages read files from file:// URLs), e.g. python3 -m http.server -d SITE. With -
 output) the site also has its matches page, and the two compared runs.`,
   spec: {
     run: { kind: 'strings', default: [], doc: 'run directory with a run.json (repeatable)' },
-    out: { kind: 'string', default: '', doc: 'directory for the site' },
+    out: { kind: 'string', required: true, default: '', doc: 'directory for the site' },
     progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
     compare: { kind: 'string', default: '', doc: 'a vitsae compare output (DIR or DIR/compare.json) to include; its two runs are included too' },
   },
   async run(c) {
-    if (!c.run.length && !c.compare) throw new UserError('--run DIR is required (a run directory written by vitsae visuals)');
-    if (!c.out) throw new UserError('--out SITE is required');
+    if (!c.run.length && !c.compare) throw new UsageError('--run DIR is required (a run directory written by vitsae visuals)');
     const comparison = c.compare ? await readComparison(c.compare) : undefined;
     await writeSite(withComparedRuns(c.run, comparison ?? null), c.out, { showProgress: c.progress, comparison });
     process.stderr.write(`site written to ${c.out}; serve it with any web server, e.g. python3 -m http.server -d ${c.out}\n`);

@@ -14,8 +14,8 @@ export const selectionSpec = {
 } as const satisfies ConfigSpec;
 
 const runSpec = {
-  shards: { kind: 'string', default: '', doc: 'activation shard directory (from `vitsae record` or saev)' },
-  out: { kind: 'string', default: '', doc: 'output directory for sae.safetensors, config.json, metrics.jsonl' },
+  shards: { kind: 'string', required: true, default: '', doc: 'activation shard directory (from `vitsae record` or saev)' },
+  out: { kind: 'string', required: true, default: '', doc: 'output directory for sae.safetensors, config.json, metrics.jsonl' },
   ...selectionSpec,
   resume: { kind: 'boolean', default: false, doc: 'continue the checkpoint in --out (optimizer state and data order included); flags given now override its training config, e.g. a larger --tokens' },
   init: { kind: 'string', default: '', doc: 'start from these weights: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
@@ -88,8 +88,6 @@ Examples:
   vitsae train --shards runs/acts --out runs/sweep --sweep "lr=1e-4,4e-4 k=16,32"`,
   spec,
   async run(c, _pos, given, argv) {
-    if (!c.shards) throw new UserError('--shards DIR is required (activation shards from `vitsae record`)');
-    if (!c.out) throw new UserError('--out DIR is required');
     const members = c.resume
       ? await resumedMembers(c.out, argv, given as Set<string>)
       : c.sweep

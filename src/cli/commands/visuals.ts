@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { defineCommand, UserError } from '../command.js';
+import { defineCommand, UsageError, UserError } from '../command.js';
 import { computeVisuals } from '../../analysis/make-visuals.js';
 import { readRunIfAny, RunSpec, writeRun } from '../../analysis/run.js';
 import { SaeCheckpointConfig } from '../../sae/config.js';
@@ -44,13 +44,13 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
   async run(c) {
     const run = c.run ? await readRunIfAny(c.run) : null;
     const sae = c.sae || run?.sae;
-    if (!sae) throw new UserError('--sae DIR is required (or --run DIR with a run.json)');
+    if (!sae) throw new UsageError('--sae DIR is required (or --run DIR with a run.json)');
     if (!existsSync(sae)) throw new UserError(`the SAE ${sae} does not exist`);
     if (c.layer && !/^-?\d+$/.test(c.layer)) throw new UserError(`--layer ${c.layer}: expected an integer`);
     const shards = c.shards || run?.shards || (await readJson<SaeCheckpointConfig>(path.join(sae, 'config.json'), '').catch(() => null))?.data?.shards;
-    if (!shards) throw new UserError(`--shards DIR is required: ${sae} does not name the shards it was trained on`);
+    if (!shards) throw new UsageError(`--shards DIR is required: ${sae} does not name the shards it was trained on`);
     const out = c.out || run?.visuals || (c.run ? path.join(c.run, 'visuals') : '');
-    if (!out) throw new UserError('--out DIR or --run DIR is required');
+    if (!out) throw new UsageError('--out DIR or --run DIR is required');
     const md = await readMetadata(shards);
     const recorded = (md.data as Partial<RecordingData> | null)?.format === 'vitsae-record' ? (md.data as RecordingData) : null;
     const images = c.images || run?.images;

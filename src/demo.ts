@@ -30,14 +30,9 @@ import { EditEngine } from './edit/engine.js';
 import { EditEvalReport, evaluateEdits } from './edit/evaluate.js';
 import { readJson, writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
+import { FASHION_MNIST_ENV, fashionMnistPath } from './data/fashion-mnist.js';
 
 export const MODELS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'models');
-/** Where Debian's dataset-fashion-mnist puts the test images (the labels file sits beside them). */
-export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz';
-/** Environment variable naming Fashion-MNIST's test images elsewhere (any OS, any folder). */
-export const FASHION_MNIST_ENV = 'VITSAE_FASHION_MNIST';
-/** Fashion-MNIST's test images: the option given, else $VITSAE_FASHION_MNIST, else Debian's path. */
-export const fashionMnistPath = (given?: string) => given || process.env[FASHION_MNIST_ENV] || DEBIAN_FASHION_MNIST;
 
 /**
  * The shipped models and the data each is recorded on ('world' = the generated concept world). The positive

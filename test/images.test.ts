@@ -9,6 +9,7 @@ import { openDataset, parseCsv } from '../src/data/images.js';
 import { loadMask, loadPixels, parseSize, patchMajority, Preprocess, PRESETS, readModelCard, resizeCropBox, resolvePreprocess } from '../src/data/preprocess.js';
 import { idxFile } from './fixtures/helpers.js';
 import { fixtureDir } from './fixtures/models.js';
+import { fashionMnistPath } from '../src/data/fashion-mnist.js';
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'vitsae-images-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -256,8 +257,8 @@ describe('datasets', () => {
     await assert.rejects(openDataset(path.join(dir, 'bad-images-idx3-ubyte')), { message: /need 12 bytes, the file has 5/ });
   });
 
-  it("reads Debian's Fashion-MNIST test set", { skip: !existsSync('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz') }, async () => {
-    const ds = await openDataset('/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz');
+  it("reads Debian's Fashion-MNIST test set", { skip: !existsSync(fashionMnistPath()) }, async () => {
+    const ds = await openDataset(fashionMnistPath());
     // The first test image is an ankle boot (class 9), the second a pullover (2).
     assert.deepEqual([ds.size, ds.label(0), ds.label(1)], [10000, 9, 2]);
   });

@@ -126,7 +126,8 @@ test("the README's library example type-checks against the built declarations an
 });
 
 test('the demo finds Fashion-MNIST through its option or VITSAE_FASHION_MNIST, and names the fixes when it is missing', async () => {
-  const { runDemo, FASHION_MNIST_ENV, fashionMnistPath, DEBIAN_FASHION_MNIST } = await import('../src/demo.js');
+  const { runDemo } = await import('../src/demo.js');
+  const { FASHION_MNIST_ENV, fashionMnistPath, DEBIAN_FASHION_MNIST } = await import('../src/data/fashion-mnist.js');
   const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-demo-fmnist-'));
   const saved = process.env[FASHION_MNIST_ENV];
   try {

@@ -1,7 +1,8 @@
 import { defineCommand, runCommand } from '../command.js';
 import { ConfigSpec } from '../../util/config.js';
 import { deviceSpec } from '../../backbone/device.js';
-import { DEBIAN_FASHION_MNIST, DEMO_MODELS, FASHION_MNIST_ENV, demoRunMarkdown, runDemo } from '../../demo.js';
+import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
+import { DEBIAN_FASHION_MNIST, FASHION_MNIST_ENV } from '../../data/fashion-mnist.js';
 import { serveCommand } from './serve.js';
 
 const spec = {

@@ -1,6 +1,6 @@
 /**
  * A model over protobuf's 2 GB limit (issue 15.4): test/fixtures/make_large.py writes one 2.56 GB float32 weight as
- * external data; vitsae opens the model, splits a head off it and runs one image, compared with numpy's float64
+ * external data; vitsae opens the model, splits a front off it and runs one image, compared with numpy's float64
  * answer. Too slow for the test suite (writing 2.56 GB and onnxruntime reading it take minutes on a loaded disk),
  * so it lives here; the mechanism itself is tested on a small model in test/external.test.ts.
  */
@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { createSession, openBackbone } from '../src/backbone/backbone.js';
-import { headModel } from '../src/backbone/graph.js';
+import { frontModel } from '../src/backbone/graph.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -30,7 +30,7 @@ export async function benchLarge(): Promise<string[]> {
     const dataBytes = (await fsp.stat(path.join(tmp, 'large.onnx.data'))).size;
     const bb = await openBackbone(file);
     const opened = lap();
-    const session = await createSession(headModel(bb.model, ['projected'], bb.index), bb);
+    const session = await createSession(frontModel(bb.model, ['projected'], bb.index), bb);
     const loaded = lap();
     const x = Float32Array.from({ length: 3 * 32 * 32 }, (_, k) => (((k * 31) % 17) - 8) / 8);
     const y = (await session.run({ pixel_values: new ort.Tensor('float32', x, [1, 3, 32, 32]) })).projected.data as Float32Array;
@@ -45,13 +45,13 @@ export async function benchLarge(): Promise<string[]> {
       scale = Math.max(scale, Math.abs(want[i]));
     }
     return [
-      `Model over 2 GB: one ${(dataBytes / 1e9).toFixed(2)} GB float32 weight as external data (test/fixtures/make_large.py), head = Flatten + MatMul, one image, load average ${os.loadavg()[0].toFixed(1)}`,
+      `Model over 2 GB: one ${(dataBytes / 1e9).toFixed(2)} GB float32 weight as external data (test/fixtures/make_large.py), front = Flatten + MatMul, one image, load average ${os.loadavg()[0].toFixed(1)}`,
       '',
       '| step | seconds |',
       '| --- | --- |',
       `| write the model (numpy, chunked) | ${made} |`,
       `| vitsae openBackbone (reads the graph only; checks the data file) | ${opened} |`,
-      `| onnxruntime session on the split head (reads the 2.56 GB itself) | ${loaded} |`,
+      `| onnxruntime session on the split front (reads the 2.56 GB itself) | ${loaded} |`,
       `| one image | ${ran} |`,
       '',
       `Largest difference from numpy's float64 answer: ${diff.toExponential(2)} (outputs up to ${scale.toFixed(1)}; ${diff / scale < 1e-5 ? 'within' : 'NOT within'} 1e-5 relative). Peak RSS ${(process.resourceUsage().maxRSS / 1e6).toFixed(1)} GB.`,

@@ -1,9 +1,9 @@
 /**
  * Recording benchmark (issue 5): images/s of `vitsae record` against a bare onnxruntime `session.run` of the same
- * head model on pre-decoded tensors, and against PyTorch eager recording (bench/torch_record.py), on
+ * front model on pre-decoded tensors, and against PyTorch eager recording (bench/torch_record.py), on
  * torchvision's ViT-B/16 with random weights (bench/make_vit_b16.py), all in this run on the same JPEGs.
  *
- * The recorded layer is the last block, so vitsae's head is the whole network bar the classifier and PyTorch's
+ * The recorded layer is the last block, so vitsae's front is the whole network bar the classifier and PyTorch's
  * full forward does the same work; both records are compared to show that they computed the same activations.
  * Bare runs (with the recorder's session options) come before vitsae's, between it and PyTorch's, and after
  * PyTorch's, so that drift of a noisy machine during the run shows; the full benchmark alternates three rounds.
@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone, selectLayers } from '../src/backbone/backbone.js';
-import { headModel } from '../src/backbone/graph.js';
-import { HEAD_SESSION_OPTIONS } from '../src/backbone/head-worker.js';
+import { frontModel } from '../src/backbone/graph.js';
+import { FRONT_SESSION_OPTIONS } from '../src/backbone/front-worker.js';
 import { ShardDataset } from '../src/shards/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -70,12 +70,12 @@ async function writeJpegs(dir: string, n: number): Promise<void> {
   }
 }
 
-/** images/s of the head alone on one pre-filled batch, after a warm-up run. */
-async function bare(head: ort.InferenceSession, input: string, runs: number): Promise<number> {
+/** images/s of the front alone on one pre-filled batch, after a warm-up run. */
+async function bare(front: ort.InferenceSession, input: string, runs: number): Promise<number> {
   const x = new ort.Tensor('float32', Float32Array.from({ length: BATCH * 3 * 224 * 224 }, (_, i) => Math.sin(i)), [BATCH, 3, 224, 224]);
-  await head.run({ [input]: x });
+  await front.run({ [input]: x });
   const t0 = performance.now();
-  for (let r = 0; r < runs; r++) await head.run({ [input]: x });
+  for (let r = 0; r < runs; r++) await front.run({ [input]: x });
   return (runs * BATCH) / ((performance.now() - t0) / 1000);
 }
 
@@ -124,21 +124,21 @@ export async function benchRecord(opts: { quick: boolean }): Promise<string[]> {
     const sets = opts.quick ? [SHORT] : [SHORT, LONG];
     for (const n of sets) await writeJpegs(path.join(tmp, `images${n}`), n);
     const bb = await openBackbone(model);
-    const head = await createSession(headModel(bb.model, selectLayers(bb, [String(LAYER)]).map((l) => l.name), bb.index), bb, HEAD_SESSION_OPTIONS);
+    const front = await createSession(frontModel(bb.model, selectLayers(bb, [String(LAYER)]).map((l) => l.name), bb.index), bb, FRONT_SESSION_OPTIONS);
     // bare, then per repetition and image set (vitsae, bare, PyTorch, bare): each recorder is compared with its neighbours.
-    const bares = [await bare(head, bb.input.name, bareRuns)];
+    const bares = [await bare(front, bb.input.name, bareRuns)];
     type Round = { images: number; vitsae: ReturnType<typeof vitsaeRecord>; torch: ReturnType<typeof torchRecord>; bare: number };
     const rounds: Round[] = [];
     for (let r = 0; r < reps; r++)
       for (const n of sets) {
         const data = path.join(tmp, `images${n}`);
         const vitsae = vitsaeRecord(model, data, path.join(tmp, `shards${n}-${r}`));
-        bares.push(await bare(head, bb.input.name, bareRuns));
+        bares.push(await bare(front, bb.input.name, bareRuns));
         const torch = torchRecord(data, path.join(tmp, `torch${n}.f32`));
-        bares.push(await bare(head, bb.input.name, bareRuns));
+        bares.push(await bare(front, bb.input.name, bareRuns));
         rounds.push({ images: n, vitsae, torch, bare: (bares.at(-3)! + bares.at(-1)!) / 2 });
       }
-    await head.release();
+    await front.release();
     const drift = (Math.max(...bares) - Math.min(...bares)) / Math.min(...bares);
     const rms = await relativeRms(path.join(tmp, `shards${SHORT}-0`), path.join(tmp, `torch${SHORT}.f32`));
     const steadyN = sets.at(-1)!;

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { describe, it, before } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { Backbone, createSession, listLayers, openBackbone, selectLayers, tokenLayout } from '../src/backbone/backbone.js';
-import { headModel, indexGraph, tailModel } from '../src/backbone/graph.js';
+import { frontModel, indexGraph, backModel } from '../src/backbone/graph.js';
 import { residualStream } from '../src/backbone/layers.js';
 import { decodeModel, encodeModel, GraphProto, ModelProto, NodeProto, TensorProto } from '../src/backbone/onnx.js';
 import { layersCommand } from '../src/cli/commands/layers.js';
@@ -35,20 +35,20 @@ function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {
 }
 
 /**
- * Runs the full model and tail(head(x)) at each cut, and checks that every output agrees to 1e-5 and that the
- * tail needs nothing but the cut tensor, unless the cut is listed in `bypassed` (a path from the input to an
- * output goes around it, so the tail takes the input as well).
+ * Runs the full model and back(front(x)) at each cut, and checks that every output agrees to 1e-5 and that the
+ * back needs nothing but the cut tensor, unless the cut is listed in `bypassed` (a path from the input to an
+ * output goes around it, so the back takes the input as well).
  */
 async function assertSplitsAgree(model: ModelProto, input: string, x: ort.Tensor, cuts: string[], bypassed: string[] = [], bb?: Backbone): Promise<void> {
   const full = await createSession(model, bb);
   const want = await full.run({ [input]: x });
   for (const cut of cuts) {
-    const head = await createSession(headModel(model, [cut]), bb);
-    const tail = await createSession(tailModel(model, [cut]), bb);
+    const front = await createSession(frontModel(model, [cut]), bb);
+    const back = await createSession(backModel(model, [cut]), bb);
     const extra = bypassed.includes(cut) ? { [input]: x } : {};
-    assert.deepEqual(tail.inputNames, [cut, ...Object.keys(extra)], `inputs of the tail at ${cut}`);
-    const mid = await head.run({ [input]: x });
-    const got = await tail.run({ [cut]: mid[cut], ...extra });
+    assert.deepEqual(back.inputNames, [cut, ...Object.keys(extra)], `inputs of the back at ${cut}`);
+    const mid = await front.run({ [input]: x });
+    const got = await back.run({ [cut]: mid[cut], ...extra });
     assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
     for (const name of full.outputNames) assert.ok(maxAbsDiff(got[name], want[name]) <= 1e-5, `${cut} -> ${name}`);
   }
@@ -125,7 +125,7 @@ describe('exported ViTs and a CNN', () => {
     await assert.rejects(tokenLayout(bbs.cnn, selectLayers(bbs.cnn, ['0', '1'])), /different token shapes/);
   });
 
-  it('tail(head(x)) equals the full model to 1e-5 at every block and off the stream', async () => {
+  it('back(front(x)) equals the full model to 1e-5 at every block and off the stream', async () => {
     for (const [m, extra] of [
       ['vit_hf', '/vision_model/encoder/layers.1/Add_output_0'],
       ['vit_tv', '/encoder/layers/encoder_layer_0/Add_output_0'],
@@ -136,18 +136,18 @@ describe('exported ViTs and a CNN', () => {
     }
   });
 
-  it('a tail cut inside a block, where the skip path goes around the cut, also takes the input', async () => {
+  it('a back cut inside a block, where the skip path goes around the cut, also takes the input', async () => {
     const bb = bbs.cnn;
     await assertSplitsAgree(bb.model, bb.input.name, imageBatch(2, 8), ['/layer2/Relu_output_0'], ['/layer2/Relu_output_0'], bb);
   });
 
-  it('a head with several outputs computes each as a single head does', async () => {
+  it('a front with several outputs computes each as a single front does', async () => {
     const bb = bbs.vit_hf;
     const names = selectLayers(bb, ['0', '-1']).map((l) => l.name);
     const x = imageBatch(3, 11);
-    const both = await (await createSession(headModel(bb.model, names), bb)).run({ pixel_values: x });
+    const both = await (await createSession(frontModel(bb.model, names), bb)).run({ pixel_values: x });
     for (const n of names) {
-      const one = await (await createSession(headModel(bb.model, [n]), bb)).run({ pixel_values: x });
+      const one = await (await createSession(frontModel(bb.model, [n]), bb)).run({ pixel_values: x });
       assert.equal(maxAbsDiff(both[n], one[n]), 0);
     }
   });
@@ -264,9 +264,9 @@ describe('a graph built with protobufjs', () => {
         ['r0', 'r1'],
       );
       await assertSplitsAgree(model, 'x', x, ['r0', 'r1', 'r1a', 'h0']);
-      // The head keeps only what the cut needs: no If, no second block.
-      const head = headModel(model, ['r0']);
-      assert.ok(!head.graph!.node!.some((n) => n.op_type === 'If' || (n.output ?? []).includes('r1a')));
+      // The front keeps only what the cut needs: no If, no second block.
+      const front = frontModel(model, ['r0']);
+      assert.ok(!front.graph!.node!.some((n) => n.op_type === 'If' || (n.output ?? []).includes('r1a')));
     });
   }
 

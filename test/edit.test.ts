@@ -1,7 +1,7 @@
 /**
  * The edit engine on the fixture ViT (CLS + 2 registers, 16 patches) split at block 1, a tiny SAE trained on that
  * block over Fashion-MNIST, and a linear head on the last block: an empty edit is the unedited model, an edit of
- * one patch changes exactly that patch of the tail's input by decode(f') - decode(f), fixed-batch exports agree
+ * one patch changes exactly that patch of the back's input by decode(f') - decode(f), fixed-batch exports agree
  * with dynamic ones, and the edit evaluation (with the concept-world rule) reports what it promises.
  */
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, TokenLayout } from '../src/backbone/backbone.js';
-import { headModel } from '../src/backbone/graph.js';
+import { frontModel } from '../src/backbone/graph.js';
 import { editCommand, parseEdit } from '../src/cli/commands/edit.js';
 import { evalEditsCommand } from '../src/cli/commands/eval-edits.js';
 import { defaultsOf } from '../src/util/config.js';
@@ -79,13 +79,13 @@ test('an empty edit reproduces the unedited model and task head to 1e-5', async 
   const pp = engine.preprocess;
   const pixels = new Float32Array(images.length * 3 * 32 * 32);
   for (const [i, img] of images.entries()) await loadPixels(img, pp, pixels.subarray(i * 3072, (i + 1) * 3072));
-  const session = await createSession(headModel(engine.bb.model, ['last_hidden_state']), engine.bb);
+  const session = await createSession(frontModel(engine.bb.model, ['last_hidden_state']), engine.bb);
   const out = await session.run({ [engine.bb.input.name]: new ort.Tensor('float32', pixels, [images.length, 3, 32, 32]) });
   await session.release();
   const reference = probeProbabilities(probe, taskRows(out.last_hidden_state.data as Float32Array, engine.featureLayout, images.length, 'cls'), images.length);
   assert.ok(maxAbsDiff(after.probs, reference) < 1e-5, `edited-nothing probabilities differ by ${maxAbsDiff(after.probs, reference)}`);
   assert.deepEqual(after.probs, before.probs);
-  assert.equal(await engine.prepare(images), prepared, 'the same images reuse their head activations');
+  assert.equal(await engine.prepare(images), prepared, 'the same images reuse their front activations');
 });
 
 /** decode(f) of one patch in raw units from the checkpoint's weights: (f @ W_dec + b_dec) / input_scale. */
@@ -98,7 +98,7 @@ function decode(sae: Sae, f: Map<number, number>): Float64Array {
   return out.map((x) => x / sae.config.input_scale);
 }
 
-test("an edit of one patch changes only that patch of the tail's input, by decode(f') - decode(f)", async () => {
+test("an edit of one patch changes only that patch of the back's input, by decode(f') - decode(f)", async () => {
   const prepared = await engine.prepare(images);
   const p = 5;
   const firing = engine.patchLatents(prepared, 2, p);
@@ -109,7 +109,7 @@ test("an edit of one patch changes only that patch of the tail's input, by decod
     { latent: silent, patches: [p], value: 1.5, mode: 'add' as const },
     { latent: firing[0].latent, patches: [p], value: 2, mode: 'scale' as const },
   ];
-  const x = engine.tailInput(prepared, engine.delta(prepared, edits));
+  const x = engine.backInput(prepared, engine.delta(prepared, edits));
   const T = 3 + 16, D = 32;
   // Every image of the batch gets the edits, on patch p only.
   for (let img = 0; img < images.length; img++) {
@@ -137,7 +137,7 @@ test("suppressing a latent that fires on a patch moves x' and the head's probabi
   const [{ latent }] = engine.patchLatents(prepared, 0, 6);
   const { before, after, delta } = await engine.edit(prepared, [{ latent, patches: 'all', value: -20, mode: 'set', relative: true }]);
   const D = 32;
-  const moved = readPatches(engine.tailInput(prepared, delta), engine.layout, prepared.n).subarray(6 * D, 7 * D);
+  const moved = readPatches(engine.backInput(prepared, delta), engine.layout, prepared.n).subarray(6 * D, 7 * D);
   const original = readPatches(prepared.acts, engine.layout, prepared.n).subarray(6 * D, 7 * D);
   assert.ok(maxAbsDiff(moved, original) > 0.1, 'the patch token moved');
   assert.ok(maxAbsDiff(after.probs.subarray(0, 10), before.probs.subarray(0, 10)) > 1e-3, 'the head answered differently');

@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { Backbone, createSession, openBackbone } from '../src/backbone/backbone.js';
 import { checkDevice, DEVICES } from '../src/backbone/device.js';
-import { headModel } from '../src/backbone/graph.js';
+import { frontModel } from '../src/backbone/graph.js';
 import { encodeModel } from '../src/backbone/onnx.js';
 import { record } from '../src/backbone/record.js';
 import { commands } from '../src/cli/main.js';
@@ -53,7 +53,7 @@ describe('weights as external data', () => {
     assert.ok(readdirSync(path.join(root, 'many')).length > 10);
   });
 
-  it('splits and runs exactly as the inline model: every block head and the whole model, byte for byte', async () => {
+  it('splits and runs exactly as the inline model: every block front and the whole model, byte for byte', async () => {
     const bbIn = await openBackbone(inline);
     const x = new ort.Tensor('float32', noise(2 * 3 * 32 * 32, 3), [2, 3, 32, 32]);
     // The reference: onnxruntime loading the inline file itself, no vitsae code between.
@@ -63,8 +63,8 @@ describe('weights as external data', () => {
       const bb = await openBackbone(ext(v));
       assert.deepEqual(bb.stream, bbIn.stream);
       for (const { tensor } of bb.stream) {
-        const [a, b] = await Promise.all([bb, bbIn].map(async (m: Backbone) => (await (await createSession(headModel(m.model, [tensor], m.index), m)).run({ [m.input.name]: x }))[tensor]));
-        assert.equal(Buffer.compare(bytesOf(a), bytesOf(b)), 0, `${v}: head at ${tensor}`);
+        const [a, b] = await Promise.all([bb, bbIn].map(async (m: Backbone) => (await (await createSession(frontModel(m.model, [tensor], m.index), m)).run({ [m.input.name]: x }))[tensor]));
+        assert.equal(Buffer.compare(bytesOf(a), bytesOf(b)), 0, `${v}: front at ${tensor}`);
       }
       const full = await (await createSession(bb.model, bb)).run({ [bb.input.name]: x });
       for (const name of own.outputNames) assert.equal(Buffer.compare(bytesOf(full[name]), bytesOf(want[name])), 0, `${v}: output ${name}`);

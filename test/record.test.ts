@@ -7,7 +7,7 @@ import { after, describe, it, before } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone } from '../src/backbone/backbone.js';
-import { headModel } from '../src/backbone/graph.js';
+import { frontModel } from '../src/backbone/graph.js';
 import { DEFAULT_MAX_TOKENS_PER_SHARD, record, RecordingData, RecordOptions } from '../src/backbone/record.js';
 import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js';
 import { openDataset } from '../src/data/images.js';
@@ -43,7 +43,7 @@ async function readAll(dir: string): Promise<{ ds: ShardDataset; acts: Float32Ar
 }
 
 /**
- * What the shards should hold, computed without the recorder: decode each file the way metadata says, run the head
+ * What the shards should hold, computed without the recorder: decode each file the way metadata says, run the front
  * in the same batches, and pick CLS + patch tokens (or transpose a feature map) by index arithmetic.
  */
 async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
@@ -53,7 +53,7 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
   const data = md.data as RecordingData;
   const pp = camelKeys<Preprocess>(data.preprocess);
   const bb = await openBackbone(data.model);
-  const head = await createSession(headModel(bb.model, data.tensors), bb);
+  const front = await createSession(frontModel(bb.model, data.tensors), bb);
   const dataset = await openDataset(md.dataset);
   const keys = readFileSync(path.join(dir, 'examples.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).file as string);
   const index = new Map(Array.from({ length: dataset.size }, (_, i) => [dataset.key(i), i]));
@@ -68,7 +68,7 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
     const n = Math.min(batch, keys.length - b0);
     const pixels = new Float32Array(n * img);
     for (let j = 0; j < n; j++) await loadPixels(await dataset.image(index.get(keys[b0 + j])!), pp, pixels.subarray(j * img, (j + 1) * img));
-    const res = await head.run({ [bb.input.name]: new ort.Tensor('float32', pixels, [n, 3, H, W]) });
+    const res = await front.run({ [bb.input.name]: new ort.Tensor('float32', pixels, [n, 3, H, W]) });
     for (let j = 0; j < n; j++)
       for (let l = 0; l < L; l++) {
         const src = res[data.tensors[l]].data as Float32Array;

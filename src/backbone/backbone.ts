@@ -1,11 +1,11 @@
 /**
  * A vision model opened for recording: its graph, residual stream and image input, layer selection, and the token
- * geometry of chosen tensors, measured by running the head once on a blank image rather than trusting exported
+ * geometry of chosen tensors, measured by running the front once on a blank image rather than trusting exported
  * shape annotations (many exports have none).
  */
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../util/errors.js';
-import { GraphIndex, headModel, indexGraph } from './graph.js';
+import { GraphIndex, frontModel, indexGraph } from './graph.js';
 import { residualStream, StreamTensor } from './layers.js';
 import { checkDevice, Device, deviceOptions } from './device.js';
 import { ModelProto, encodeModel, int, loadModel, Weights, weightOptions } from './onnx.js';
@@ -97,7 +97,7 @@ export function selectLayers(bb: Backbone, specs: string[]): Layer[] {
 }
 
 /**
- * onnxruntime options for a part of `bb` (a head or tail of its graph): its weights and its device, then `extra`.
+ * onnxruntime options for a part of `bb` (a front or back of its graph): its weights and its device, then `extra`.
  * Plain data, so that a worker thread can receive them (the weights are shared memory, not copied).
  */
 export function sessionOptions(bb: Pick<Backbone, 'weights' | 'device'>, extra: ort.InferenceSession.SessionOptions = {}): ort.InferenceSession.SessionOptions {
@@ -117,10 +117,10 @@ export function probeInput(bb: Backbone, size?: [number, number]): ort.Tensor {
   return new ort.Tensor('float32', new Float32Array(n * c * h * w), [n, c, h, w]);
 }
 
-/** Shapes of `tensors` for one image of the given size, or one fixed batch (a single run of the head on zeros). */
+/** Shapes of `tensors` for one image of the given size, or one fixed batch (a single run of the front on zeros). */
 export async function probeShapes(bb: Backbone, tensors: string[], size?: [number, number]): Promise<number[][]> {
   const x = probeInput(bb, size);
-  const session = await createSession(headModel(bb.model, tensors, bb.index), bb);
+  const session = await createSession(frontModel(bb.model, tensors, bb.index), bb);
   try {
     const out = await session.run({ [bb.input.name]: x });
     return tensors.map((t) => [...out[t].dims]);

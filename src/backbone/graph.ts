@@ -1,6 +1,6 @@
 /**
  * Graph surgery: an index of who produces and consumes each tensor, and extraction of the sub-model that computes
- * given tensors from given tensors (the head and the tail of a split). Nodes with subgraphs (If, Loop, Scan) count
+ * given tensors from given tensors (the front and the back of a split). Nodes with subgraphs (If, Loop, Scan) count
  * the outer tensors their bodies read as inputs, so a split never strands a body's outer reference.
  */
 import { UserError } from '../util/errors.js';
@@ -59,7 +59,7 @@ function outerReads(node: NodeProto): string[] {
  * The model that computes `outputs` when fed `inputs`: the nodes needed between them, in the original order, with
  * the initializers they use. Graph inputs that are still needed (a path to an output that bypasses `inputs`) stay
  * inputs, after the given ones. Constants (initializers, Constant nodes, Identity of constants) are kept wherever
- * they are used, so head and tail each carry their own weights.
+ * they are used, so front and back each carry their own weights.
  */
 export function extractModel(model: ModelProto, inputs: string[], outputs: string[], idx = indexGraph(model.graph!)): ModelProto {
   const stop = new Set(inputs);
@@ -106,13 +106,13 @@ export function extractModel(model: ModelProto, inputs: string[], outputs: strin
   return { ...model, graph };
 }
 
-/** The head of a split: the model's inputs -> `tensors`. */
-export function headModel(model: ModelProto, tensors: string[], idx?: GraphIndex): ModelProto {
+/** The front of a split: the model's inputs -> `tensors`. */
+export function frontModel(model: ModelProto, tensors: string[], idx?: GraphIndex): ModelProto {
   return extractModel(model, [], tensors, idx);
 }
 
-/** The tail of a split: `tensors` -> the model's outputs (plus any model input still needed on a bypassing path). */
-export function tailModel(model: ModelProto, tensors: string[], idx?: GraphIndex): ModelProto {
+/** The back of a split: `tensors` -> the model's outputs (plus any model input still needed on a bypassing path). */
+export function backModel(model: ModelProto, tensors: string[], idx?: GraphIndex): ModelProto {
   return extractModel(model, tensors, (model.graph!.output ?? []).map((v) => v.name ?? ''), idx);
 }
 

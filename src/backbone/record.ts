@@ -1,6 +1,6 @@
 /**
- * The recorder: runs the head of a model (inputs -> chosen layers) over a dataset and writes activation shards.
- * onnxruntime runs on a worker thread (see head-worker.ts), so that the next batch decodes (sharp, on libuv's threads,
+ * The recorder: runs the front of a model (inputs -> chosen layers) over a dataset and writes activation shards.
+ * onnxruntime runs on a worker thread (see front-worker.ts), so that the next batch decodes (sharp, on libuv's threads,
  * normalised on the main thread) and the previous one is written while it computes the current one. Beside the
  * shards go `examples.jsonl` (one {file, label?} per recorded example, in shard order, so skipped files never
  * shift the mapping) and, with --on-error skip, `errors.jsonl`.
@@ -18,8 +18,8 @@ import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, layoutFromShapes, layoutTensors, openBackbone, probeInput, selectLayers, sessionOptions, TokenLayout } from './backbone.js';
 import { Device } from './device.js';
-import { headModel } from './graph.js';
-import { HEAD_SESSION_OPTIONS, HeadWorker } from './head-worker.js';
+import { frontModel } from './graph.js';
+import { FRONT_SESSION_OPTIONS, FrontWorker } from './front-worker.js';
 import { encodeModel } from './onnx.js';
 import { snakeKeys } from '../util/json-keys.js';
 
@@ -108,24 +108,24 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
   inputSize(bb, pp.size);
   const layers = selectLayers(bb, opts.layers);
-  // One session serves the layout probe and the recording: its head also computes the tensors the probe needs.
+  // One session serves the layout probe and the recording: its front also computes the tensors the probe needs.
   const probed = layoutTensors(bb, layers, card?.prefix_tokens);
-  const head = await HeadWorker.start(encodeModel(headModel(bb.model, probed, bb.index)), bb.input.name, sessionOptions(bb, HEAD_SESSION_OPTIONS));
+  const front = await FrontWorker.start(encodeModel(frontModel(bb.model, probed, bb.index)), bb.input.name, sessionOptions(bb, FRONT_SESSION_OPTIONS));
   try {
     const x = probeInput(bb, pp.size);
-    const shapes = await head.run(x.data as Float32Array, [...x.dims], probed);
+    const shapes = await front.run(x.data as Float32Array, [...x.dims], probed);
     const layout = layoutFromShapes(layers, probed.map((t) => [...shapes[t].dims]), card?.prefix_tokens);
-    return await recordWith(opts, bb, head, layers, layout, pp, card, log);
+    return await recordWith(opts, bb, front, layers, layout, pp, card, log);
   } finally {
-    await head.close();
+    await front.close();
   }
 }
 
-/** Records with a started head session, once the token layout is known. */
+/** Records with a started front session, once the token layout is known. */
 async function recordWith(
   opts: RecordOptions,
   bb: Backbone,
-  head: HeadWorker,
+  front: FrontWorker,
   layers: Layer[],
   layout: TokenLayout,
   pp: Preprocess,
@@ -212,7 +212,7 @@ async function recordWith(
       if (n) {
         const rows = fixed ?? n;
         firstBatch ||= performance.now();
-        const outs = await head.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size], names);
+        const outs = await front.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size], names);
         const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
         await writing;
         writing = (async () => {

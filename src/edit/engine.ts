@@ -1,8 +1,8 @@
 /**
  * The edit engine: does the model's frozen task head change its answer when an SAE latent is changed on chosen
- * patches? The model is split at the SAE's layer: the head (image -> layer tensor) runs once per image and is
- * cached; an edit changes the layer's patch tokens and reruns only the tail (layer tensor -> the probe's feature
- * tensor) and the probe, so a slider costs one tail run.
+ * patches? The model is split at the SAE's layer: the front (image -> layer tensor) runs once per image and is
+ * cached; an edit changes the layer's patch tokens and reruns only the back (layer tensor -> the probe's feature
+ * tensor) and the probe, so a slider costs one back run.
  *
  * For an edited patch token x with SAE latents f, reconstruction x_hat = decode(f) and edited latents f':
  *   x' = x - x_hat + decode(f') = x + (f' - f) @ W_dec / input_scale
@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
 import { Device } from '../backbone/device.js';
 import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from '../backbone/backbone.js';
-import { extractModel, headModel, indexGraph } from '../backbone/graph.js';
+import { extractModel, frontModel, indexGraph } from '../backbone/graph.js';
 import { ImageError, ImageInput, loadPixels, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
 import { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
@@ -65,12 +65,12 @@ export interface Predictions {
   labels: Int32Array;
 }
 
-/** A batch of images through the head: what every edit of them starts from. */
+/** A batch of images through the front: what every edit of them starts from. */
 export interface Prepared {
   readonly n: number;
-  /** The layer tensor of the N images in the model's layout (the tail's input). */
+  /** The layer tensor of the N images in the model's layout (the back's input). */
   readonly acts: Float32Array;
-  /** The preprocessed images, for tails that also read the model input (a path bypassing the layer). */
+  /** The preprocessed images, for backs that also read the model input (a path bypassing the layer). */
   readonly pixels: Float32Array;
   /** SAE latents of the patch tokens: CSR row n * P + p is patch p of image n. */
   readonly latents: SparseActs<Float32Array>;
@@ -123,10 +123,10 @@ export class EditEngine {
     readonly featureLayout: TokenLayout,
     readonly sae: Sae,
     readonly probe: Probe,
-    private readonly head: ort.InferenceSession,
+    private readonly front: ort.InferenceSession,
     /** Layer tensor (+ model input) -> feature tensor; null when the probe reads the layer itself. */
-    private readonly tail: ort.InferenceSession | null,
-    private readonly tailReadsPixels: boolean,
+    private readonly back: ort.InferenceSession | null,
+    private readonly backReadsPixels: boolean,
     /** Decoder rows in raw units: W_dec / input_scale, [S, D]. */
     private readonly decoder_SD: Float32Array,
     private maxima: Float32Array | null,
@@ -152,20 +152,20 @@ export class EditEngine {
     if (probe.info.pooling === 'patches' && featureLayout.patchTokens !== layout.patchTokens)
       throw new UserError(`the probe labels ${featureLayout.patchTokens} patches of ${features.name} but the SAE's layer has ${layout.patchTokens}; edits and patch predictions must share a grid`);
 
-    let tail: ort.InferenceSession | null = null;
-    let tailReadsPixels = false;
+    let back: ort.InferenceSession | null = null;
+    let backReadsPixels = false;
     if (features.name !== layer.name) {
       const model = extractModel(bb.model, [layer.name], [features.name], bb.index);
       if (!indexGraph(model.graph!).consumers.has(layer.name))
         throw new UserError(`${features.name} (the probe's features) is not computed from ${layer.name}: an edit there cannot change the probe's answer`);
-      tailReadsPixels = (model.graph!.input ?? []).some((v) => v.name === bb.input.name);
-      tail = await createSession(model, bb);
+      backReadsPixels = (model.graph!.input ?? []).some((v) => v.name === bb.input.name);
+      back = await createSession(model, bb);
     }
-    const head = await createSession(headModel(bb.model, [layer.name], bb.index), bb);
+    const front = await createSession(frontModel(bb.model, [layer.name], bb.index), bb);
     const decoder_SD = sae.core.getTensor('W_dec').slice();
     const inv = 1 / sae.config.input_scale;
     for (let i = 0; i < decoder_SD.length; i++) decoder_SD[i] *= inv;
-    const engine = new EditEngine(bb, pp, layer, layout, featureLayout, sae, probe, head, tail, tailReadsPixels, decoder_SD, null, opts.cacheSize ?? 32);
+    const engine = new EditEngine(bb, pp, layer, layout, featureLayout, sae, probe, front, back, backReadsPixels, decoder_SD, null, opts.cacheSize ?? 32);
     if (opts.maxima) engine.setMaxima(opts.maxima);
     return engine;
   }
@@ -190,8 +190,8 @@ export class EditEngine {
   }
 
   /**
-   * Runs the head, the SAE and the unedited tail on a batch of images. With `cache` (the default) the result is
-   * kept, keyed by the images' bytes, so that editing the same images again starts from the tail.
+   * Runs the front, the SAE and the unedited back on a batch of images. With `cache` (the default) the result is
+   * kept, keyed by the images' bytes, so that editing the same images again starts from the back.
    */
   prepare(images: ImageInput[], cache = true): Promise<Prepared> {
     if (!images.length) throw new UserError('no images to edit');
@@ -220,7 +220,7 @@ export class EditEngine {
         }),
       ),
     );
-    const acts = await this.runBatched(this.head, [{ name: this.bb.input.name, data: pixels, dims: [C, H, W] }], this.layer.name, N);
+    const acts = await this.runBatched(this.front, [{ name: this.bb.input.name, data: pixels, dims: [C, H, W] }], this.layer.name, N);
     const latents = await this.sae.encode(readPatches(acts, this.layout, N));
     const partial = { n: N, acts, pixels, latents };
     return { ...partial, before: await this.predict(partial, null) };
@@ -282,8 +282,8 @@ export class EditEngine {
     return this.decoder_SD.subarray(s * D, (s + 1) * D);
   }
 
-  /** The layer tensor the tail is fed: the batch's activations with delta_NPD added to the patch tokens. */
-  tailInput(prepared: Pick<Prepared, 'n' | 'acts'>, delta_NPD: Float32Array | null): Float32Array {
+  /** The layer tensor the back is fed: the batch's activations with delta_NPD added to the patch tokens. */
+  backInput(prepared: Pick<Prepared, 'n' | 'acts'>, delta_NPD: Float32Array | null): Float32Array {
     const x = prepared.acts.slice();
     if (delta_NPD) addToPatches(x, this.layout, prepared.n, delta_NPD);
     return x;
@@ -292,13 +292,13 @@ export class EditEngine {
   /** The task head's answer after adding delta_NPD (any change of the patch tokens; null for none) at the layer. */
   async predict(prepared: Pick<Prepared, 'n' | 'acts' | 'pixels'>, delta_NPD: Float32Array | null): Promise<Predictions> {
     const N = prepared.n;
-    const x = this.tailInput(prepared, delta_NPD);
+    const x = this.backInput(prepared, delta_NPD);
     let features = x;
-    if (this.tail) {
+    if (this.back) {
       const [H, W] = this.preprocess.size;
       const feeds: Feed[] = [{ name: this.layer.name, data: x, dims: layoutDims(this.layout) }];
-      if (this.tailReadsPixels) feeds.push({ name: this.bb.input.name, data: prepared.pixels, dims: [this.preprocess.channels, H, W] });
-      features = await this.runBatched(this.tail, feeds, this.probe.info.features, N);
+      if (this.backReadsPixels) feeds.push({ name: this.bb.input.name, data: prepared.pixels, dims: [this.preprocess.channels, H, W] });
+      features = await this.runBatched(this.back, feeds, this.probe.info.features, N);
     }
     const R = this.rows;
     const probs = probeProbabilities(this.probe, taskRows(features, this.featureLayout, N, this.probe.info.pooling), N * R);
@@ -313,8 +313,8 @@ export class EditEngine {
 
   async close(): Promise<void> {
     this.cache.clear();
-    await this.head.release();
-    await this.tail?.release();
+    await this.front.release();
+    await this.back?.release();
   }
 
   /**

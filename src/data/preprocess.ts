@@ -9,6 +9,7 @@
  */
 import { readFileSync, existsSync } from 'node:fs';
 import sharp, { KernelEnum, Metadata, Sharp } from 'sharp';
+import { ConfigOf, ConfigSpec } from '../util/config.js';
 import { UserError } from '../util/errors.js';
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos';
@@ -95,6 +96,18 @@ const hw = (s: number | [number, number]): [number, number] => (typeof s === 'nu
 /** The image size a model is fed: the flag's, else the card's, else the model's declared one, else the preset's. */
 export function chooseInputSize(card: ModelCard | null, override: [number, number] | undefined, declared: [number, number] | undefined): [number, number] {
   return override ?? (card?.input_size !== undefined ? hw(card.input_size) : (declared ?? hw(PRESETS[card?.preset ?? 'imagenet'].input_size)));
+}
+
+/** The preprocessing flags of every command that runs a model; they override the model card. */
+export const preprocessSpec = {
+    inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
+    mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
+    std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+} as const satisfies ConfigSpec;
+
+/** The overrides those flags give (unset ones left to the model card). */
+export function overridesOf(c: ConfigOf<typeof preprocessSpec>): PreprocessOverrides {
+  return { inputSize: c.inputSize ? parseSize(c.inputSize) : undefined, mean: c.mean.length ? c.mean : undefined, std: c.std.length ? c.std : undefined };
 }
 
 export interface PreprocessOverrides {

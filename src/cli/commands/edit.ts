@@ -6,7 +6,7 @@ import { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { exists } from '../../util/fs.js';
 import { readRun, Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals-index.js';
-import { parseSize } from '../../data/preprocess.js';
+import { overridesOf, preprocessSpec } from '../../data/preprocess.js';
 import { Edit, EditEngine, latentMaxima, Predictions, RankedClass, topClasses } from '../../edit/engine.js';
 import { EDIT_MODES, isEditMode } from '../../edit/kinds.js';
 
@@ -17,9 +17,7 @@ export const engineSpec = {
   layer: { kind: 'string', default: '', doc: "the SAE's layer: block index or tensor name (default: the layer the SAE was trained on)" },
   sae: { kind: 'string', default: '', doc: 'the SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
   probe: { kind: 'string', required: true, default: '', doc: 'the task head: a directory written by vitsae probe train' },
-  inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
-  mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
-  std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+  ...preprocessSpec,
   ...deviceSpec,
 } as const satisfies ConfigSpec;
 
@@ -37,9 +35,7 @@ export async function openEngine(c: EngineConfig): Promise<{ engine: EditEngine;
     sae,
     probe: c.probe,
     layer: c.layer || undefined,
-    inputSize: c.inputSize ? parseSize(c.inputSize) : undefined,
-    mean: c.mean.length ? c.mean : undefined,
-    std: c.std.length ? c.std : undefined,
+    ...overridesOf(c),
     device: c.device,
   });
   return { engine, run };

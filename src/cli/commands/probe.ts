@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { defineCommand, UsageError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { readRun, writeRun } from '../../analysis/run.js';
-import { parseSize } from '../../data/preprocess.js';
+import { overridesOf, preprocessSpec } from '../../data/preprocess.js';
 import { PROBE_FILE, probeTrainSpec, saveProbe, trainProbe } from '../../edit/probe.js';
 import { TASKS } from '../../edit/kinds.js';
 
@@ -34,9 +34,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
     classes: { kind: 'strings', default: [], doc: 'class names in label order (default: the dataset\'s, or the numbers)' },
     ...probeTrainSpec,
     recordBatch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run while recording the features' },
-    inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
-    mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
-    std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+    ...preprocessSpec,
     ...deviceSpec,
     progress: { kind: 'boolean', default: true, doc: 'show progress bars on stderr' },
     json: { kind: 'boolean', default: false, doc: 'print probe.json on stdout' },
@@ -54,9 +52,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
       classes: c.classes,
       train: { epochs: c.epochs, batch: c.batch, lr: c.lr, weightDecay: c.weightDecay, testFraction: c.testFraction, seed: c.seed },
       recordBatch: c.recordBatch,
-      inputSize: c.inputSize ? parseSize(c.inputSize) : undefined,
-      mean: c.mean.length ? c.mean : undefined,
-      std: c.std.length ? c.std : undefined,
+      ...overridesOf(c),
       device: c.device,
       progress: c.progress,
     });

@@ -1,7 +1,7 @@
 import { defineCommand, UserError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { DEFAULT_MAX_TOKENS_PER_SHARD, record } from '../../backbone/record.js';
-import { parseSize } from '../../data/preprocess.js';
+import { overridesOf, preprocessSpec } from '../../data/preprocess.js';
 import { mergeShards } from '../../backbone/merge.js';
 
 export const recordCommand = defineCommand({
@@ -28,9 +28,7 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
     onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
     worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
     workers: { kind: 'number', int: true, min: 1, default: 1, doc: 'machines sharing the dataset' },
-    inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
-    mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
-    std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+    ...preprocessSpec,
     maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
     ...deviceSpec,
     progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
@@ -47,9 +45,7 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
       onError: config.onError,
       worker: config.worker,
       workers: config.workers,
-      inputSize: config.inputSize ? parseSize(config.inputSize) : undefined,
-      mean: config.mean.length ? config.mean : undefined,
-      std: config.std.length ? config.std : undefined,
+      ...overridesOf(config),
       maxTokensPerShard: config.maxTokensPerShard,
       device: config.device,
       progress: config.progress,

@@ -30,6 +30,7 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     const c = run.concepts!;
     assert.equal(c.concepts.length, 22);
     assert.equal(c.n_patches, 60 * 64, 'the concept check runs on the test world');
+    assert.deepEqual([c.n_fit_patches, c.n_scored_patches], [48 * 64, 12 * 64], 'latent thresholds, probe and baselines: fit on 80% of the images, scored on the rest');
     // The model's patches carry colour (its per-patch head is trained on it), so a probe decodes it well.
     const colours = c.concepts.filter((s) => s.concept.startsWith('colour:'));
     assert.ok(colours.reduce((a, s) => a + s.probe_f1, 0) / colours.length > 0.7, 'colour is linearly decodable');

@@ -19,7 +19,7 @@ import { defaultsOf } from '../src/util/config.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { EditEngine, latentMaxima, Prepared } from '../src/edit/engine.js';
-import { EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
+import { alongRows, EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
 import { Probe, probeProbabilities, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { addToPatches, readPatches, taskRows } from '../src/edit/tokens.js';
 import { Sae } from '../src/sae/model.js';
@@ -197,6 +197,18 @@ test('vitsae edit --json: top classes before and after, relative values from the
 });
 
 const inUnit = (v: number) => v >= 0 && v <= 1;
+
+test('edit baselines move each patch exactly as far as the latent edit: along one direction, or one per patch', () => {
+  const D = 3;
+  // Rows: norm 5, untouched, norm 2.
+  const edit = Float32Array.from([3, 4, 0, 0, 0, 0, 0, 0, -2]);
+  const shared = alongRows(edit, D, Float32Array.from([0, 1, 0]));
+  assert.deepEqual([...shared], [0, 5, 0, 0, 0, 0, 0, 2, 0]);
+  const draws = [Float32Array.from([1, 0, 0]), Float32Array.from([0, 0, 1])];
+  const fresh = alongRows(edit, D, () => draws.shift()!);
+  assert.deepEqual([...fresh], [5, 0, 0, 0, 0, 0, 0, 0, 2], 'a direction per edited row, none drawn for the untouched one');
+  assert.equal(draws.length, 0);
+});
 
 test('vitsae eval edits --json: change rates of the target class, the other classes and both baselines', async () => {
   const [r] = (await runForJson(evalEditsCommand, ['--model', model, '--sae', saeDir, '--probe', probeDir, '--data', fashion, '--images', '80', '--no-progress', '--json'])) as EditEvalReport[];

@@ -233,6 +233,8 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     assert.equal(r.scope, 'target');
     const c = r.classes.find((x) => x.latent !== null)!;
     assert.equal(c.n_target + c.n_other, r.n_test_images * 16);
+    // A random latent per batch of (up to 64) test images, never the class's own.
+    for (const k of r.classes) if (k.latent !== null) assert.ok(k.random_latent.latents.length === Math.ceil(r.n_test_images / 64) && !k.random_latent.latents.includes(k.latent));
     assert.ok(inUnit(r.target_change_rate) && inUnit(r.random_direction.other_change_rate));
   } finally {
     await seg.close();
@@ -245,8 +247,8 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     assert.equal(r.rule!.length, 6 + 6 + 4 + 3, 'every shape, colour, texture and size concept');
     assert.ok(inUnit(r.rule_consistent_rate!) && inUnit(r.rule_random_latent_consistent_rate!));
     assert.equal(r.rule_checked, r.rule!.reduce((a, c) => a + c.n, 0));
-    // The baseline's latent is another one that fired, never the concept's own.
-    for (const c of r.rule!) if (c.latent !== null) assert.ok(c.random_latent.latent !== null && c.random_latent.latent !== c.latent);
+    // The baseline's latents are others that fired, never the concept's own, one per batch of test images with a check.
+    for (const c of r.rule!) if (c.latent !== null && c.n) assert.ok(c.random_latent.latents.length > 0 && !c.random_latent.latents.includes(c.latent));
   } finally {
     await cls.close();
   }

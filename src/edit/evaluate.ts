@@ -8,7 +8,7 @@
  * class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
  * maximum (default -2, saev's scale) and the baselines add, per patch, a vector of the same norm as the latent
  * edit's change of that patch (the decoded delta): along another latent's decoder row (a random latent that fired
- * in the selection), along a random direction drawn afresh for every patch (saev's random-vector baseline, there
+ * in the selection, drawn anew for every batch of test images as in saev, so the rate averages over many), along a random direction drawn afresh for every patch (saev's random-vector baseline, there
  * with a fixed norm), or along one random direction shared by all the class's patches (as coherent as the latent
  * edit, which moves every patch along the same decoder row; the harsher baseline). Segmentation edits touch the
  * class's own patches only, as in the paper's protocol (saev's semseg evaluation): the other classes' patches change
@@ -69,7 +69,8 @@ export interface ClassEditScore {
   /** Rates are null when there are no units to measure them on. */
   target_change_rate: number | null;
   other_change_rate: number | null;
-  random_latent: { latent: number | null; target_change_rate: number | null; other_change_rate: number | null };
+  /** The random latents drawn (a new one per batch of test images, as saev draws one per batch). */
+  random_latent: { latents: number[]; target_change_rate: number | null; other_change_rate: number | null };
   /** A fresh random direction per patch. */
   random_direction: { target_change_rate: number | null; other_change_rate: number | null };
   /** One random direction for all the class's patches. */
@@ -84,7 +85,7 @@ export interface ConceptRuleScore {
   n: number;
   consistent_rate: number | null;
   /** The same edit norm along a random latent's decoder row instead: how often that gives the rule's class. */
-  random_latent: { latent: number | null; consistent_rate: number | null };
+  random_latent: { latents: number[]; consistent_rate: number | null };
 }
 
 export interface EditEvalReport extends ChangeRates {
@@ -274,15 +275,15 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   const plans = engine.classes.map((_, k) => {
     const { latent, f1 } = byClass.best(k);
     const rng = new Rng(seed, 1, k);
-    const randomLatent = randomOther(rng, latent);
     const direction = Float32Array.from({ length: D }, () => rng.normal());
-    return { latent, f1, randomLatent, direction: unit(direction), fresh: () => unit(Float32Array.from({ length: D }, () => rng.normal())) };
+    return { latent, f1, direction: unit(direction), fresh: () => unit(Float32Array.from({ length: D }, () => rng.normal())), randomLatent: () => randomOther(rng, latent), drawn: [] as number[] };
   });
   // Background concepts remove no object, so the rule predicts no change for them.
   const ruleConcepts = world && task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
   const rulePlans = ruleConcepts.map((concept, j) => {
     const best = byConcept!.best(world!.concepts.indexOf(concept));
-    return { concept, ...best, randomLatent: randomOther(new Rng(seed, 2, j), best.latent) };
+    const rng = new Rng(seed, 2, j);
+    return { concept, ...best, randomLatent: () => randomOther(rng, best.latent), drawn: [] as number[] };
   });
 
   // Test: counts per class of [units, changed] for the latent edit and the two baselines.
@@ -315,7 +316,11 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
         [c.randomDirection, await changed(along(target, plan.fresh))],
         [c.sharedDirection, await changed(along(target, plan.direction))],
       ];
-      if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(target, againstRow(plan.randomLatent)))]);
+      const randomLatent = plan.randomLatent();
+      if (randomLatent !== null) {
+        plan.drawn.push(randomLatent);
+        tests.push([c.randomLatent, await changed(along(target, againstRow(randomLatent)))]);
+      }
       for (let r = 0; r < indices.length * R; r++) {
         const isTarget = truth(r) === k;
         if (isTarget) c.nTarget++;
@@ -341,14 +346,18 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       };
       rule[j].n += cases.length;
       rule[j].consistent += await consistent(edit);
-      if (plan.randomLatent !== null) rule[j].randomConsistent += await consistent(along(edit, againstRow(plan.randomLatent)));
+      const randomLatent = plan.randomLatent();
+      if (randomLatent !== null) {
+        plan.drawn.push(randomLatent);
+        rule[j].randomConsistent += await consistent(along(edit, againstRow(randomLatent)));
+      }
     }
     bar.update((done += indices.length));
   }
   bar.stop();
 
   const classes: ClassEditScore[] = engine.classes.map((name, k) => {
-    const { latent, f1, randomLatent } = plans[k];
+    const { latent, f1, drawn } = plans[k];
     const c = counts[k];
     const rates = (t: number[]) => ({ target_change_rate: rate(t[0], c.nTarget), other_change_rate: rate(t[1], c.nOther) });
     return {
@@ -359,7 +368,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       n_target: c.nTarget,
       n_other: c.nOther,
       ...rates(c.edit),
-      random_latent: { latent: randomLatent, ...rates(c.randomLatent) },
+      random_latent: { latents: drawn, ...rates(c.randomLatent) },
       random_direction: rates(c.randomDirection),
       random_shared_direction: rates(c.sharedDirection),
     };
@@ -392,7 +401,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       f1: p.f1,
       n: rule[j].n,
       consistent_rate: rate(rule[j].consistent, rule[j].n),
-      random_latent: { latent: p.randomLatent, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
+      random_latent: { latents: p.drawn, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
     }));
   }
   return report;
@@ -452,9 +461,9 @@ export function editEvalMarkdown(r: EditEvalReport): string {
       '',
       `Concept-world rule: suppressing a concept's latent${r.scope === 'target' ? ' on the patches showing the concept' : ''} gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs; an edit of the same norm along a random latent in ${f(r.rule_random_latent_consistent_rate!)}.`,
       '',
-      '| concept | latent | F1 | checked | consistent | random latent | consistent |',
+      '| concept | latent | F1 | checked | consistent | random latents | consistent |',
       '| --- | --- | --- | --- | --- | --- | --- |',
-      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latent ?? '-'} | ${f(c.random_latent.consistent_rate)} |`),
+      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latents.length} | ${f(c.random_latent.consistent_rate)} |`),
     );
   return lines.join('\n') + '\n';
 }

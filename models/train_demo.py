@@ -5,7 +5,8 @@
 MODEL is one of (trained one after another, each with the same architecture and seed; --stem picks the patch
 embedding, --lr the peak learning rate of the concept-world models):
   control     the positive control: as supervised, but the per-patch head is a linear map of the residual stream
-              after block 2 (the layer the demo's SAE reads), so every concept is linear there
+              after block 2 (the layer the demo's SAE reads), so every concept is linear there; with --late-cls,
+              CLS joins the patches only after block 2, so the class head decides from the patch tokens there
   supervised  the concept world (`vitsae data concept-world`), with a class head, an image-level head for every
               concept and a per-patch head for every concept, so that the patch tokens must carry them all
   simclr      the same images, self-supervised (SimCLR: two augmented views, NT-Xent loss), no labels
@@ -63,10 +64,11 @@ class Attention(nn.Module):
         super().__init__()
         self.qkv, self.proj = nn.Linear(WIDTH, 3 * WIDTH), nn.Linear(WIDTH, WIDTH)
 
-    def forward(self, x):
+    def forward(self, x, mask_TT=None):
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, HEADS, d // HEADS).permute(2, 0, 3, 1, 4).unbind(0)
-        w = torch.softmax(q @ k.transpose(-1, -2) * (d // HEADS) ** -0.5, dim=-1)
+        logits = q @ k.transpose(-1, -2) * (d // HEADS) ** -0.5
+        w = torch.softmax(logits if mask_TT is None else logits + mask_TT, dim=-1)
         return self.proj((w @ v).transpose(1, 2).reshape(b, t, d))
 
 
@@ -78,8 +80,8 @@ class Block(nn.Module):
         self.ln1, self.attn, self.ln2 = nn.LayerNorm(WIDTH), Attention(), nn.LayerNorm(WIDTH)
         self.mlp = nn.Sequential(nn.Linear(WIDTH, MLP), nn.GELU(), nn.Linear(MLP, WIDTH))
 
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x, mask_TT=None):
+        x = x + self.attn(self.ln1(x), mask_TT)
         return x + self.mlp(self.ln2(x))
 
 
@@ -96,10 +98,18 @@ def conv_stem(patch):
 
 class ViT(nn.Module):
     """CLS token, learned positions, pre-LN blocks, final LayerNorm: tokens_NTD of the last block, normalised.
-    With `tap`, also returns the residual stream after block `tap` (what the recorder reads there)."""
+    With `tap`, also returns the residual stream after block `tap` (what the recorder reads there). With
+    `cls_after`, blocks up to that one keep CLS and the patches apart (CLS attends to itself only, no patch attends
+    to CLS), as in CaiT's late class attention: CLS is the same for every image there, and whatever a head on the
+    final CLS decides, it reads from the patch tokens after block `cls_after`."""
 
-    def __init__(self, size, patch, stem="patch"):
+    def __init__(self, size, patch, stem="patch", cls_after=None):
         super().__init__()
+        self.cls_after = cls_after
+        tokens = 1 + (size // patch) ** 2
+        apart = torch.zeros(tokens, tokens)
+        apart[0, 1:] = apart[1:, 0] = float("-inf")
+        self.register_buffer("apart_TT", apart, persistent=False)
         self.size, self.patch = size, patch
         self.patch_embed = nn.Conv2d(CHANNELS, WIDTH, patch, patch) if stem == "patch" else conv_stem(patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, WIDTH))
@@ -112,7 +122,7 @@ class ViT(nn.Module):
         x = torch.cat([self.cls.expand(patches.shape[0], -1, -1), patches], dim=1) + self.pos
         tapped = None
         for k, block in enumerate(self.blocks):
-            x = block(x)
+            x = block(x, self.apart_TT if self.cls_after is not None and k <= self.cls_after else None)
             if k == tap:
                 tapped = x
         return self.norm(x) if tap is None else (self.norm(x), tapped)
@@ -122,13 +132,14 @@ class WorldSupervised(nn.Module):
     """Outputs class_logits [N, classes], concept_logits [N, concepts] (present in the image) and
     patch_concept_logits [N, patches, concepts] (shown by the patch). The patch head reads the normalised last
     block, or with `patch_block` a linear map of that block's raw residual stream (the positive control: what the
-    head reads there, a linear probe can)."""
+    head reads there, a linear probe can); with `late_cls` CLS is also kept apart from the patches up to that
+    block, so the class and image-level heads read only what the patches carry there."""
 
     outputs = ["class_logits", "concept_logits", "patch_concept_logits"]
 
-    def __init__(self, size, patch, stem, classes, concepts, patch_block=None):
+    def __init__(self, size, patch, stem, classes, concepts, patch_block=None, late_cls=False):
         super().__init__()
-        self.vit, self.patch_block = ViT(size, patch, stem), patch_block
+        self.vit, self.patch_block = ViT(size, patch, stem, cls_after=patch_block if late_cls else None), patch_block
         self.class_head, self.concept_head, self.patch_head = nn.Linear(WIDTH, classes), nn.Linear(WIDTH, concepts), nn.Linear(WIDTH, concepts)
 
     def forward(self, x_NCHW):
@@ -442,7 +453,8 @@ def write_card(out, stem, model, sample_x, card):
         "channel_order": "rgb",
         "prefix_tokens": 1,
         "licence": LICENCE,
-        "architecture": {"kind": "ViT, pre-LN, CLS token, learned positions, final LayerNorm", "patch_size": model.vit.patch, "patches": (model.vit.size // model.vit.patch) ** 2,
+        "architecture": {"kind": "ViT, pre-LN, CLS token, learned positions, final LayerNorm" + (
+                             f"; CLS kept apart from the patches up to block {model.vit.cls_after}" if model.vit.cls_after is not None else ""), "patch_size": model.vit.patch, "patches": (model.vit.size // model.vit.patch) ** 2,
                          "width": WIDTH, "depth": DEPTH, "heads": HEADS, "mlp": MLP, "parameters": sum(p.numel() for p in model.parameters())},
         "inputs": {"pixel_values": ["N", CHANNELS, model.vit.size, model.vit.size]},
         "outputs": output_shapes(model, sample_x),
@@ -461,7 +473,8 @@ def environment(args, model_name, steps, seconds):
         "steps": steps,
         "batch": BATCH,
         "seconds": round(seconds),
-        "command": f"/usr/bin/python3 models/train_demo.py {model_name}{'' if model_name == 'fashion' else f' --world DIR --stem {args.stem} --lr {args.lr:g}'} --seed {args.seed} --steps {steps}",
+        "command": f"/usr/bin/python3 models/train_demo.py {model_name}{'' if model_name == 'fashion' else f' --world DIR --stem {args.stem} --lr {args.lr:g}'}"
+                   f"{' --late-cls' if model_name == 'control' and args.late_cls else ''} --seed {args.seed} --steps {steps}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -485,7 +498,8 @@ def train_world(args, kind, log):
             "concepts_json_sha256_16": world_digest}
     size, patch = info["image_size"][0], info["patch_size"]
     if kind in ("supervised", "control"):
-        model = WorldSupervised(size, patch, args.stem, len(info["classes"]), len(info["concepts"]), patch_block=SAE_BLOCK if kind == "control" else None)
+        model = WorldSupervised(size, patch, args.stem, len(info["classes"]), len(info["concepts"]), patch_block=SAE_BLOCK if kind == "control" else None,
+                                late_cls=kind == "control" and args.late_cls)
 
         present_w, patch_w = balance(world["present"][:train_n]), balance(world["patches"][:train_n].reshape(-1, len(info["concepts"])))
 
@@ -514,6 +528,8 @@ def train_world(args, kind, log):
         steps, seconds, history = train(model, loss_fn, train_n, args.seed, steps, args.minutes or PLAN[kind]["minutes"], lr=args.lr, log=log, checkpoint=checkpoint)
         accuracy = heads(test_idx)
         where = f"the raw residual stream after block {SAE_BLOCK} (the layer the demo's SAE reads)" if kind == "control" else "the normalised last block"
+        if model.vit.cls_after is not None:
+            where += f"; CLS attends to no patch and no patch to CLS up to block {SAE_BLOCK}"
         objective = ("cross-entropy on the class + binary cross-entropy (summed over the 22 concepts, positives weighted sqrt((1-p)/p)) "
                      f"on image-level concepts (CLS) and per-patch concepts (a linear head on {where}), left-right flips")
         labels = {"class_logits": info["classes"], "concept_logits": info["concepts"], "patch_concept_logits": info["concepts"]}
@@ -575,6 +591,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the concept-world models")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 was the fastest for these small models)")
     p.add_argument("--val", type=int, default=2000, help="concept-world images held out (the last ones)")
+    p.add_argument("--late-cls", action="store_true", help="control only: CLS joins the patches after the SAE's block (CaiT-style), so its heads read the patches there")
     p.add_argument("--smoke", action="store_true", help="one step on a few examples; export to memory, write nothing")
     args = p.parse_args()
     if any(m != "fashion" for m in args.models) and not args.world:

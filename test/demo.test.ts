@@ -26,10 +26,12 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     } = await runDemo({ out, worldSize: 150, testSize: 60, tokens: 60_000, layer: '-2', only: ['concept-world-supervised'], seed: 0, showProgress: false, log: (l) => lines.push(l) });
     assert.equal(run.model, 'concept-world-supervised');
     assert.equal(comparison, null, 'one model: nothing to compare');
-    assert.ok(run.metrics.nmse < 0.5 && run.metrics.l0 === 16, `nmse ${run.metrics.nmse}, l0 ${run.metrics.l0}`);
+    // BatchTopK keeps 16 latents per token on average in training; at inference its learned threshold decides.
+    assert.ok(run.metrics.nmse < 0.5 && run.metrics.l0 > 4 && run.metrics.l0 < 40, `nmse ${run.metrics.nmse}, l0 ${run.metrics.l0}`);
     const c = run.concepts!;
     assert.equal(c.concepts.length, 22);
     assert.equal(c.n_patches, 60 * 64, 'the concept check runs on the test world');
+    assert.deepEqual([c.n_fit_patches, c.n_scored_patches], [48 * 64, 12 * 64], 'latent thresholds, probe and baselines: fit on 80% of the images, scored on the rest');
     // The model's patches carry colour (its per-patch head is trained on it), so a probe decodes it well.
     const colours = c.concepts.filter((s) => s.concept.startsWith('colour:'));
     assert.ok(colours.reduce((a, s) => a + s.probe_f1, 0) / colours.length > 0.7, 'colour is linearly decodable');

@@ -19,7 +19,7 @@ import { defaultsOf } from '../src/util/config.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { EditEngine, latentMaxima, Prepared } from '../src/edit/engine.js';
-import { EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
+import { alongRows, EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
 import { Probe, probeProbabilities, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { addToPatches, readPatches, taskRows } from '../src/edit/tokens.js';
 import { Sae } from '../src/sae/model.js';
@@ -198,6 +198,18 @@ test('vitsae edit --json: top classes before and after, relative values from the
 
 const inUnit = (v: number) => v >= 0 && v <= 1;
 
+test('edit baselines move each patch exactly as far as the latent edit: along one direction, or one per patch', () => {
+  const D = 3;
+  // Rows: norm 5, untouched, norm 2.
+  const edit = Float32Array.from([3, 4, 0, 0, 0, 0, 0, 0, -2]);
+  const shared = alongRows(edit, D, Float32Array.from([0, 1, 0]));
+  assert.deepEqual([...shared], [0, 5, 0, 0, 0, 0, 0, 2, 0]);
+  const draws = [Float32Array.from([1, 0, 0]), Float32Array.from([0, 0, 1])];
+  const fresh = alongRows(edit, D, () => draws.shift()!);
+  assert.deepEqual([...fresh], [5, 0, 0, 0, 0, 0, 0, 0, 2], 'a direction per edited row, none drawn for the untouched one');
+  assert.equal(draws.length, 0);
+});
+
 test('vitsae eval edits --json: change rates of the target class, the other classes and both baselines', async () => {
   const [r] = (await runForJson(evalEditsCommand, ['--model', model, '--sae', saeDir, '--probe', probeDir, '--data', fashion, '--images', '80', '--no-progress', '--json'])) as EditEvalReport[];
   assert.equal(r.unit, 'images');
@@ -221,6 +233,8 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     assert.equal(r.scope, 'target');
     const c = r.classes.find((x) => x.latent !== null)!;
     assert.equal(c.n_target + c.n_other, r.n_test_images * 16);
+    // A random latent per batch of (up to 64) test images, never the class's own.
+    for (const k of r.classes) if (k.latent !== null) assert.ok(k.random_latent.latents.length === Math.ceil(r.n_test_images / 64) && !k.random_latent.latents.includes(k.latent));
     assert.ok(inUnit(r.target_change_rate) && inUnit(r.random_direction.other_change_rate));
   } finally {
     await seg.close();
@@ -233,8 +247,8 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     assert.equal(r.rule!.length, 6 + 6 + 4 + 3, 'every shape, colour, texture and size concept');
     assert.ok(inUnit(r.rule_consistent_rate!) && inUnit(r.rule_random_latent_consistent_rate!));
     assert.equal(r.rule_checked, r.rule!.reduce((a, c) => a + c.n, 0));
-    // The baseline's latent is another one that fired, never the concept's own.
-    for (const c of r.rule!) if (c.latent !== null) assert.ok(c.random_latent.latent !== null && c.random_latent.latent !== c.latent);
+    // The baseline's latents are others that fired, never the concept's own, one per batch of test images with a check.
+    for (const c of r.rule!) if (c.latent !== null && c.n) assert.ok(c.random_latent.latents.length > 0 && !c.random_latent.latents.includes(c.latent));
   } finally {
     await cls.close();
   }

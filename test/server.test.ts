@@ -143,9 +143,9 @@ test('names and notes are saved in SQLite and shown everywhere', async () => {
 
 /** A concept report with the given per-latent matches (the per-concept summary does not matter here). */
 function reportOf(concepts: string[], latents: ConceptMatch[][]): ConceptReport {
-  const score = { support: 1, latent: 0, f1: 0, group: [], group_f1: 0, probe_f1: 0, neuron_f1: 0, random_f1: 0 };
+  const score = { support: 1, latent: 0, threshold: 0, f1: 0, fires_latent: 0, fires_f1: 0, group: [], group_f1: 0, probe_f1: 0, neuron_f1: 0, random_f1: 0 };
   return {
-    mean_best_f1: 0, mean_group_f1: 0, mean_probe_f1: 0, mean_neuron_f1: 0, mean_random_f1: 0, recovery_ratio: 0, recovery_ratio_group3: 0, n_decodable: 0, n_patches: 1,
+    mean_best_f1: 0, mean_fires_f1: 0, mean_group_f1: 0, mean_probe_f1: 0, mean_neuron_f1: 0, mean_random_f1: 0, recovery_ratio: 0, recovery_ratio_fires: 0, recovery_ratio_group3: 0, n_decodable: 0, n_patches: 1, n_fit_patches: 1, n_scored_patches: 1,
     concepts: concepts.map((concept) => ({ concept, ...score })),
     latents,
   };

@@ -1,12 +1,14 @@
 /**
  * Concept recovery: do an SAE's latents match ground-truth patch concepts, and how close do they come to what the
- * layer linearly encodes? Per concept:
- *   - the best single latent's F1 (the latent fires vs the concept is present, over patches),
- *   - the best OR of up to 3 latents, chosen greedily (features split: "red" may be three latents),
- *   - the ceiling: a logistic-regression probe on the raw activations (held-out F1),
- *   - baselines: the best raw neuron and the best random direction (threshold and sign fit on the training
- *     images, F1 on the held-out ones).
- * The recovery ratio is the mean over concepts that the probe decodes at F1 >= 0.8 of (SAE F1 / probe F1).
+ * layer linearly encodes? Every detector below is fit on the same training images and scored on the same held-out
+ * ones (whole images, so neighbouring patches never sit on both sides). Per concept:
+ *   - the best single latent: the latent and the activation threshold with the best training F1 (as saev's semseg
+ *     latent lookup scans thresholds), its held-out F1,
+ *   - the ceiling: a logistic-regression probe on the raw activations (its logit > 0),
+ *   - baselines: the best raw neuron and the best random direction (threshold and sign fit alike).
+ * Besides, over all scanned patches (chosen and scored on the same patches): the latent with the best F1 of "fires
+ * at all" and the best OR of up to 3 latents, chosen greedily (features split: "red" may be three latents).
+ * The recovery ratio is the mean over concepts that the probe decodes at F1 >= 0.8 of (latent F1 / probe F1).
  * Per latent, the report also lists the concepts it matches best (concept-matches.ts), for the feature browser.
  *
  * Shape letters: N patches, D d_model, C concepts, S latents, M candidate latents.
@@ -39,8 +41,15 @@ export interface ConceptScore {
   concept: string;
   /** Patches where the concept is present. */
   support: number;
+  /** The latent and threshold (it detects the concept where its activation >= threshold) fit on the training images. */
   latent: number;
+  threshold: number;
+  /** Held-out F1 of that rule. */
   f1: number;
+  /** Over all scanned patches: the latent whose firing (> 0) matches the concept best, and that F1. */
+  fires_latent: number;
+  fires_f1: number;
+  /** Over all scanned patches: a greedy OR of up to 3 latents' firing (it contains fires_latent). */
   group: number[];
   group_f1: number;
   probe_f1: number;
@@ -49,17 +58,25 @@ export interface ConceptScore {
 }
 
 export interface ConceptReport {
+  /** Mean held-out F1 of the best single latent with its fitted threshold. */
   mean_best_f1: number;
+  mean_fires_f1: number;
   mean_group_f1: number;
   mean_probe_f1: number;
   mean_neuron_f1: number;
   mean_random_f1: number;
   /** Mean over concepts with probe F1 >= 0.8 of best latent F1 / probe F1. */
   recovery_ratio: number;
+  /** The same with fires_f1 and group_f1 (all scanned patches, no threshold fit). */
+  recovery_ratio_fires: number;
   recovery_ratio_group3: number;
   /** Concepts counted in the ratios. */
   n_decodable: number;
+  /** Patches scanned for fires_f1 and the OR-groups. */
   n_patches: number;
+  /** Patches the detectors (latent thresholds, probe, baselines) were fit on, and scored on. */
+  n_fit_patches: number;
+  n_scored_patches: number;
   concepts: ConceptScore[];
   /** latents[s]: latent s's best-matching concepts, best F1 first (at most 3, only F1 > 0). */
   latents: ConceptMatch[][];
@@ -70,7 +87,7 @@ export interface ConceptEvalOptions {
   batch?: number;
   /** Patches scanned for the SAE's F1 scores. */
   maxPatches?: number;
-  /** Examples whose raw activations train and test the probes and baselines (the last 20% are held out). */
+  /** Examples whose raw activations train and test the latent thresholds, probes and baselines (the last 20% are held out). */
   probeExamples?: number;
   candidates?: number;
   randomDirections?: number;
@@ -166,14 +183,18 @@ export async function evaluateConcepts(sae: Sae, shards: string, labels: PatchCo
     bar.stop();
 
     const probe = probeScores(probeX_ND, probeY_NC, probeN, D, C, labels.patches, opts);
+    const latent = await latentScores(sae, probeX_ND, probeY_NC, probeN, D, C, probe.nTrain);
     const scores: ConceptScore[] = labels.concepts.map((concept, c) => {
       const single = cand_CM[c][0];
       const group = greedyGroup(fired_NC, present_NC, total, C, c, 3);
       return {
         concept,
         support: positives_C[c],
-        latent: single,
-        f1: f1Of(tp_SC[single * C + c], fires_S[single], positives_C[c]),
+        latent: latent[c].feature,
+        threshold: latent[c].threshold,
+        f1: latent[c].test,
+        fires_latent: single,
+        fires_f1: f1Of(tp_SC[single * C + c], fires_S[single], positives_C[c]),
         group: group.members.map((m) => cand_CM[c][m]),
         group_f1: group.f1,
         probe_f1: probe.probe[c],
@@ -185,14 +206,18 @@ export async function evaluateConcepts(sae: Sae, shards: string, labels: PatchCo
     const decodable = scores.filter((s) => s.probe_f1 >= 0.8);
     return {
       mean_best_f1: mean((s) => s.f1),
+      mean_fires_f1: mean((s) => s.fires_f1),
       mean_group_f1: mean((s) => s.group_f1),
       mean_probe_f1: mean((s) => s.probe_f1),
       mean_neuron_f1: mean((s) => s.neuron_f1),
       mean_random_f1: mean((s) => s.random_f1),
       recovery_ratio: mean((s) => s.f1 / s.probe_f1, decodable),
+      recovery_ratio_fires: mean((s) => s.fires_f1 / s.probe_f1, decodable),
       recovery_ratio_group3: mean((s) => s.group_f1 / s.probe_f1, decodable),
       n_decodable: decodable.length,
       n_patches: total,
+      n_fit_patches: probe.nTrain,
+      n_scored_patches: probeN - probe.nTrain,
       concepts: scores,
       latents: bestConceptMatches(tp_SC, fires_S, positives_C, labels.concepts),
     };
@@ -287,46 +312,118 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   const proj_NR = new Float32Array(N * R);
   sgemm(false, false, N, R, D, X_ND.subarray(0, N * D), dirs_DR, proj_NR);
   const column = (src: Float32Array, width: number, j: number) => Float32Array.from({ length: N }, (_, n) => src[n * width + j]);
-  const probe = new Float64Array(C), neuron = new Float64Array(C), random = new Float64Array(C);
-  for (let c = 0; c < C; c++) probe[c] = detectorScores(column(logits_NC, C, c), Y_NC, C, nTrain, [1]).test[c];
-  // Each concept gets the feature with the best training F1, scored on the held-out rows.
-  const bestOf = (cols: Float32Array[], out: Float64Array) => {
-    const bestTrain = new Float64Array(C).fill(-1);
-    for (const x of cols) {
-      const sc = detectorScores(x, Y_NC, C, nTrain, [1, -1]);
-      for (let c = 0; c < C; c++) {
-        if (sc.train[c] > bestTrain[c]) {
-          bestTrain[c] = sc.train[c];
-          out[c] = sc.test[c];
-        }
+  // The probe's logit gets a fitted threshold too (and features a sign as well): every detector is fit alike.
+  const probe = Float64Array.from({ length: C }, (_, c) => detectorScores(column(logits_NC, C, c), Y_NC, C, nTrain, [1]).test[c]);
+  const heldOut = (best: Detector[]) => Float64Array.from(best, (b) => b.test);
+  const neuron = heldOut(bestDetectors((function* () { for (let d = 0; d < D; d++) yield { x: column(X_ND, D, d) }; })(), Y_NC, C, nTrain, [1, -1]));
+  const random = heldOut(bestDetectors((function* () { for (let r = 0; r < R; r++) yield { x: column(proj_NR, R, r) }; })(), Y_NC, C, nTrain, [1, -1]));
+  return { probe, neuron, random, nTrain };
+}
+
+/**
+ * Every latent of the SAE as a detector of every concept, on the probes' rows: threshold fit on rows [0, nTrain),
+ * F1 on the rest. Latents that never fire on the training rows detect nothing and are skipped.
+ */
+async function latentScores(sae: Sae, X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number, C: number, nTrain: number): Promise<Detector[]> {
+  // Latent activations column by column: a latent's rows (ascending) and values.
+  const rows_S: number[][] = Array.from({ length: sae.dSae }, () => []);
+  const vals_S: number[][] = Array.from({ length: sae.dSae }, () => []);
+  const CHUNK = 8192;
+  for (let start = 0; start < N; start += CHUNK) {
+    const n = Math.min(CHUNK, N - start);
+    const acts = await sae.encode(X_ND.subarray(start * D, (start + n) * D));
+    for (let r = 0; r < n; r++) {
+      for (let e = acts.rowptr[r]; e < acts.rowptr[r + 1]; e++) {
+        if (!(acts.val[e] > 0)) continue;
+        rows_S[acts.idx[e]].push(start + r);
+        vals_S[acts.idx[e]].push(acts.val[e]);
       }
     }
-  };
-  bestOf(Array.from({ length: D }, (_, d) => column(X_ND, D, d)), neuron);
-  bestOf(Array.from({ length: R }, (_, r) => column(proj_NR, R, r)), random);
-  return { probe, neuron, random };
+  }
+  const positives = { train: new Float64Array(C), test: new Float64Array(C) };
+  for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) (n < nTrain ? positives.train : positives.test)[c] += Y_NC[n * C + c];
+  const features = (function* () {
+    for (let s = 0; s < sae.dSae; s++) {
+      // A latent silent on the training rows gets no rule (the only one it allows, "always on", detects nothing).
+      yield rows_S[s].length && rows_S[s][0] < nTrain ? { x: Float32Array.from(vals_S[s]), sparse: { rows: Int32Array.from(rows_S[s]), N, positives } } : null;
+    }
+  })();
+  return bestDetectors(features, Y_NC, C, nTrain, [1]);
+}
+
+/** A feature (column index) as a detector of a concept: its rule is "x >= threshold" (sign 1) or "x <= threshold". */
+export interface Detector {
+  feature: number;
+  sign: number;
+  threshold: number;
+  /** F1 on the training rows, and of the same rule on the held-out rows. */
+  train: number;
+  test: number;
+}
+
+/** Per concept, the column (null: skipped) whose fitted rule has the best training F1 (lowest index on ties). */
+export function bestDetectors(
+  columns: Iterable<{ x: Float32Array; sparse?: SparseRows } | null>, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[],
+): Detector[] {
+  const best: Detector[] = Array.from({ length: C }, () => ({ feature: -1, sign: 1, threshold: 0, train: -1, test: 0 }));
+  let j = 0;
+  for (const col of columns) {
+    if (col) {
+      const sc = detectorScores(col.x, Y_NC, C, nTrain, signs, col.sparse);
+      for (let c = 0; c < C; c++) if (sc.train[c] > best[c].train) best[c] = { feature: j, ...sc.rule[c], train: sc.train[c], test: sc.test[c] };
+    }
+    j++;
+  }
+  return best;
+}
+
+/**
+ * A column that is zero except on `rows` (ascending), of `N` rows in all; `positives` counts each concept's
+ * positives among the training rows [0, nTrain) and among the rest, so the zeros are counted as one block.
+ */
+export interface SparseRows {
+  rows: Int32Array;
+  N: number;
+  positives: { train: Float64Array; test: Float64Array };
 }
 
 /**
  * One scalar feature x as a detector of every concept: for each concept the threshold (on a grid of 256 bins of
  * the training range) and, among `signs`, the direction with the best F1 on rows [0, nTrain); returns that
- * training F1 and the F1 of the same rule on the held-out rows.
+ * training F1, the rule (x >= threshold for sign 1, x <= threshold for -1, up to the bin edges) and the F1 of the
+ * same rule on the held-out rows. With `sparse`, x holds the values of sparse.rows only (an SAE latent's column)
+ * and the result is that of the dense column.
  */
-export function detectorScores(x: Float32Array, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[]): { train: Float64Array; test: Float64Array } {
+export function detectorScores(
+  x: Float32Array, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[], sparse?: SparseRows,
+): { train: Float64Array; test: Float64Array; rule: { sign: number; threshold: number }[] } {
   const BINS = 256;
-  const N = x.length;
-  let lo = Infinity, hi = -Infinity;
-  for (let n = 0; n < nTrain; n++) {
-    lo = Math.min(lo, x[n]);
-    hi = Math.max(hi, x[n]);
+  const count = x.length;
+  const rowOf = sparse ? (i: number) => sparse.rows[i] : (i: number) => i;
+  let split = sparse ? 0 : nTrain;
+  if (sparse) while (split < count && sparse.rows[split] < nTrain) split++;
+  const zerosTrain = sparse ? nTrain - split : 0;
+  const zerosTest = sparse ? sparse.N - nTrain - (count - split) : 0;
+  let lo = zerosTrain ? 0 : Infinity, hi = zerosTrain ? 0 : -Infinity;
+  for (let i = 0; i < split; i++) {
+    lo = Math.min(lo, x[i]);
+    hi = Math.max(hi, x[i]);
   }
   const width = hi > lo ? (hi - lo) / BINS : 1;
   const binOf = (v: number) => Math.min(BINS - 1, Math.max(0, Math.floor((v - lo) / width)));
   const count_B = new Float64Array(BINS), pos_BC = new Float64Array(BINS * C), actual_C = new Float64Array(C);
-  for (let n = 0; n < nTrain; n++) {
-    const b = binOf(x[n]);
+  for (let i = 0; i < split; i++) {
+    const b = binOf(x[i]), n = rowOf(i);
     count_B[b]++;
     for (let c = 0; c < C; c++) pos_BC[b * C + c] += Y_NC[n * C + c];
+  }
+  if (sparse) {
+    // The zero rows: every training positive not counted above.
+    const b = binOf(0);
+    const counted_C = new Float64Array(C);
+    for (let k = 0; k < BINS; k++) for (let c = 0; c < C; c++) counted_C[c] += pos_BC[k * C + c];
+    count_B[b] += zerosTrain;
+    for (let c = 0; c < C; c++) pos_BC[b * C + c] += sparse.positives.train[c] - counted_C[c];
   }
   for (let b = 0; b < BINS; b++) for (let c = 0; c < C; c++) actual_C[c] += pos_BC[b * C + c];
   const train = new Float64Array(C).fill(0);
@@ -348,20 +445,34 @@ export function detectorScores(x: Float32Array, Y_NC: Uint8Array, C: number, nTr
       }
     }
   }
+  const on = (c: number, b: number) => (rule[c].sign > 0 ? b >= rule[c].cut : b <= rule[c].cut);
   const tp = new Float64Array(C), pred = new Float64Array(C), act = new Float64Array(C);
-  for (let n = nTrain; n < N; n++) {
-    const b = binOf(x[n]);
+  for (let i = split; i < count; i++) {
+    const b = binOf(x[i]), n = rowOf(i);
     for (let c = 0; c < C; c++) {
-      const on = rule[c].sign > 0 ? b >= rule[c].cut : b <= rule[c].cut;
       const y = Y_NC[n * C + c];
-      if (on) {
+      if (on(c, b)) {
         pred[c]++;
         tp[c] += y;
       }
       act[c] += y;
     }
   }
-  return { train, test: Float64Array.from({ length: C }, (_, c) => f1Of(tp[c], pred[c], act[c])) };
+  if (sparse) {
+    const b = binOf(0);
+    for (let c = 0; c < C; c++) {
+      if (on(c, b)) {
+        pred[c] += zerosTest;
+        tp[c] += sparse.positives.test[c] - act[c];
+      }
+      act[c] = sparse.positives.test[c];
+    }
+  }
+  return {
+    train,
+    test: Float64Array.from({ length: C }, (_, c) => f1Of(tp[c], pred[c], act[c])),
+    rule: rule.map((r) => ({ sign: r.sign, threshold: lo + (r.sign > 0 ? r.cut : r.cut + 1) * width })),
+  };
 }
 
 /**

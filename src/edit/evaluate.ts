@@ -6,10 +6,13 @@
  * The sampled images are split: on the selection part each class gets the latent with the best F1 against its
  * patches (a patch counts as the class's if its mask majority is k, or for classification if its image is of
  * class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
- * maximum (default -2) and the baselines add, per patch, a vector of the same norm along another latent's decoder
- * row (a random latent that fired in the selection) or a random direction. Segmentation edits touch the class's
- * own patches only, as in the paper's protocol (saev's semseg evaluation): the other classes' patches change only
- * through the rest of the model. Classification edits touch every patch (a class belongs to the image, not a patch).
+ * maximum (default -2, saev's scale) and the baselines add, per patch, a vector of the same norm as the latent
+ * edit's change of that patch (the decoded delta): along another latent's decoder row (a random latent that fired
+ * in the selection, drawn anew for every batch of test images as in saev, so the rate averages over many), along a random direction drawn afresh for every patch (saev's random-vector baseline, there
+ * with a fixed norm), or along one random direction shared by all the class's patches (as coherent as the latent
+ * edit, which moves every patch along the same decoder row; the harsher baseline). Segmentation edits touch the
+ * class's own patches only, as in the paper's protocol (saev's semseg evaluation): the other classes' patches change
+ * only through the rest of the model. Classification edits touch every patch (a class belongs to the image, not a patch).
  *
  * On the concept world (src/data/concept-world.ts) the image-class rule is checked too: suppressing the latent of
  * a concept C (best F1 against the patches showing C) on the patches showing C should turn the class into
@@ -66,8 +69,12 @@ export interface ClassEditScore {
   /** Rates are null when there are no units to measure them on. */
   target_change_rate: number | null;
   other_change_rate: number | null;
-  random_latent: { latent: number | null; target_change_rate: number | null; other_change_rate: number | null };
+  /** The random latents drawn (a new one per batch of test images, as saev draws one per batch). */
+  random_latent: { latents: number[]; target_change_rate: number | null; other_change_rate: number | null };
+  /** A fresh random direction per patch. */
   random_direction: { target_change_rate: number | null; other_change_rate: number | null };
+  /** One random direction for all the class's patches. */
+  random_shared_direction: { target_change_rate: number | null; other_change_rate: number | null };
 }
 
 export interface ConceptRuleScore {
@@ -78,7 +85,7 @@ export interface ConceptRuleScore {
   n: number;
   consistent_rate: number | null;
   /** The same edit norm along a random latent's decoder row instead: how often that gives the rule's class. */
-  random_latent: { latent: number | null; consistent_rate: number | null };
+  random_latent: { latents: number[]; consistent_rate: number | null };
 }
 
 export interface EditEvalReport extends ChangeRates {
@@ -91,6 +98,7 @@ export interface EditEvalReport extends ChangeRates {
   /** Rates are means over the classes that have a latent (and units to measure on). */
   random_latent: ChangeRates;
   random_direction: ChangeRates;
+  random_shared_direction: ChangeRates;
   classes: ClassEditScore[];
   /** Concept world only: share of the checked (image, concept) pairs whose edited class is the rule's. */
   rule_consistent_rate?: number;
@@ -267,19 +275,19 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   const plans = engine.classes.map((_, k) => {
     const { latent, f1 } = byClass.best(k);
     const rng = new Rng(seed, 1, k);
-    const randomLatent = randomOther(rng, latent);
     const direction = Float32Array.from({ length: D }, () => rng.normal());
-    return { latent, f1, randomLatent, direction: unit(direction) };
+    return { latent, f1, direction: unit(direction), fresh: () => unit(Float32Array.from({ length: D }, () => rng.normal())), randomLatent: () => randomOther(rng, latent), drawn: [] as number[] };
   });
   // Background concepts remove no object, so the rule predicts no change for them.
   const ruleConcepts = world && task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
   const rulePlans = ruleConcepts.map((concept, j) => {
     const best = byConcept!.best(world!.concepts.indexOf(concept));
-    return { concept, ...best, randomLatent: randomOther(new Rng(seed, 2, j), best.latent) };
+    const rng = new Rng(seed, 2, j);
+    return { concept, ...best, randomLatent: () => randomOther(rng, best.latent), drawn: [] as number[] };
   });
 
   // Test: counts per class of [units, changed] for the latent edit and the two baselines.
-  const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0] }));
+  const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0], sharedDirection: [0, 0] }));
   const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
   /** The suppression of `latent`, kept on the rows (patches) where `keep` holds when one is given. */
   const suppress = (prepared: Prepared, latent: number, keep?: (row: number) => boolean) => {
@@ -287,13 +295,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     if (keep && scope === 'target') for (let row = 0; row < delta.length / D; row++) if (!keep(row)) delta.fill(0, row * D, (row + 1) * D);
     return delta;
   };
-  /** An edit with the per-patch norms of `edit`, along the unit direction `dir`. */
-  const along = (edit: Float32Array, dir: Float32Array) => {
-    const norms = rowNorms(edit, D);
-    const out = new Float32Array(edit.length);
-    for (let row = 0; row < norms.length; row++) for (let d = 0; d < D; d++) out[row * D + d] = norms[row] * dir[d];
-    return out;
-  };
+  const along = (edit: Float32Array, dir: Float32Array | (() => Float32Array)) => alongRows(edit, D, dir);
   // The suppressed latent moves along -W_dec[s]; a random latent's edit moves the same way along its own row.
   const againstRow = (latent: number) => scaled(unit(engine.decoderRow(latent).slice()), -1);
   for (const indices of chunks(test)) {
@@ -309,8 +311,16 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       if (plan.latent === null) continue;
       const c = counts[k];
       const target = suppress(prepared, plan.latent, task === 'segment' ? (row) => labels_NP[row] === k : undefined);
-      const tests: [number[], (r: number) => boolean][] = [[c.edit, await changed(target)], [c.randomDirection, await changed(along(target, plan.direction))]];
-      if (plan.randomLatent !== null) tests.push([c.randomLatent, await changed(along(target, againstRow(plan.randomLatent)))]);
+      const tests: [number[], (r: number) => boolean][] = [
+        [c.edit, await changed(target)],
+        [c.randomDirection, await changed(along(target, plan.fresh))],
+        [c.sharedDirection, await changed(along(target, plan.direction))],
+      ];
+      const randomLatent = plan.randomLatent();
+      if (randomLatent !== null) {
+        plan.drawn.push(randomLatent);
+        tests.push([c.randomLatent, await changed(along(target, againstRow(randomLatent)))]);
+      }
       for (let r = 0; r < indices.length * R; r++) {
         const isTarget = truth(r) === k;
         if (isTarget) c.nTarget++;
@@ -336,14 +346,18 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       };
       rule[j].n += cases.length;
       rule[j].consistent += await consistent(edit);
-      if (plan.randomLatent !== null) rule[j].randomConsistent += await consistent(along(edit, againstRow(plan.randomLatent)));
+      const randomLatent = plan.randomLatent();
+      if (randomLatent !== null) {
+        plan.drawn.push(randomLatent);
+        rule[j].randomConsistent += await consistent(along(edit, againstRow(randomLatent)));
+      }
     }
     bar.update((done += indices.length));
   }
   bar.stop();
 
   const classes: ClassEditScore[] = engine.classes.map((name, k) => {
-    const { latent, f1, randomLatent } = plans[k];
+    const { latent, f1, drawn } = plans[k];
     const c = counts[k];
     const rates = (t: number[]) => ({ target_change_rate: rate(t[0], c.nTarget), other_change_rate: rate(t[1], c.nOther) });
     return {
@@ -354,8 +368,9 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       n_target: c.nTarget,
       n_other: c.nOther,
       ...rates(c.edit),
-      random_latent: { latent: randomLatent, ...rates(c.randomLatent) },
+      random_latent: { latents: drawn, ...rates(c.randomLatent) },
       random_direction: rates(c.randomDirection),
+      random_shared_direction: rates(c.sharedDirection),
     };
   });
   const means = (pick: (s: ClassEditScore) => { target_change_rate: number | null; other_change_rate: number | null }): ChangeRates => ({
@@ -372,6 +387,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     ...means((s) => s),
     random_latent: means((s) => s.random_latent),
     random_direction: means((s) => s.random_direction),
+    random_shared_direction: means((s) => s.random_shared_direction),
     classes,
   };
   if (rulePlans.length) {
@@ -385,7 +401,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       f1: p.f1,
       n: rule[j].n,
       consistent_rate: rate(rule[j].consistent, rule[j].n),
-      random_latent: { latent: p.randomLatent, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
+      random_latent: { latents: p.drawn, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
     }));
   }
   return report;
@@ -399,6 +415,21 @@ function unit(v: Float32Array): Float32Array {
 function scaled(v: Float32Array, by: number): Float32Array {
   for (let i = 0; i < v.length; i++) v[i] *= by;
   return v;
+}
+
+/**
+ * A change with the per-row (per-patch) norms of edit_ND, each row along the unit vector `dir` or, drawn per
+ * edited row, `dir()`; rows the edit leaves alone stay zero.
+ */
+export function alongRows(edit_ND: Float32Array, D: number, dir: Float32Array | (() => Float32Array)): Float32Array {
+  const norms = rowNorms(edit_ND, D);
+  const out = new Float32Array(edit_ND.length);
+  for (let row = 0; row < norms.length; row++) {
+    if (!norms[row]) continue;
+    const u = typeof dir === 'function' ? dir() : dir;
+    for (let d = 0; d < D; d++) out[row * D + d] = norms[row] * u[d];
+  }
+  return out;
 }
 
 function rowNorms(x_ND: Float32Array, D: number): Float64Array {
@@ -417,22 +448,22 @@ export function editEvalMarkdown(r: EditEvalReport): string {
   const lines = [
     `Edit: set the class's best-F1 latent to ${r.factor}x its maximum on ${r.task === 'segment' && r.scope === 'target' ? "the class's own patches" : 'every patch'}; change rates of the predicted class per ${r.unit.replace(/s$/, '')} (${r.n_test_images} test images, latents chosen on ${r.n_select_images}).`,
     '',
-    '| class | latent | F1 | target | other | random latent: target | other | random direction: target | other |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| class | latent | F1 | target | other | random latent: target | other | random direction per patch: target | other | one random direction: target | other |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...r.classes.map(
       (c) =>
-        `| ${c.class} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${f(c.target_change_rate)} | ${f(c.other_change_rate)} | ${f(c.random_latent.target_change_rate)} | ${f(c.random_latent.other_change_rate)} | ${f(c.random_direction.target_change_rate)} | ${f(c.random_direction.other_change_rate)} |`,
+        `| ${c.class} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${f(c.target_change_rate)} | ${f(c.other_change_rate)} | ${f(c.random_latent.target_change_rate)} | ${f(c.random_latent.other_change_rate)} | ${f(c.random_direction.target_change_rate)} | ${f(c.random_direction.other_change_rate)} | ${f(c.random_shared_direction.target_change_rate)} | ${f(c.random_shared_direction.other_change_rate)} |`,
     ),
-    `| **mean** | | | **${f(r.target_change_rate)}** | **${f(r.other_change_rate)}** | ${f(r.random_latent.target_change_rate)} | ${f(r.random_latent.other_change_rate)} | ${f(r.random_direction.target_change_rate)} | ${f(r.random_direction.other_change_rate)} |`,
+    `| **mean** | | | **${f(r.target_change_rate)}** | **${f(r.other_change_rate)}** | ${f(r.random_latent.target_change_rate)} | ${f(r.random_latent.other_change_rate)} | ${f(r.random_direction.target_change_rate)} | ${f(r.random_direction.other_change_rate)} | ${f(r.random_shared_direction.target_change_rate)} | ${f(r.random_shared_direction.other_change_rate)} |`,
   ];
   if (r.rule)
     lines.push(
       '',
       `Concept-world rule: suppressing a concept's latent${r.scope === 'target' ? ' on the patches showing the concept' : ''} gives the class of the image without that concept in ${f(r.rule_consistent_rate!)} of ${r.rule_checked} checked (image, concept) pairs; an edit of the same norm along a random latent in ${f(r.rule_random_latent_consistent_rate!)}.`,
       '',
-      '| concept | latent | F1 | checked | consistent | random latent | consistent |',
+      '| concept | latent | F1 | checked | consistent | random latents | consistent |',
       '| --- | --- | --- | --- | --- | --- | --- |',
-      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latent ?? '-'} | ${f(c.random_latent.consistent_rate)} |`),
+      ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latents.length} | ${f(c.random_latent.consistent_rate)} |`),
     );
   return lines.join('\n') + '\n';
 }

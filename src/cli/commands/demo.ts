@@ -28,7 +28,7 @@ export const demoCommand = defineCommand({
 Generates a concept world (images whose shapes, colours, textures, sizes and backgrounds are known per patch),
 and for each shipped demo model (a positive control whose patches are trained to carry every concept at the layer
 the SAE reads, a supervised and a self-supervised (SimCLR) ViT on that world, a supervised ViT on Fashion-MNIST's
-real photos) records a layer (and the last block, for task heads), trains a TopK SAE, evaluates it, computes every
+real photos) records a layer (and the last block, for task heads), trains a BatchTopK SAE, evaluates it, computes every
 feature's exemplars and trains linear task heads (classification; on the world also segmentation) for the edit
 demos. On a second world with a seed none of them saw, it then tests each concept-world SAE: its latents against
 the ground-truth concepts beside a linear probe's ceiling, and causal edits (segmentation, classification by class

@@ -12,7 +12,7 @@ const spec = {
   concepts: { kind: 'string', required: true, default: '', doc: 'ground truth: a concept-world directory (or its concepts.json) whose images were recorded' },
   layer: { kind: 'number', int: true, default: -1, doc: 'recorded layer (a metadata.json layers value or a negative index); default: the SAE training layer' },
   maxPatches: { kind: 'number', int: true, min: 1, default: 2_000_000, doc: 'patches scanned for the latent F1 scores' },
-  probeExamples: { kind: 'number', int: true, min: 2, default: 2000, doc: 'images whose raw activations fit (80%) and test (20%) the probes and baselines' },
+  probeExamples: { kind: 'number', int: true, min: 2, default: 2000, doc: 'images whose patches fit (80%) and test (20%) the latent thresholds, probes and baselines' },
   seed: { kind: 'number', int: true, default: 0, doc: 'seed of the random-direction baseline' },
   progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
   json: { kind: 'boolean', default: false, doc: 'print the report as JSON on stdout' },
@@ -22,9 +22,10 @@ export const evalConceptsCommand = defineCommand({
   name: 'eval concepts',
   summary: 'how well SAE latents match ground-truth patch concepts, against a linear probe and baselines',
   usage: `
-For every concept: the best latent's F1 (fires vs present, per patch), the best OR of up to 3 latents, a
-logistic-regression probe on the raw activations (the ceiling), the best raw neuron and the best random
-direction. recovery_ratio = mean over concepts the probe decodes at F1 >= 0.8 of (latent F1 / probe F1). For
+For every concept, each fit on 80% of the probe images and scored on the rest: the best latent with its activation
+threshold, a logistic-regression probe on the raw activations (the ceiling), the best raw neuron and the best
+random direction; over all scanned patches, the latent whose firing matches best and the best OR of up to 3
+latents' firing. recovery_ratio = mean over concepts the probe decodes at F1 >= 0.8 of (latent F1 / probe F1). For
 every latent, the report also lists its best-matching concepts; with --run DIR it is written to DIR/concepts.json
 and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature's concept.
 
@@ -49,15 +50,15 @@ and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature'
       return;
     }
     const f = (v: number) => v.toFixed(3);
-    const rows = r.concepts.map((s) => `| ${s.concept} | ${s.latent} | ${f(s.f1)} | ${f(s.group_f1)} | ${f(s.probe_f1)} | ${f(s.neuron_f1)} | ${f(s.random_f1)} |`);
+    const rows = r.concepts.map((s) => `| ${s.concept} | ${s.latent} >= ${f(s.threshold)} | ${f(s.f1)} | ${f(s.fires_f1)} | ${f(s.group_f1)} | ${f(s.probe_f1)} | ${f(s.neuron_f1)} | ${f(s.random_f1)} |`);
     process.stdout.write(
       [
-        '| concept | latent | F1 | group-3 F1 | probe F1 | neuron F1 | random F1 |',
-        '| --- | --- | --- | --- | --- | --- | --- |',
+        '| concept | latent | F1 | firing F1 | group-3 F1 | probe F1 | neuron F1 | random F1 |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- |',
         ...rows,
         '',
         `mean best F1 ${f(r.mean_best_f1)}, group-3 ${f(r.mean_group_f1)}, probe ${f(r.mean_probe_f1)}, neuron ${f(r.mean_neuron_f1)}, random ${f(r.mean_random_f1)}`,
-        `recovery ratio ${f(r.recovery_ratio)} (group-3 ${f(r.recovery_ratio_group3)}) over ${r.n_decodable} concepts the probe decodes at F1 >= 0.8; ${r.n_patches} patches`,
+        `recovery ratio ${f(r.recovery_ratio)} (firing ${f(r.recovery_ratio_fires)}, group-3 ${f(r.recovery_ratio_group3)}) over ${r.n_decodable} concepts the probe decodes at F1 >= 0.8; detectors fit on ${r.n_fit_patches} patches, scored on ${r.n_scored_patches}; firing over ${r.n_patches} patches`,
         '',
       ].join('\n'),
     );

@@ -9,7 +9,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeConceptWorld, CONCEPTS_FILE, ConceptWorldInfo } from './data/concept-world.js';
+import { writeConceptWorld, CONCEPTS_FILE, readConceptWorldInfo } from './data/concept-world.js';
 import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
 import { Device } from './backbone/device.js';
@@ -115,7 +115,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const seeds = worldSeeds(opts.seed);
   if (models.some((m) => m.data === 'world')) {
     for (const [dir, n, seed] of [[world, opts.worldSize, seeds.train], [testWorld, opts.testSize, seeds.test]] as const) {
-      const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? await readJson<ConceptWorldInfo>(path.join(dir, CONCEPTS_FILE), 'a concept world') : null;
+      const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? await readConceptWorldInfo(dir) : null;
       if (info?.n === n && info.seed === seed) continue;
       log(`generating ${n} concept-world images (seed ${seed}) in ${dir}`);
       await fsp.rm(dir, { recursive: true, force: true });

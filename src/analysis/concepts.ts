@@ -18,9 +18,10 @@ import * as path from 'node:path';
 import { native } from '../sae/native.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { parseCsv } from '../data/images.js';
-import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../data/concept-world.js';
+import { LABELS_FILE, readConceptWorld } from '../data/concept-world.js';
 import { EXAMPLES_FILE } from '../shards/format.js';
 import { Sae } from '../sae/model.js';
+import { Adam } from '../util/adam.js';
 import { Rng } from '../util/random.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
@@ -95,7 +96,8 @@ export interface ConceptEvalOptions {
   showProgress?: boolean;
 }
 
-const f1Of = (tp: number, predicted: number, actual: number) => (predicted + actual > 0 ? (2 * tp) / (predicted + actual) : 0);
+/** F1 from true positives, predicted positives and actual positives (0 when both are empty). */
+export const f1Of = (tp: number, predicted: number, actual: number) => (predicted + actual > 0 ? (2 * tp) / (predicted + actual) : 0);
 
 /**
  * Pass 1 counts, per (latent, concept), the patches where the latent fires and the concept is present, which
@@ -279,23 +281,15 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   const m_DC = new Float64Array(D * C), v_DC = new Float64Array(D * C), mb = new Float64Array(C), vb = new Float64Array(C), gb = new Float64Array(C);
   const { sgemm, logisticResidual } = native();
   const Ztrain = Z_ND.subarray(0, nTrain * D);
-  const lr = 0.05, b1 = 0.9, b2 = 0.999, l2 = 1e-4;
+  const adam = new Adam({ lr: 0.05 });
   for (let t = 1; t <= 300; t++) {
     sgemm(false, false, nTrain, C, D, Ztrain, W_DC, logits_NC.subarray(0, nTrain * C));
     logisticResidual(logits_NC.subarray(0, nTrain * C), b_C, Y_NC.subarray(0, nTrain * C), 1 / nTrain, err_NC, gb);
     sgemm(true, false, D, C, nTrain, Ztrain, err_NC, grad_DC);
-    const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
-    for (let i = 0; i < D * C; i++) {
-      const g = grad_DC[i] + l2 * W_DC[i];
-      m_DC[i] = b1 * m_DC[i] + (1 - b1) * g;
-      v_DC[i] = b2 * v_DC[i] + (1 - b2) * g * g;
-      W_DC[i] -= (lr * (m_DC[i] / c1)) / (Math.sqrt(v_DC[i] / c2) + 1e-8);
-    }
-    for (let c = 0; c < C; c++) {
-      mb[c] = b1 * mb[c] + (1 - b1) * gb[c];
-      vb[c] = b2 * vb[c] + (1 - b2) * gb[c] * gb[c];
-      b_C[c] -= (lr * (mb[c] / c1)) / (Math.sqrt(vb[c] / c2) + 1e-8);
-    }
+    adam.step([
+      { w: W_DC, grad: grad_DC, m: m_DC, v: v_DC, l2: 1e-4 },
+      { w: b_C, grad: gb, m: mb, v: vb },
+    ]);
   }
   sgemm(false, false, N, C, D, Z_ND, W_DC, logits_NC);
   for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) logits_NC[n * C + c] += b_C[c];
@@ -480,10 +474,8 @@ export function detectorScores(
  * the recording's examples.jsonl names each example's image, which labels.csv orders like the coverage file.
  */
 export async function conceptWorldLabels(worldDir: string, shardsDir: string): Promise<PatchConcepts> {
-  const info = await readJson<ConceptWorldInfo>(path.join(worldDir, CONCEPTS_FILE), 'a concept world holds concepts.json (written last by `vitsae data concept-world`)');
+  const { info, coverage_NPC } = await readConceptWorld(worldDir);
   const [n, patches, C] = info.coverage_shape;
-  const coverage_NPC = await fsp.readFile(path.join(worldDir, info.coverage_file));
-  if (coverage_NPC.length !== n * patches * C) throw new UserError(`${path.join(worldDir, info.coverage_file)} has ${coverage_NPC.length} bytes, expected ${n * patches * C}; regenerate the concept world`);
   const csv = parseCsv(await fsp.readFile(path.join(worldDir, LABELS_FILE), 'utf8'));
   const indexOf = new Map(csv.slice(1).map((row, i) => [path.normalize(row[0]), i]));
   const examples = (await fsp.readFile(path.join(shardsDir, EXAMPLES_FILE), 'utf8')).split('\n').filter(Boolean);

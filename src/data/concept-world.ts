@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { Rng } from '../util/random.js';
 import { CLASSES_FILE, MASK_CLASSES_FILE } from './images.js';
 import { UserError } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { readJson, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 
 export const IMAGE_SIZE = 64;
@@ -341,6 +341,23 @@ export interface ConceptWorldInfo {
   classes: string[];
   salience: string[];
   class_rule: string;
+}
+
+/** A concept world's concepts.json, checked to be one. */
+export async function readConceptWorldInfo(dir: string): Promise<ConceptWorldInfo> {
+  const info = await readJson<ConceptWorldInfo>(path.join(dir, CONCEPTS_FILE), `${dir} is not a concept world: it holds concepts.json (written last by \`vitsae data concept-world\`)`);
+  if (info?.format !== 'vitsae-concept-world' || info.version !== 1) throw new UserError(`${path.join(dir, CONCEPTS_FILE)} is not a vitsae-concept-world version 1 file; regenerate the concept world`);
+  return info;
+}
+
+/** concepts.json and the per-patch concept coverage [n, world patches, concepts] it describes, sizes checked. */
+export async function readConceptWorld(dir: string): Promise<{ info: ConceptWorldInfo; coverage_NPC: Uint8Array }> {
+  const info = await readConceptWorldInfo(dir);
+  const [n, patches, C] = info.coverage_shape;
+  const file = path.join(dir, info.coverage_file);
+  const coverage_NPC = await fs.readFile(file);
+  if (coverage_NPC.length !== n * patches * C) throw new UserError(`${file} has ${coverage_NPC.length} bytes, expected ${n * patches * C} as concepts.json says; regenerate the concept world`);
+  return { info, coverage_NPC };
 }
 
 /** The file name stem of image i: zero-padded so that name order is index order. */

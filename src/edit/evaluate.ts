@@ -20,15 +20,17 @@
  *
  * Shape letters: N images, P patches, D layer width, S latents, K classes, C concepts.
  */
-import { readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openDataset } from '../data/images.js';
 import { loadMask, patchMajority } from '../data/preprocess.js';
-import { CONCEPTS_FILE, ConceptWorldInfo, WorldObject, classOf, withoutConcept } from '../data/concept-world.js';
+import { OBJECTS_FILE, WorldObject, classOf, readConceptWorld, withoutConcept } from '../data/concept-world.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
+import { f1Of } from '../analysis/concepts.js';
 import { EditEngine, Prepared } from './engine.js';
+import { Task } from './kinds.js';
 
 export interface EditEvalOptions {
   /** The labelled dataset: class labels (classify) or images/ + masks/ (segment). */
@@ -89,7 +91,7 @@ export interface ConceptRuleScore {
 }
 
 export interface EditEvalReport extends ChangeRates {
-  task: 'classify' | 'segment';
+  task: Task;
   unit: 'images' | 'patches';
   factor: number;
   scope: EditScope;
@@ -111,7 +113,6 @@ export interface EditEvalReport extends ChangeRates {
 /** Images run through the head at a time. */
 const CHUNK = 64;
 
-const f1Of = (tp: number, predicted: number, actual: number) => (predicted + actual > 0 ? (2 * tp) / (predicted + actual) : 0);
 
 /** Counts for choosing latents: per (latent, label) how often the latent fires on a patch with that label. */
 class FiringCounts {
@@ -147,22 +148,15 @@ interface WorldLabels {
   patchConcepts(i: number): Uint8Array;
 }
 
-function readWorld(dir: string, grid: [number, number]): WorldLabels {
-  const read = (f: string) => readFileSync(path.join(dir, f));
-  let info: ConceptWorldInfo;
-  try {
-    info = JSON.parse(read(CONCEPTS_FILE).toString('utf8'));
-  } catch (e) {
-    throw new UserError(`${dir} is not a concept world (${CONCEPTS_FILE}: ${(e as Error).message}); write one with vitsae data concept-world`);
-  }
+async function readWorld(dir: string, grid: [number, number]): Promise<WorldLabels> {
+  const { info, coverage_NPC } = await readConceptWorld(dir);
   const [n, WP, C] = info.coverage_shape;
-  const coverage_NPC = read(info.coverage_file);
   const [wh, ww] = info.grid;
   const [gh, gw] = grid;
   if (wh % gh || ww % gw) throw new UserError(`the model's ${gh}x${gw} patch grid does not divide the concept world's ${wh}x${ww} patches`);
   const [bh, bw] = [wh / gh, ww / gw];
-  const lines = read('objects.jsonl').toString('utf8').split('\n').filter(Boolean);
-  if (lines.length !== n || coverage_NPC.length !== n * WP * C) throw new UserError(`${dir}: objects.jsonl or ${info.coverage_file} does not match ${CONCEPTS_FILE}; regenerate the concept world`);
+  const lines = (await fsp.readFile(path.join(dir, OBJECTS_FILE), 'utf8')).split('\n').filter(Boolean);
+  if (lines.length !== n) throw new UserError(`${path.join(dir, OBJECTS_FILE)} has ${lines.length} lines but concepts.json says ${n} images; regenerate the concept world`);
   const records = lines.map((l) => JSON.parse(l) as { file: string; objects: WorldObject[] });
   return {
     concepts: info.concepts,
@@ -200,7 +194,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   const seed = opts.seed ?? 0;
   const ds = await openDataset(opts.data);
   if (task === 'segment' && (!ds.mask || !grid)) throw new UserError(`${opts.data} has no masks (a folder with images/ and masks/), which segmentation edits are measured on`);
-  const world = opts.concepts ? readWorld(opts.concepts, grid ?? [0, 0]) : null;
+  const world = opts.concepts ? await readWorld(opts.concepts, grid ?? [0, 0]) : null;
   if (world && engine.preprocess.cropRatio !== null && engine.preprocess.cropRatio !== 1)
     throw new UserError('the concept world check needs a model that sees the whole image (no centre crop in its model card)');
 

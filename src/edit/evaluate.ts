@@ -113,7 +113,6 @@ export interface EditEvalReport extends ChangeRates {
 /** Images run through the head at a time. */
 const CHUNK = 64;
 
-
 /** Counts for choosing latents: per (latent, label) how often the latent fires on a patch with that label. */
 class FiringCounts {
   readonly fires_S: Float64Array;
@@ -184,60 +183,99 @@ const meanOf = (xs: (number | null)[]) => {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0;
 };
 
+/** What the three phases share: the engine, the data, the world, and how a batch of images is loaded. */
+interface EvalContext {
+  engine: EditEngine;
+  task: Task;
+  /** Classes K, patches per image P, layer width D, latents S. */
+  K: number;
+  P: number;
+  D: number;
+  S: number;
+  factor: number;
+  scope: EditScope;
+  seed: number;
+  world: WorldLabels | null;
+  /** The batch's images through the engine, with patch labels [n, P], the world index and patch concepts [n, P, C]. */
+  load(indices: Int32Array): Promise<{ prepared: Prepared; labels_NP: Uint8Array; worldIndex: number[]; concepts_NPC: Uint8Array }>;
+  /** Counts images done, for the progress bar. */
+  advance(n: number): void;
+}
+
 export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): Promise<EditEvalReport> {
   const task = engine.task;
   const K = engine.classes.length;
   const { patchTokens: P, dModel: D, grid } = engine.layout;
-  const S = engine.sae.dSae;
-  const factor = opts.factor ?? -2;
-  const scope = opts.scope ?? 'target';
-  const seed = opts.seed ?? 0;
   const ds = await openDataset(opts.data);
   if (task === 'segment' && (!ds.mask || !grid)) throw new UserError(`${opts.data} has no masks (a folder with images/ and masks/), which segmentation edits are measured on`);
   const world = opts.concepts ? await readWorld(opts.concepts, grid ?? [0, 0]) : null;
   if (world && engine.preprocess.cropRatio !== null && engine.preprocess.cropRatio !== 1)
     throw new UserError('the concept world check needs a model that sees the whole image (no centre crop in its model card)');
 
+  const seed = opts.seed ?? 0;
   const sample = new Rng(seed, 0xed17).permutation(ds.size).subarray(0, Math.min(ds.size, opts.images ?? 1000));
   const nSelect = Math.round(sample.length * (opts.selectFraction ?? 0.5));
   const select = Int32Array.from(sample.subarray(0, nSelect)).sort();
   const test = Int32Array.from(sample.subarray(nSelect)).sort();
   if (!select.length || !test.length) throw new UserError(`${sample.length} images cannot be split into selection and test images; use more`);
 
-  /** The batch's images through the engine, with patch labels [n, P], the world index and patch concepts [n, P, C]. */
-  const load = async (indices: Int32Array) => {
-    const images = await Promise.all(Array.from(indices, (i) => ds.image(i)));
-    const labels_NP = new Uint8Array(indices.length * P);
-    const worldIndex: number[] = [];
-    for (const [j, i] of indices.entries()) {
-      if (task === 'segment') labels_NP.set(patchMajority(await loadMask(await ds.mask!(i), engine.preprocess), engine.preprocess.size, grid!), j * P);
-      else {
-        const label = ds.label(i);
-        if (label === null) throw new UserError(`${ds.key(i)} has no class label: classification edits are measured on a labelled dataset`);
-        labels_NP.fill(label, j * P, (j + 1) * P);
-      }
-      if (world) {
-        const w = world.indexOf.get(path.normalize(ds.key(i)));
-        if (w === undefined) throw new UserError(`${ds.key(i)} is not an image of the concept world ${opts.concepts}`);
-        worldIndex.push(w);
-      }
-    }
-    for (const y of labels_NP) if (y >= K) throw new UserError(`${opts.data} has label ${y} but the probe knows ${K} classes`);
-    const C = world?.concepts.length ?? 0;
-    const concepts_NPC = new Uint8Array(indices.length * P * C);
-    worldIndex.forEach((w, j) => concepts_NPC.set(world!.patchConcepts(w), j * P * C));
-    return { prepared: await engine.prepare(images, false), labels_NP, worldIndex, concepts_NPC };
-  };
-  const chunks = (indices: Int32Array) => Array.from({ length: Math.ceil(indices.length / CHUNK) }, (_, c) => indices.subarray(c * CHUNK, (c + 1) * CHUNK));
   const bar = progress('eval edits', sample.length, { enabled: opts.progress ?? true, unit: 'images' });
+  let done = 0;
+  const ctx: EvalContext = {
+    engine,
+    task,
+    K,
+    P,
+    D,
+    S: engine.sae.dSae,
+    factor: opts.factor ?? -2,
+    scope: opts.scope ?? 'target',
+    seed,
+    world,
+    advance: (n) => bar.update((done += n)),
+    load: async (indices) => {
+      const images = await Promise.all(Array.from(indices, (i) => ds.image(i)));
+      const labels_NP = new Uint8Array(indices.length * P);
+      const worldIndex: number[] = [];
+      for (const [j, i] of indices.entries()) {
+        if (task === 'segment') labels_NP.set(patchMajority(await loadMask(await ds.mask!(i), engine.preprocess), engine.preprocess.size, grid!), j * P);
+        else {
+          const label = ds.label(i);
+          if (label === null) throw new UserError(`${ds.key(i)} has no class label: classification edits are measured on a labelled dataset`);
+          labels_NP.fill(label, j * P, (j + 1) * P);
+        }
+        if (world) {
+          const w = world.indexOf.get(path.normalize(ds.key(i)));
+          if (w === undefined) throw new UserError(`${ds.key(i)} is not an image of the concept world ${opts.concepts}`);
+          worldIndex.push(w);
+        }
+      }
+      for (const y of labels_NP) if (y >= K) throw new UserError(`${opts.data} has label ${y} but the probe knows ${K} classes`);
+      const C = world?.concepts.length ?? 0;
+      const concepts_NPC = new Uint8Array(indices.length * P * C);
+      worldIndex.forEach((w, j) => concepts_NPC.set(world!.patchConcepts(w), j * P * C));
+      return { prepared: await engine.prepare(images, false), labels_NP, worldIndex, concepts_NPC };
+    },
+  };
+  const { plans, rulePlans, max_S } = await selectLatents(ctx, select);
+  const tallies = await testEdits(ctx, test, plans, rulePlans, max_S);
+  bar.stop();
+  return editReport(ctx, select.length, test.length, plans, rulePlans, max_S, tallies);
+}
 
-  // Selection: F1 of every latent against every class (and concept), and the latents' maxima.
+const chunks = (indices: Int32Array) => Array.from({ length: Math.ceil(indices.length / CHUNK) }, (_, c) => indices.subarray(c * CHUNK, (c + 1) * CHUNK));
+
+/**
+ * Selection, on the selection images: F1 of every latent against every class (and concept) and the latents'
+ * maxima; each class (concept) gets its best latent, a random direction and a stream of random latents.
+ */
+async function selectLatents(ctx: EvalContext, select: Int32Array) {
+  const { K, P, D, S, world, seed } = ctx;
   const byClass = new FiringCounts(S, K);
   const byConcept = world ? new FiringCounts(S, world.concepts.length) : null;
   const max_S = new Float32Array(S);
-  let done = 0;
   for (const indices of chunks(select)) {
-    const { prepared, labels_NP, concepts_NPC } = await load(indices);
+    const { prepared, labels_NP, concepts_NPC } = await ctx.load(indices);
     const { rowptr, idx, val } = prepared.latents;
     const C = world?.concepts.length ?? 0;
     for (let row = 0; row < indices.length * P; row++) {
@@ -257,7 +295,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
         }
       }
     }
-    bar.update((done += indices.length));
+    ctx.advance(indices.length);
   }
 
   const alive = Array.from({ length: S }, (_, s) => s).filter((s) => byClass.fires_S[s] > 0);
@@ -266,21 +304,28 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     const others = alive.filter((s) => s !== latent);
     return others.length ? others[rng.nextInt(others.length)] : null;
   };
-  const plans = engine.classes.map((_, k) => {
+  const plans = ctx.engine.classes.map((_, k) => {
     const { latent, f1 } = byClass.best(k);
     const rng = new Rng(seed, 1, k);
     const direction = Float32Array.from({ length: D }, () => rng.normal());
     return { latent, f1, direction: unit(direction), fresh: () => unit(Float32Array.from({ length: D }, () => rng.normal())), randomLatent: () => randomOther(rng, latent), drawn: [] as number[] };
   });
   // Background concepts remove no object, so the rule predicts no change for them.
-  const ruleConcepts = world && task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
+  const ruleConcepts = world && ctx.task === 'classify' ? world.concepts.filter((c) => !c.startsWith('background:')) : [];
   const rulePlans = ruleConcepts.map((concept, j) => {
     const best = byConcept!.best(world!.concepts.indexOf(concept));
     const rng = new Rng(seed, 2, j);
     return { concept, ...best, randomLatent: () => randomOther(rng, best.latent), drawn: [] as number[] };
   });
+  return { plans, rulePlans, max_S };
+}
 
-  // Test: counts per class of [units, changed] for the latent edit and the two baselines.
+type ClassPlan = Awaited<ReturnType<typeof selectLatents>>['plans'][number];
+type RulePlan = Awaited<ReturnType<typeof selectLatents>>['rulePlans'][number];
+
+/** Test, on the test images: per class [target, other] units changed by the latent edit and each baseline; per rule concept the consistent changes. */
+async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[], rulePlans: RulePlan[], max_S: Float32Array) {
+  const { engine, task, P, D, world, factor, scope } = ctx;
   const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0], sharedDirection: [0, 0] }));
   const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
   /** The suppression of `latent`, kept on the rows (patches) where `keep` holds when one is given. */
@@ -293,7 +338,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   // The suppressed latent moves along -W_dec[s]; a random latent's edit moves the same way along its own row.
   const againstRow = (latent: number) => scaled(unit(engine.decoderRow(latent).slice()), -1);
   for (const indices of chunks(test)) {
-    const { prepared, labels_NP, worldIndex, concepts_NPC } = await load(indices);
+    const { prepared, labels_NP, worldIndex, concepts_NPC } = await ctx.load(indices);
     const R = engine.rows;
     /** The truth label of head row r (an image's class, or a patch's). */
     const truth = (r: number) => (R === 1 ? labels_NP[r * P] : labels_NP[r]);
@@ -346,11 +391,15 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
         rule[j].randomConsistent += await consistent(along(edit, againstRow(randomLatent)));
       }
     }
-    bar.update((done += indices.length));
+    ctx.advance(indices.length);
   }
-  bar.stop();
+  return { counts, rule };
+}
 
-  const classes: ClassEditScore[] = engine.classes.map((name, k) => {
+/** The report: per class and on average, the rates of change of the latent edit and its baselines, and the rule check. */
+function editReport(ctx: EvalContext, nSelect: number, nTest: number, plans: ClassPlan[], rulePlans: RulePlan[], max_S: Float32Array, tallies: Awaited<ReturnType<typeof testEdits>>): EditEvalReport {
+  const { counts, rule } = tallies;
+  const classes: ClassEditScore[] = ctx.engine.classes.map((name, k) => {
     const { latent, f1, drawn } = plans[k];
     const c = counts[k];
     const rates = (t: number[]) => ({ target_change_rate: rate(t[0], c.nTarget), other_change_rate: rate(t[1], c.nOther) });
@@ -372,12 +421,12 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     other_change_rate: meanOf(classes.map((s) => pick(s).other_change_rate)),
   });
   const report: EditEvalReport = {
-    task,
-    unit: task === 'segment' ? 'patches' : 'images',
-    factor,
-    scope,
-    n_select_images: select.length,
-    n_test_images: test.length,
+    task: ctx.task,
+    unit: ctx.task === 'segment' ? 'patches' : 'images',
+    factor: ctx.factor,
+    scope: ctx.scope,
+    n_select_images: nSelect,
+    n_test_images: nTest,
     ...means((s) => s),
     random_latent: means((s) => s.random_latent),
     random_direction: means((s) => s.random_direction),

@@ -8,7 +8,7 @@
       "libraries": ["<!@(node src/sae/native/blas-flags.mjs libs)"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-O2"],
-      "cflags_cc": ["-O3", "-fopenmp", "-std=c++17", "-fexceptions"],
+      "cflags_cc": ["-O3", "-fno-math-errno", "-fopenmp", "-std=c++17", "-fexceptions"],
       "ldflags": ["-fopenmp"],
       "conditions": [
         ["OS=='mac'", {
@@ -16,7 +16,7 @@
             "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
             "MACOSX_DEPLOYMENT_TARGET": "11.0",
-            "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Xpreprocessor", "-fopenmp"]
+            "OTHER_CPLUSPLUSFLAGS": ["-O3", "-fno-math-errno", "-Xpreprocessor", "-fopenmp"]
           }
         }]
       ]

@@ -47,7 +47,7 @@ export const trainSpec = {
   batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'tokens per training batch' },
   tokens: { kind: 'number', int: true, min: 1, default: 100_000_000, doc: 'training tokens in total (batches = tokens / batch, rounded up)' },
   seed: { kind: 'number', int: true, default: 0, doc: 'seed for initialisation and the shuffled loader' },
-  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: 'tokens used to estimate the data mean and input scale before training (at most the run\'s tokens and the data\'s)' },
+  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: 'tokens used to estimate the data mean and input scale before training (at most the run\'s tokens)' },
   compute: {
     kind: 'enum',
     choices: COMPUTES,

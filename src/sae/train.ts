@@ -143,10 +143,12 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
     initial = await Sae.open(opts.init);
     if (initial.dModel !== ds.d) throw new UserError(`--init ${opts.init} has d_model ${initial.dModel} but ${opts.shards} has ${ds.d}`);
   }
-  // The estimate reads its sample twice through the shuffler; more tokens than the run trains on or the data
-  // holds add nothing but start-up time (a 81,920-token run spent longer estimating than training).
-  const scaleSource = new ShuffledTokenLoader(ds, opts.selection, { seed: first.seed, batchSize: Math.min(first.batch, first.scaleTokens), windowTokens: opts.windowTokens });
-  const stats = initial ? null : await meanAndScale(scaleSource, Math.min(first.scaleTokens, first.tokens, scaleSource.nTokens));
+  // The estimate reads its sample twice through the shuffler: a sample larger than the run itself only costs
+  // start-up time (an 81,920-token run read 262,144 tokens twice before its first step).
+  const scaleTokens = Math.min(first.scaleTokens, first.tokens);
+  const stats = initial
+    ? null
+    : await meanAndScale(new ShuffledTokenLoader(ds, opts.selection, { seed: first.seed, batchSize: Math.min(first.batch, scaleTokens), windowTokens: opts.windowTokens }), scaleTokens);
   return members.map((m) => {
     let model: Sae;
     if (initial) {

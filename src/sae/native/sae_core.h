@@ -82,14 +82,8 @@ struct Metrics {
 
 // Dot product that the compiler may vectorise: strict IEEE order would force one serial add chain per call.
 template <typename T>
-inline T dot(const T* a, const T* b, int n) {
+[[gnu::always_inline]] inline T dot_body(const T* a, const T* b, int n) {
   T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int i = 0; i < n; i++) acc += a[i] * b[i];
-  return acc;
-}
-VITSAE_CLONES static float dot(const float* a, const float* b, int n) {
-  float acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int i = 0; i < n; i++) acc += a[i] * b[i];
   return acc;
@@ -97,18 +91,15 @@ VITSAE_CLONES static float dot(const float* a, const float* b, int n) {
 
 // y += a x
 template <typename T>
-inline void axpy(T a, const T* x, T* y, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; i++) y[i] += a * x[i];
-}
-VITSAE_CLONES static void axpy(float a, const float* x, float* y, int n) {
+[[gnu::always_inline]] inline void axpy_body(T a, const T* x, T* y, int n) {
 #pragma omp simd
   for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 // Adam on n values: the moments take the (scaled) gradient, the parameter moves by step * m / (sqrt(v) / sbc2 + eps).
 template <typename T>
-inline void adam_span(T* p, const T* g, T* m, T* v, size_t n, T b1, T b2, T sc, T step, T sbc2, T eps) {
+[[gnu::always_inline]] inline void adam_body(T* p, const T* g, T* m, T* v, size_t n, T b1, T b2, T sc, T step, T sbc2,
+                                             T eps) {
 #pragma omp simd
   for (size_t i = 0; i < n; i++) {
     T gi = g[i] * sc;
@@ -119,17 +110,19 @@ inline void adam_span(T* p, const T* g, T* m, T* v, size_t n, T b1, T b2, T sc, 
     p[i] -= step * mi / (std::sqrt(vi) / sbc2 + eps);
   }
 }
+
+// The float versions (training) are the cloned ones; the double versions serve the gradient checks.
+VITSAE_CLONES static float dot(const float* a, const float* b, int n) { return dot_body(a, b, n); }
+inline double dot(const double* a, const double* b, int n) { return dot_body(a, b, n); }
+VITSAE_CLONES static void axpy(float a, const float* x, float* y, int n) { axpy_body(a, x, y, n); }
+inline void axpy(double a, const double* x, double* y, int n) { axpy_body(a, x, y, n); }
 VITSAE_CLONES static void adam_span(float* p, const float* g, float* m, float* v, size_t n, float b1, float b2,
                                     float sc, float step, float sbc2, float eps) {
-#pragma omp simd
-  for (size_t i = 0; i < n; i++) {
-    float gi = g[i] * sc;
-    float mi = b1 * m[i] + (1 - b1) * gi;
-    float vi = b2 * v[i] + (1 - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= step * mi / (std::sqrt(vi) / sbc2 + eps);
-  }
+  adam_body(p, g, m, v, n, b1, b2, sc, step, sbc2, eps);
+}
+inline void adam_span(double* p, const double* g, double* m, double* v, size_t n, double b1, double b2, double sc,
+                      double step, double sbc2, double eps) {
+  adam_body(p, g, m, v, n, b1, b2, sc, step, sbc2, eps);
 }
 
 template <typename T>

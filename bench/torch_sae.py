@@ -3,9 +3,13 @@
 A plain, idiomatic implementation: dense encoder, torch.topk (or ReLU + L1), dense decoder, autograd, Adam,
 decoder rows renormalised after each step with the parallel gradient component removed. Reads the same raw
 float32 [tokens, d] activations as vitsae and prints one JSON line with the measured tokens/s.
+
+With --tokens it is a whole run as a user would start one: read the data, train that many tokens (the first step
+included), save the weights and Adam state with torch.save to --out; the caller times the whole process.
 """
 import argparse
 import json
+import resource
 import time
 
 import numpy as np
@@ -21,6 +25,8 @@ p.add_argument("--steps", type=int, default=4)
 p.add_argument("--activation", choices=["topk", "relu"], default="topk")
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--b-enc", type=float, default=0.0, help="initial encoder bias (negative: sparser ReLU)")
+p.add_argument("--tokens", type=int, default=0, help="whole run: train this many tokens, then save to --out")
+p.add_argument("--out", default="", help="whole run: checkpoint file")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -59,10 +65,14 @@ def step(x):
 
 
 n_batches = x_all.shape[0] // a.batch
+steps = -(-a.tokens // a.batch) - 1 if a.tokens else a.steps
 step(x_all[: a.batch])  # warm-up, not timed
 t0 = time.perf_counter()
-for s in range(a.steps):
+for s in range(steps):
     b = (s + 1) % n_batches
     step(x_all[b * a.batch : (b + 1) * a.batch])
 dt = time.perf_counter() - t0
-print(json.dumps({"tokens_per_s": a.steps * a.batch / dt, "seconds_per_step": dt / a.steps, "threads": a.threads}))
+if a.out:
+    torch.save({"params": {k: v.detach() for k, v in params.items()}, "adam": opt.state_dict()}, a.out)
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"tokens_per_s": steps * a.batch / dt, "seconds_per_step": dt / steps, "threads": a.threads, "peak_mb": peak_mb}))

@@ -3,11 +3,11 @@
 # packages (offline-safe: onnxruntime's CUDA download is skipped) and the native SAE core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# libopenblas-dev: the SAE core's BLAS. python3-torch/-torchvision/-onnx: test fixtures and the benchmark's
-# PyTorch reference only, never used at run time. dataset-fashion-mnist: the real-image test data. chromium: the
+# libopenblas-dev: the SAE core's BLAS; pkgconf: pkg-config, which finds it for the build. python3-torch/-torchvision/
+# -onnx: test fixtures and the benchmark's PyTorch reference only, never used at run time. dataset-fashion-mnist: the real-image test data. chromium: the
 # browser tests of the feature browser (driven by playwright-core; never `npx playwright install`).
 # python3-scipy/-pandas: the test that `vitsae export` files open with scipy.sparse.load_npz and pandas.read_csv.
-packages=(libopenblas-dev python3-torch python3-torchvision python3-onnx python3-scipy python3-pandas dataset-fashion-mnist chromium)
+packages=(libopenblas-dev pkgconf python3-torch python3-torchvision python3-onnx python3-scipy python3-pandas dataset-fashion-mnist chromium)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -4,6 +4,8 @@
  */
 import { ConfigOf, ConfigSpec } from '../util/config.js';
 
+export const COMPUTES = ['auto', 'fp32', 'bf16'] as const;
+
 export const ACTIVATIONS = ['relu', 'topk', 'batchtopk', 'matryoshka'] as const;
 export type Activation = (typeof ACTIVATIONS)[number];
 
@@ -45,7 +47,13 @@ export const trainSpec = {
   batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'tokens per training batch' },
   tokens: { kind: 'number', int: true, min: 1, default: 100_000_000, doc: 'training tokens in total (batches = tokens / batch, rounded up)' },
   seed: { kind: 'number', int: true, default: 0, doc: 'seed for initialisation and the shuffled loader' },
-  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: 'tokens used to estimate the data mean and input scale before training' },
+  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: 'tokens used to estimate the data mean and input scale before training (at most the run\'s tokens)' },
+  compute: {
+    kind: 'enum',
+    choices: COMPUTES,
+    default: 'auto',
+    doc: 'encoder GEMM precision: bf16 (fp32 accumulation, fp32 weights and Adam state; needs AMX-BF16 or AVX512-BF16, else fp32 with a message), fp32, or auto (bf16 on AMX, where it measured faster, fp32 elsewhere)',
+  },
 } as const satisfies ConfigSpec;
 
 export type TrainConfig = ConfigOf<typeof trainSpec>;

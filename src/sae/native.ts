@@ -59,14 +59,19 @@ export interface RawMetrics {
   fires: Float64Array;
 }
 
+/** What a core's encoder GEMM runs in: fp32 (OpenBLAS), bf16 on AMX tiles, or bf16 with AVX512-BF16 dot products. */
+export type ComputeKernel = 'fp32' | 'bf16-amx' | 'bf16-avx512';
+
 export type TensorName = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec';
 
 export interface NativeCore<A extends Float32Array | Float64Array> {
   getTensor(name: string): A;
   getTensor(name: 'since_fired'): Float64Array;
   setTensor(name: string, data: A | Float64Array): void;
-  getState(): { adamStep: number; threshold: number };
-  setState(s: { adamStep?: number; threshold?: number }): void;
+  /** compute: what the encoder GEMM runs in (fp32, bf16-amx or bf16-avx512). */
+  getState(): { adamStep: number; threshold: number; compute: ComputeKernel };
+  /** bf16: run the encoder GEMM in bf16 where the CPU has a kernel for it (fp32 otherwise; see getState). */
+  setState(s: { adamStep?: number; threshold?: number; bf16?: boolean }): void;
   forwardBackward(x: A, l1: number, auxTarget?: A): StepStats;
   update(h: Hyper): number;
   trainStep(x: A, l1: number, h: Hyper): Promise<StepStats>;
@@ -84,6 +89,8 @@ interface NativeModule {
   /** err[n,c] = (sigmoid(logits[n,c] + bias[c]) - targets[n,c]) * scale; biasGrad[c] = sum over n of err[n,c]. */
   logisticResidual(logits_NC: Float32Array, bias_C: Float64Array, targets_NC: Uint8Array, scale: number, err_NC: Float32Array, biasGrad_C: Float64Array): void;
   threads: number;
+  /** The bf16 kernel this CPU runs (fp32 when it has none). VITSAE_BF16_KERNEL=avx512|none caps it. */
+  bf16Kernel(): ComputeKernel;
 }
 
 let cached: NativeModule | undefined;

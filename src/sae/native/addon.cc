@@ -114,6 +114,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       return env.Undefined();
     }
     std::vector<T>* v = Buffer(env, name);
+    core->weights_changed();
     auto a = info[1].As<TA<T>>();
     if (a.ElementLength() != v->size())
       throw Napi::RangeError::New(env, name + ": expected " + std::to_string(v->size()) + " values, got " +
@@ -130,6 +131,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     o.Set("kAux", core->k_aux);
     o.Set("auxCoeff", core->aux_coeff);
     o.Set("deadWindow", core->dead_window);
+    o.Set("compute", core->compute_name());
     return o;
   }
 
@@ -139,6 +141,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     auto o = info[0].As<Napi::Object>();
     if (o.Has("adamStep")) core->adam_step = o.Get("adamStep").As<Napi::Number>().DoubleValue();
     if (o.Has("threshold")) core->threshold = o.Get("threshold").As<Napi::Number>().DoubleValue();
+    if (o.Has("bf16")) core->set_bf16(o.Get("bf16").ToBoolean());
     return env.Undefined();
   }
 
@@ -385,6 +388,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("logisticResidual", Napi::Function::New(env, LogisticResidual));
   exports.Set("threads", Napi::Number::New(env, omp_get_max_threads()));
+  // What a core asked for bf16 computes in on this CPU: bf16-amx, bf16-avx512 or fp32 (no kernel).
+  exports.Set("bf16Kernel", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
+    return Napi::String::New(i.Env(), bf16_kernel_name(detect_bf16_kernel()));
+  }));
   return exports;
 }
 

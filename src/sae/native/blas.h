@@ -1,7 +1,11 @@
 // Row-major GEMM overloads over OpenBLAS so that the SAE core is one template for float (training) and
 // double (gradient checks against finite differences).
 #pragma once
+#ifdef VITSAE_ACCELERATE
+#include <Accelerate/Accelerate.h>  // macOS without Homebrew's OpenBLAS: Apple's CBLAS
+#else
 #include <cblas.h>
+#endif
 
 namespace vitsae {
 

@@ -1,0 +1,7 @@
+/**
+ * Preloaded into a benchmarked `vitsae` process (`node --import dist/bench/rss.js bin/vitsae.js ...`): prints its
+ * peak resident memory on exit, so whole processes are measured as a user runs them.
+ */
+process.on('exit', () => {
+  process.stderr.write(`\nvitsae-bench peak-rss-kb ${process.resourceUsage().maxRSS}\n`);
+});

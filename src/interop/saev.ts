@@ -18,7 +18,7 @@
  */
 import { promises as fsp } from 'node:fs';
 import { UserError } from '../util/errors.js';
-import type { Activation } from '../sae/config.js';
+import { Activation, traitsOf } from '../sae/activations.js';
 import { readTorchStateDict } from './torchzip.js';
 import { LoadedSae, sae4 } from '../sae/checkpoint.js';
 import { foldDecoderBias, foreignConfig, isObject, scalarOf } from './sae.js';
@@ -71,7 +71,7 @@ export function decodeSaev(bytes: Uint8Array, source: string): LoadedSae {
   ];
   let threshold = -1;
   if (tensors[THRESHOLD]) {
-    if (spec.activation !== 'batchtopk') throw new UserError(`${source}: ${THRESHOLD} is stored but the activation is ${spec.activation}`);
+    if (!traitsOf(spec.activation).learnedThreshold) throw new UserError(`${source}: ${THRESHOLD} is stored but the activation is ${spec.activation}, which learns none`);
     threshold = scalarOf(tensors[THRESHOLD], THRESHOLD, source);
   } else if (spec.activation === 'batchtopk') {
     notes.push('No BatchTopK threshold is stored (saev before Nov 2025): inference keeps every positive pre-activation, as saev itself does.');

@@ -3,18 +3,19 @@
  * (encode/decode); the training part is kept beside it in config.json so that a run can be reproduced and resumed.
  */
 import { ConfigOf, ConfigSpec } from '../util/config.js';
+import { ACTIVATIONS, ACTIVATION_TRAITS, traitsOf } from './activations.js';
 
 export const COMPUTES = ['auto', 'fp32', 'bf16'] as const;
 
-export const ACTIVATIONS = ['relu', 'topk', 'batchtopk', 'matryoshka'] as const;
-export type Activation = (typeof ACTIVATIONS)[number];
+export { ACTIVATIONS } from './activations.js';
+export type { Activation } from './activations.js';
 
 export const saeSpec = {
   activation: {
     kind: 'enum',
     choices: ACTIVATIONS,
     default: 'topk',
-    doc: 'relu (+L1, the paper recipe), topk (k per token), batchtopk (k*batch per batch, learned threshold at inference), matryoshka (batchtopk with nested prefix losses)',
+    doc: Object.values(ACTIVATION_TRAITS).map((t) => t.doc).join(', '),
   },
   expansion: { kind: 'number', int: true, min: 1, default: 16, doc: 'd_sae = expansion * d_model (ignored when --d-sae is set)' },
   dSae: { kind: 'number', int: true, min: 0, default: 0, doc: 'number of latents; 0 means expansion * d_model' },
@@ -94,7 +95,7 @@ export function dSaeOf(sae: SaeConfig, dModel: number): number {
 
 /** The nested prefix sizes of a matryoshka SAE, validated; other activations have one prefix (the whole). */
 export function prefixesOf(sae: SaeConfig, dSae: number): number[] {
-  if (sae.activation !== 'matryoshka') return [dSae];
+  if (!traitsOf(sae.activation).prefixes) return [dSae];
   const p = sae.matryoshkaPrefixes.length ? [...sae.matryoshkaPrefixes] : [16, 8, 4, 2, 1].map((f) => Math.max(1, Math.floor(dSae / f)));
   for (let i = 0; i < p.length; i++) {
     if (!Number.isInteger(p[i]) || p[i] < 1 || (i > 0 && p[i] <= p[i - 1])) throw new Error(`matryoshka prefixes must be ascending positive integers, got ${p.join(',')}`);

@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFilesTogether } from '../util/fs.js';
 import { Rng } from '../util/random.js';
-import { ACTIVATIONS, SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
+import { nativeIdOf, traitsOf } from './activations.js';
+import { SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
 import { LoadedSae, Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
 import { NativeCore, SparseActs, native } from './native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors, Tensor } from './safetensors.js';
@@ -51,11 +52,11 @@ export class Sae {
     return new (native().SaeF32)({
       d: cfg.d_model,
       s: cfg.d_sae,
-      activation: ACTIVATIONS.indexOf(sae.activation),
+      activation: nativeIdOf(sae.activation),
       k: Math.min(sae.k, cfg.d_sae),
       prefixes: prefixesOf(sae, cfg.d_sae),
-      kAux: sae.activation === 'relu' ? 0 : Math.min(train?.kAux || Math.floor(cfg.d_model / 2), cfg.d_sae),
-      auxCoeff: sae.activation === 'relu' ? 0 : (train?.auxCoeff ?? 0),
+      kAux: traitsOf(sae.activation).auxK ? Math.min(train?.kAux || Math.floor(cfg.d_model / 2), cfg.d_sae) : 0,
+      auxCoeff: traitsOf(sae.activation).auxK ? (train?.auxCoeff ?? 0) : 0,
       deadWindow: train?.deadWindow ?? 10_000_000,
       thresholdMomentum: train?.thresholdMomentum ?? 0.99,
     });

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
+import { ACTIVATIONS } from './activations.js';
 
 export interface CoreOptions {
   d: number;
@@ -62,7 +63,6 @@ export interface RawMetrics {
 /** What a core's encoder GEMM runs in: fp32 (OpenBLAS), bf16 on AMX tiles, or bf16 with AVX512-BF16 dot products. */
 export type ComputeKernel = 'fp32' | 'bf16-amx' | 'bf16-avx512';
 
-export type TensorName = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec';
 
 export interface NativeCore<A extends Float32Array | Float64Array> {
   getTensor(name: string): A;
@@ -89,6 +89,8 @@ interface NativeModule {
   /** err[n,c] = (sigmoid(logits[n,c] + bias[c]) - targets[n,c]) * scale; biasGrad[c] = sum over n of err[n,c]. */
   logisticResidual(logits_NC: Float32Array, bias_C: Float64Array, targets_NC: Uint8Array, scale: number, err_NC: Float32Array, biasGrad_C: Float64Array): void;
   threads: number;
+  /** The activations the core implements, in the order of their ids. */
+  activations: string[];
   /** The bf16 kernel this CPU runs (fp32 when it has none). VITSAE_BF16_KERNEL=avx512|none caps it. */
   bf16Kernel(): ComputeKernel;
 }
@@ -103,6 +105,10 @@ export function native(): NativeModule {
   if (!existsSync(file)) {
     throw new Error(`the native SAE core is not built (${file} is missing): run \`npm run build:native\` (needs apt libopenblas-dev)`);
   }
-  cached = createRequire(import.meta.url)(file) as NativeModule;
+  const loaded = createRequire(import.meta.url)(file) as NativeModule;
+  // Activations cross to C++ as their index in ACTIVATIONS: the core's own list must be the same.
+  if (loaded.activations.join() !== ACTIVATIONS.join())
+    throw new Error(`the native SAE core (${file}) knows activations [${loaded.activations}] but src/sae/activations.ts declares [${ACTIVATIONS}] in that order: rebuild it (npm run build:native) or align the two`);
+  cached = loaded;
   return cached;
 }

@@ -14,6 +14,7 @@ import { writeFileAtomic } from '../util/fs.js';
 import { snakeKeys } from '../util/json-keys.js';
 import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
+import { traitsOf } from './activations.js';
 import { LoadedSae } from './checkpoint.js';
 import { SaeConfig, TrainConfig, resolveRunLength } from './config.js';
 import { Sae } from './model.js';
@@ -206,7 +207,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
         const x = scaled.get(s) ?? (s === 1 ? batch.acts_BD : m.model.scaleInput(batch.acts_BD));
         scaled.set(s, x);
         const hyper: Hyper = { lr: learningRate(m.train, step, totalSteps), beta1: m.train.adamBeta1, beta2: m.train.adamBeta2, eps: m.train.adamEps, clip: m.train.gradClip };
-        const l1 = m.sae.activation === 'relu' ? l1Coefficient(m.train, step) : 0;
+        const l1 = traitsOf(m.sae.activation).l1 ? l1Coefficient(m.train, step) : 0;
         const st: StepStats = await m.model.core.trainStep(x, l1, hyper);
         if (!Number.isFinite(st.loss)) {
           throw new UserError(`${m.dir}: the loss became ${st.loss} at step ${step}; lower --lr (now ${m.train.lr}) or check the shards; the last checkpoint is kept`);
@@ -235,7 +236,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
             aux_loss: m.interval.aux / k,
             l1_loss: m.interval.l1 / k,
             lr: learningRate(m.train, step, totalSteps),
-            l1: m.sae.activation === 'relu' ? l1Coefficient(m.train, step) : 0,
+            l1: traitsOf(m.sae.activation).l1 ? l1Coefficient(m.train, step) : 0,
             grad_norm: m.interval.gradNorm / k,
             tokens_per_s: intervalTokens / Math.max(1e-9, elapsed),
             ...metrics,

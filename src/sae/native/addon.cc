@@ -388,6 +388,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sgemm", Napi::Function::New(env, Sgemm));
   exports.Set("logisticResidual", Napi::Function::New(env, LogisticResidual));
   exports.Set("threads", Napi::Number::New(env, omp_get_max_threads()));
+  auto acts = Napi::Array::New(env);
+  for (uint32_t i = 0; i < std::size(kActNames); i++) acts.Set(i, Napi::String::New(env, kActNames[i]));
+  exports.Set("activations", acts);
   // What a core asked for bf16 computes in on this CPU: bf16-amx, bf16-avx512 or fp32 (no kernel).
   exports.Set("bf16Kernel", Napi::Function::New(env, [](const Napi::CallbackInfo& i) {
     return Napi::String::New(i.Env(), bf16_kernel_name(detect_bf16_kernel()));

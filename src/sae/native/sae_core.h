@@ -29,7 +29,10 @@
 
 namespace vitsae {
 
+// The activations, in the order of their ids; the names are exported by the addon and checked against the
+// registry in src/sae/activations.ts when it loads.
 enum class Act : int { ReLU = 0, TopK = 1, BatchTopK = 2, Matryoshka = 3 };
+inline constexpr const char* kActNames[] = {"relu", "topk", "batchtopk", "matryoshka"};
 
 struct CoreOptions {
   int d = 0, s = 0;
@@ -169,7 +172,8 @@ class SaeCore {
     metrics.reset(D, S);
   }
 
-  bool sparse() const { return act != Act::ReLU; }
+  // TopK, BatchTopK and Matryoshka choose their active latents; ReLU keeps every positive one.
+  bool selects() const { return act != Act::ReLU; }
   const char* compute_name() const { return bf16_kernel_name(bf16_kernel); }
 
   // Encoder GEMM in bf16 (fp32 accumulation; weights, gradients and Adam state stay fp32). Float cores only; where
@@ -178,7 +182,6 @@ class SaeCore {
     if constexpr (std::is_same_v<T, float>) bf16_kernel = on ? detect_bf16_kernel() : Bf16Kernel::None;
     W_enc_bf_fresh = false;
   }
-  bool batch_select() const { return act == Act::BatchTopK || act == Act::Matryoshka; }
 
   // Forward and backward on x_BD (already scaled). Fills the g* buffers with raw gradients of the loss and
   // returns its terms. aux_target_BD, when given, replaces the AuxK target x - x_hat (which is otherwise a
@@ -188,7 +191,7 @@ class SaeCore {
     row_stats_valid = false;
     encode_pre(x, B);
     l1_grad = 0;
-    if (!sparse()) {
+    if (!selects()) {
       if (!dense_to_csr(B, sparse_relu_density)) {
         dense_relu_backward(x, B, l1, st);
         return st;
@@ -216,7 +219,7 @@ class SaeCore {
   // Inference: activations (CSR in rowptr/idx/val) and, if xhat_out, the reconstruction. Accumulates metrics.
   void infer(const T* x, int B, T* xhat_out) {
     encode_pre(x, B);
-    if (sparse()) {
+    if (selects()) {
       select(B, false);
     } else {
       dense_to_csr(B);
@@ -311,7 +314,7 @@ class SaeCore {
     xhat.resize((size_t)B * D);
     G.resize((size_t)B * P * D);
     aux_diff.resize((size_t)B * D);
-    if (!sparse()) dense_d.resize((size_t)B * S);
+    if (!selects()) dense_d.resize((size_t)B * S);
   }
 
   static double sumsq(const std::vector<T>& v) {

@@ -68,23 +68,17 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
 
   // The named buffers that JS may read and write: parameters, gradients and Adam moments.
   std::vector<T>* Buffer(Napi::Env env, const std::string& name) {
-    SaeCore<T>& c = *core;
-    if (name == "W_enc") return &c.W_enc;
-    if (name == "b_enc") return &c.b_enc;
-    if (name == "W_dec") return &c.W_dec;
-    if (name == "b_dec") return &c.b_dec;
-    if (name == "grad.W_enc") return &c.gW_enc;
-    if (name == "grad.b_enc") return &c.gb_enc;
-    if (name == "grad.W_dec") return &c.gW_dec;
-    if (name == "grad.b_dec") return &c.gb_dec;
-    if (name == "adam_m.W_enc") return &c.mW_enc;
-    if (name == "adam_m.b_enc") return &c.mb_enc;
-    if (name == "adam_m.W_dec") return &c.mW_dec;
-    if (name == "adam_m.b_dec") return &c.mb_dec;
-    if (name == "adam_v.W_enc") return &c.vW_enc;
-    if (name == "adam_v.b_enc") return &c.vb_enc;
-    if (name == "adam_v.W_dec") return &c.vW_dec;
-    if (name == "adam_v.b_dec") return &c.vb_dec;
+    using Member = std::vector<T> SaeCore<T>::*;
+    static const std::pair<const char*, Member> kBuffers[] = {
+        {"W_enc", &SaeCore<T>::W_enc},         {"b_enc", &SaeCore<T>::b_enc},         {"W_dec", &SaeCore<T>::W_dec},
+        {"b_dec", &SaeCore<T>::b_dec},         {"grad.W_enc", &SaeCore<T>::gW_enc},   {"grad.b_enc", &SaeCore<T>::gb_enc},
+        {"grad.W_dec", &SaeCore<T>::gW_dec},   {"grad.b_dec", &SaeCore<T>::gb_dec},   {"adam_m.W_enc", &SaeCore<T>::mW_enc},
+        {"adam_m.b_enc", &SaeCore<T>::mb_enc}, {"adam_m.W_dec", &SaeCore<T>::mW_dec}, {"adam_m.b_dec", &SaeCore<T>::mb_dec},
+        {"adam_v.W_enc", &SaeCore<T>::vW_enc}, {"adam_v.b_enc", &SaeCore<T>::vb_enc}, {"adam_v.W_dec", &SaeCore<T>::vW_dec},
+        {"adam_v.b_dec", &SaeCore<T>::vb_dec},
+    };
+    for (const auto& [n, member] : kBuffers)
+      if (name == n) return &((*core).*member);
     throw Napi::Error::New(env, "unknown tensor " + name);
   }
 

@@ -375,54 +375,60 @@ class SaeCore {
     }
   }
 
-  // Chooses the active entries. TopK: the k largest pre-activations per token (values ReLU'd, so an entry may
-  // be 0 only when fewer than k are positive). BatchTopK/Matryoshka: training keeps the k*B largest positive
-  // values of the batch and moves the threshold toward the smallest kept one; inference keeps values above it.
+  // Chooses the active entries into rowptr/idx/val: per token for TopK, per batch for BatchTopK/Matryoshka.
   void select(int B, bool train) {
     rowptr.assign(B + 1, 0);
-    if (act == Act::TopK) {
-      idx.resize((size_t)B * K);
-      val.resize((size_t)B * K);
+    if (act == Act::TopK) select_topk(B);
+    else select_batch(B, train);
+  }
+
+  // TopK: the k largest pre-activations per token (values ReLU'd, so an entry may be 0 only when fewer than k
+  // are positive).
+  void select_topk(int B) {
+    idx.resize((size_t)B * K);
+    val.resize((size_t)B * K);
 #pragma omp parallel
-      {
-        std::vector<std::pair<T, int32_t>> heap;
-        heap.reserve(K);
-        auto cmp = [](const std::pair<T, int32_t>& a, const std::pair<T, int32_t>& b) { return a.first > b.first; };
+    {
+      std::vector<std::pair<T, int32_t>> heap;
+      heap.reserve(K);
+      auto cmp = [](const std::pair<T, int32_t>& a, const std::pair<T, int32_t>& b) { return a.first > b.first; };
 #pragma omp for schedule(static)
-        for (int b = 0; b < B; b++) {
-          const T* row = &pre[(size_t)b * S];
-          heap.clear();
-          for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
-          std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
-          T lo = heap.front().first;
-          // Most blocks of 16 hold nothing above the heap's minimum: test them with one vectorised max.
-          for (int s0 = K; s0 < S; s0 += 16) {
-            const int s1 = std::min(S, s0 + 16);
-            T m = -std::numeric_limits<T>::infinity();
+      for (int b = 0; b < B; b++) {
+        const T* row = &pre[(size_t)b * S];
+        heap.clear();
+        for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
+        std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
+        T lo = heap.front().first;
+        // Most blocks of 16 hold nothing above the heap's minimum: test them with one vectorised max.
+        for (int s0 = K; s0 < S; s0 += 16) {
+          const int s1 = std::min(S, s0 + 16);
+          T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
-            for (int s = s0; s < s1; s++) m = std::max(m, row[s] + b_enc[s]);
-            if (!(m > lo)) continue;
-            for (int s = s0; s < s1; s++) {
-              T v = row[s] + b_enc[s];
-              if (v > lo) {
-                std::pop_heap(heap.begin(), heap.end(), cmp);
-                heap.back() = {v, s};
-                std::push_heap(heap.begin(), heap.end(), cmp);
-                lo = heap.front().first;
-              }
+          for (int s = s0; s < s1; s++) m = std::max(m, row[s] + b_enc[s]);
+          if (!(m > lo)) continue;
+          for (int s = s0; s < s1; s++) {
+            T v = row[s] + b_enc[s];
+            if (v > lo) {
+              std::pop_heap(heap.begin(), heap.end(), cmp);
+              heap.back() = {v, s};
+              std::push_heap(heap.begin(), heap.end(), cmp);
+              lo = heap.front().first;
             }
           }
-          std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
-          for (int j = 0; j < K; j++) {
-            idx[(size_t)b * K + j] = heap[j].second;
-            val[(size_t)b * K + j] = std::max(heap[j].first, (T)0);
-          }
+        }
+        std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
+        for (int j = 0; j < K; j++) {
+          idx[(size_t)b * K + j] = heap[j].second;
+          val[(size_t)b * K + j] = std::max(heap[j].first, (T)0);
         }
       }
-      for (int b = 0; b <= B; b++) rowptr[b] = (int64_t)b * K;
-      return;
     }
-    // Batch selection (train) or fixed threshold (inference).
+    for (int b = 0; b <= B; b++) rowptr[b] = (int64_t)b * K;
+  }
+
+  // BatchTopK/Matryoshka: training keeps the k*B largest positive values of the batch and moves the threshold
+  // toward the smallest kept one; inference keeps the values above the learned threshold.
+  void select_batch(int B, bool train) {
     T thr;
     int64_t take_ties = 0;  // how many entries equal to thr are kept (train), in token order
     if (train) {

@@ -12,20 +12,39 @@ import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as ort from 'onnxruntime-node';
 import { Dataset, openDataset } from '../data/images.js';
-import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
+import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, preprocessSpec, readModelCard, resolvePreprocess } from '../data/preprocess.js';
 import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, layoutFromShapes, layoutTensors, openBackbone, probeInput, selectLayers, sessionOptions, TokenLayout } from './backbone.js';
-import { Device } from './device.js';
+import { Device, deviceSpec } from './device.js';
 import { frontModel } from './graph.js';
 import { FRONT_SESSION_OPTIONS, FrontWorker } from './front-worker.js';
 import { encodeModel } from './onnx.js';
 import { snakeKeys } from '../util/json-keys.js';
+import { ConfigSpec, defaultsOf } from '../util/config.js';
 
 export const ERRORS_FILE = 'errors.jsonl';
 /** saev's default shard budget (~7 GiB per shard at d_model 768). */
 export const DEFAULT_MAX_TOKENS_PER_SHARD = 2_400_000;
+
+/** The recorder's options with their defaults and docs; `vitsae record`'s flags are generated from them. */
+export const recordSpec = {
+    model: { kind: 'string', required: true, default: '', doc: 'the ONNX model' },
+    layer: { kind: 'strings', default: [], doc: 'layer to record: block index or tensor name (repeatable)' },
+    data: { kind: 'string', required: true, default: '', doc: 'the dataset' },
+    out: { kind: 'string', required: true, default: '', doc: 'output shard directory' },
+    batch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run' },
+    onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
+    worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
+    workers: { kind: 'number', int: true, min: 1, default: 1, doc: 'machines sharing the dataset' },
+    ...preprocessSpec,
+    maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
+    ...deviceSpec,
+    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+} as const satisfies ConfigSpec;
+
+const DEFAULTS = defaultsOf(recordSpec);
 
 export interface RecordOptions {
   model: string;
@@ -132,10 +151,10 @@ async function recordWith(
   card: ReturnType<typeof readModelCard>,
   log: (message: string) => void,
 ): Promise<RecordResult> {
-  const onError = opts.onError ?? 'stop';
+  const onError = opts.onError ?? DEFAULTS.onError;
   // A model exported with a fixed batch runs that many images at a time, the last batch padded with zeros.
   const fixed = fixedBatch(bb);
-  const batch = fixed ?? opts.batch ?? 16;
+  const batch = fixed ?? opts.batch ?? DEFAULTS.batch;
   const names = layers.map((l) => l.name);
   const ds = await openDataset(opts.data);
   if (ds.kind === 'segmentation' && !layout.grid) throw new UserError('the patch grid of this model is unknown, so mask pixels cannot be assigned to patches');
@@ -149,8 +168,8 @@ async function recordWith(
     d_model: layout.dModel,
     max_tokens_per_shard: opts.maxTokensPerShard || DEFAULT_MAX_TOKENS_PER_SHARD,
   };
-  const workers = opts.workers ?? 1;
-  const worker = opts.worker ?? 0;
+  const workers = opts.workers ?? DEFAULTS.workers;
+  const worker = opts.worker ?? DEFAULTS.worker;
   // Workers record whole shards, so each needs one: without a chosen shard size, shards shrink until they suffice.
   // Every worker computes the same size from the dataset, and one machine recording with it gives the same bytes.
   if (!opts.maxTokensPerShard && Math.ceil(ds.size / examplesPerShard(shape)) < workers) {
@@ -186,7 +205,7 @@ async function recordWith(
   if (resumed) log(`resuming ${opts.out}: ${writer.nExamples} examples kept, continuing at dataset index ${next}`);
   const examples = await fs.open(path.join(opts.out, EXAMPLES_FILE), 'a');
   const errors = await fs.open(path.join(opts.out, ERRORS_FILE), 'a');
-  const bar = progress('record', slice.end - next, { enabled: opts.progress ?? true, unit: 'images' });
+  const bar = progress('record', slice.end - next, { enabled: opts.progress ?? DEFAULTS.progress, unit: 'images' });
   const started = Date.now();
   let recorded = 0;
   let skipped = 0;

@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import { openDataset } from '../data/images.js';
 import { loadMask, patchMajority } from '../data/preprocess.js';
 import { OBJECTS_FILE, WorldObject, classOf, readConceptWorld, withoutConcept } from '../data/concept-world.js';
+import { ConfigOf, ConfigSpec, defaultsOf } from '../util/config.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
@@ -32,25 +33,24 @@ import { f1Of } from '../analysis/concepts.js';
 import { EditEngine, Prepared } from './engine.js';
 import { Task } from './kinds.js';
 
-export interface EditEvalOptions {
-  /** The labelled dataset: class labels (classify) or images/ + masks/ (segment). */
-  data: string;
-  /** A concept-world directory the images come from: adds the rule check (classification heads). */
-  concepts?: string;
-  /** Images sampled from the dataset (default 1000). */
-  images?: number;
-  /** Share of them used to choose latents and measure their maxima (default 0.5). */
-  selectFraction?: number;
-  /** The edit: set the latent to factor x its maximum (default -2). */
-  factor?: number;
-  /** 'target' (default): segmentation and rule edits touch only the patches of the class or concept; 'all': every patch. */
-  scope?: EditScope;
-  seed?: number;
-  progress?: boolean;
-}
-
 export const EDIT_SCOPES = ['target', 'all'] as const;
 export type EditScope = (typeof EDIT_SCOPES)[number];
+
+/** The edit test's options with their defaults and docs; `vitsae eval edits` generates its flags from them. */
+export const editEvalSpec = {
+    data: { kind: 'string', required: true, default: '', doc: 'the labelled dataset the edits are measured on' },
+    concepts: { kind: 'string', default: '', doc: 'the concept-world directory of the images, for the rule check' },
+    images: { kind: 'number', int: true, min: 2, default: 1000, doc: 'images sampled from the dataset' },
+    selectFraction: { kind: 'number', min: 0.01, max: 0.99, default: 0.5, doc: 'share of them that choose the latents and their maxima' },
+    factor: { kind: 'number', default: -2, doc: 'the edit sets the latent to factor x its maximum' },
+    scope: { kind: 'enum', choices: EDIT_SCOPES, default: 'target', doc: "patches a segmentation or concept edit touches: the target's own, or all" },
+    seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the image sample and the baselines' },
+    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+} as const satisfies ConfigSpec;
+
+/** Options of evaluateEdits: `data` and any of editEvalSpec (defaults from it); `concepts` adds the rule check. */
+export type EditEvalOptions = Partial<ConfigOf<typeof editEvalSpec>> & { data: string };
+const DEFAULTS = defaultsOf(editEvalSpec);
 
 export interface ChangeRates {
   /** Share of the target class's units (patches or images) whose predicted class changed. */
@@ -212,14 +212,14 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
   if (world && engine.preprocess.cropRatio !== null && engine.preprocess.cropRatio !== 1)
     throw new UserError('the concept world check needs a model that sees the whole image (no centre crop in its model card)');
 
-  const seed = opts.seed ?? 0;
-  const sample = new Rng(seed, 0xed17).permutation(ds.size).subarray(0, Math.min(ds.size, opts.images ?? 1000));
-  const nSelect = Math.round(sample.length * (opts.selectFraction ?? 0.5));
+  const seed = opts.seed ?? DEFAULTS.seed;
+  const sample = new Rng(seed, 0xed17).permutation(ds.size).subarray(0, Math.min(ds.size, opts.images ?? DEFAULTS.images));
+  const nSelect = Math.round(sample.length * (opts.selectFraction ?? DEFAULTS.selectFraction));
   const select = Int32Array.from(sample.subarray(0, nSelect)).sort();
   const test = Int32Array.from(sample.subarray(nSelect)).sort();
   if (!select.length || !test.length) throw new UserError(`${sample.length} images cannot be split into selection and test images; use more`);
 
-  const bar = progress('eval edits', sample.length, { enabled: opts.progress ?? true, unit: 'images' });
+  const bar = progress('eval edits', sample.length, { enabled: opts.progress ?? DEFAULTS.progress, unit: 'images' });
   let done = 0;
   const ctx: EvalContext = {
     engine,
@@ -228,8 +228,8 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
     P,
     D,
     S: engine.sae.dSae,
-    factor: opts.factor ?? -2,
-    scope: opts.scope ?? 'target',
+    factor: opts.factor ?? DEFAULTS.factor,
+    scope: opts.scope ?? DEFAULTS.scope,
     seed,
     world,
     advance: (n) => bar.update((done += n)),

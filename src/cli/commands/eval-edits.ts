@@ -1,5 +1,5 @@
 import { defineCommand } from '../command.js';
-import { EDIT_SCOPES, editEvalMarkdown, evaluateEdits } from '../../edit/evaluate.js';
+import { editEvalMarkdown, editEvalSpec, evaluateEdits } from '../../edit/evaluate.js';
 import { engineSpec, openEngine } from './edit.js';
 
 export const evalEditsCommand = defineCommand({
@@ -24,20 +24,13 @@ Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae ru
            --probe runs/world/probe --data data/world/labels.csv --concepts data/world`,
   spec: {
     ...engineSpec,
-    data: { kind: 'string', required: true, default: '', doc: 'the labelled dataset the edits are measured on' },
-    concepts: { kind: 'string', default: '', doc: 'the concept-world directory of the images, for the rule check' },
-    images: { kind: 'number', int: true, min: 2, default: 1000, doc: 'images sampled from the dataset' },
-    selectFraction: { kind: 'number', min: 0.01, max: 0.99, default: 0.5, doc: 'share of them that choose the latents and their maxima' },
-    factor: { kind: 'number', default: -2, doc: 'the edit sets the latent to factor x its maximum' },
-    scope: { kind: 'enum', choices: EDIT_SCOPES, default: 'target', doc: "patches a segmentation or concept edit touches: the target's own, or all" },
-    seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the image sample and the baselines' },
-    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+    ...editEvalSpec,
     json: { kind: 'boolean', default: false, doc: 'print the report as JSON' },
   },
   async run(c) {
     const { engine } = await openEngine(c);
     try {
-      const report = await evaluateEdits(engine, { data: c.data, concepts: c.concepts || undefined, images: c.images, selectFraction: c.selectFraction, factor: c.factor, scope: c.scope, seed: c.seed, progress: c.progress });
+      const report = await evaluateEdits(engine, { ...c, concepts: c.concepts || undefined });
       process.stdout.write(c.json ? JSON.stringify(report) + '\n' : editEvalMarkdown(report));
     } finally {
       await engine.close();

@@ -1,7 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
-import { deviceSpec } from '../../backbone/device.js';
-import { DEFAULT_MAX_TOKENS_PER_SHARD, record } from '../../backbone/record.js';
-import { overridesOf, preprocessSpec } from '../../data/preprocess.js';
+import { record, recordSpec } from '../../backbone/record.js';
+import { overridesOf } from '../../data/preprocess.js';
 import { mergeShards } from '../../backbone/merge.js';
 
 export const recordCommand = defineCommand({
@@ -20,18 +19,7 @@ workers 0..N-1 (one per machine) into separate directories and join them with vi
 
 Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val --out runs/shards/val`,
   spec: {
-    model: { kind: 'string', required: true, default: '', doc: 'the ONNX model' },
-    layer: { kind: 'strings', default: [], doc: 'layer to record: block index or tensor name (repeatable)' },
-    data: { kind: 'string', required: true, default: '', doc: 'the dataset' },
-    out: { kind: 'string', required: true, default: '', doc: 'output shard directory' },
-    batch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run' },
-    onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
-    worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
-    workers: { kind: 'number', int: true, min: 1, default: 1, doc: 'machines sharing the dataset' },
-    ...preprocessSpec,
-    maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
-    ...deviceSpec,
-    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+    ...recordSpec,
     json: { kind: 'boolean', default: false, doc: 'print a JSON summary' },
   },
   async run(config) {

@@ -122,9 +122,6 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     auto o = Napi::Object::New(env);
     o.Set("adamStep", core->adam_step);
     o.Set("threshold", core->threshold);
-    o.Set("kAux", core->k_aux);
-    o.Set("auxCoeff", core->aux_coeff);
-    o.Set("deadWindow", core->dead_window);
     o.Set("compute", core->compute_name());
     return o;
   }

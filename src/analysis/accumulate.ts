@@ -85,7 +85,10 @@ export class ExemplarAccumulator {
   private rowSorted = new Int32Array(1024);
   private readonly rowReady: Uint8Array;
 
-  constructor(readonly shape: AccumulatorShape, state?: Arrays) {
+  constructor(
+    readonly shape: AccumulatorShape,
+    state?: Arrays,
+  ) {
     const { nLatents: S, k: K, patches: P, cofire: C } = shape;
     if (K > 65535) throw new RangeError('k must be at most 65535');
     this.score_SK = state?.score_SK ?? new Float32Array(S * K);
@@ -99,7 +102,19 @@ export class ExemplarAccumulator {
     this.sum_S = state?.sum_S ?? new Float64Array(S);
     this.max_S = state?.max_S ?? new Float32Array(S);
     this.hist_SH = state?.hist_SH ?? new Uint32Array(S * HIST_BINS);
-    const want = { score_SK: S * K, example_SK: S * K, patches_SKP: S * K * P, cofire_SKC: S * K * C, heap_SK: S * K, count_S: S, fireTokens_S: S, fireImages_S: S, sum_S: S, max_S: S, hist_SH: S * HIST_BINS };
+    const want = {
+      score_SK: S * K,
+      example_SK: S * K,
+      patches_SKP: S * K * P,
+      cofire_SKC: S * K * C,
+      heap_SK: S * K,
+      count_S: S,
+      fireTokens_S: S,
+      fireImages_S: S,
+      sum_S: S,
+      max_S: S,
+      hist_SH: S * HIST_BINS,
+    };
     const arrays = this.arrays();
     for (const [name, n] of Object.entries(want)) {
       const got = arrays[name as keyof Arrays].length;
@@ -137,7 +152,10 @@ export class ExemplarAccumulator {
   addImage(example: number, rows: ImageRows): { latents: Int32Array; values: Float32Array } {
     const { k: K, patches: P, cofire: C } = this.shape;
     const { rowptr, idx, val, row0 } = rows;
-    const imgMax = this.imgMax_S, imgArg = this.imgArg_S, imgCount = this.imgCount_S, touched = this.touched;
+    const imgMax = this.imgMax_S,
+      imgArg = this.imgArg_S,
+      imgCount = this.imgCount_S,
+      touched = this.touched;
     let nTouched = 0;
     let nEntries = 0;
     for (let p = 0; p < P; p++) {
@@ -260,7 +278,8 @@ export class ExemplarAccumulator {
 
   /** Whether slot a ranks below slot b: lower score, or equal score and later example. */
   private worse(a: number, b: number): boolean {
-    const sa = this.score_SK[a], sb = this.score_SK[b];
+    const sa = this.score_SK[a],
+      sb = this.score_SK[b];
     return sa < sb || (sa === sb && this.example_SK[a] > this.example_SK[b]);
   }
 

@@ -5,7 +5,8 @@
 
 /** Best cosine of each atom with any decoder row (rows and atoms are unit norm, so a dot product is a cosine). */
 export function bestAtomCosines(W_dec_SD: Float32Array, atoms_AD: Float32Array, d: number): Float32Array {
-  const S = W_dec_SD.length / d, A = atoms_AD.length / d;
+  const S = W_dec_SD.length / d,
+    A = atoms_AD.length / d;
   const best_A = new Float32Array(A).fill(-1);
   for (let a = 0; a < A; a++) {
     for (let s = 0; s < S; s++) {

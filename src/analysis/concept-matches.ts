@@ -22,13 +22,7 @@ export const MATCHES_PER_LATENT = 3;
  * counts of the concept pass: tp_SC[s * C + c] patches where latent s fires and concept c is present, fires_S[s]
  * patches where s fires, positives_C[c] patches where c is present.
  */
-export function bestConceptMatches(
-  tp_SC: ArrayLike<number>,
-  fires_S: ArrayLike<number>,
-  positives_C: ArrayLike<number>,
-  concepts: readonly string[],
-  top = MATCHES_PER_LATENT,
-): ConceptMatch[][] {
+export function bestConceptMatches(tp_SC: ArrayLike<number>, fires_S: ArrayLike<number>, positives_C: ArrayLike<number>, concepts: readonly string[], top = MATCHES_PER_LATENT): ConceptMatch[][] {
   const C = concepts.length;
   return Array.from({ length: fires_S.length }, (_, s) => {
     const best: ConceptMatch[] = [];

@@ -20,13 +20,13 @@ import { readJson, writeFileAtomic } from '../util/fs.js';
 import { parseCsv } from '../data/images.js';
 import { LABELS_FILE, readConceptWorld } from '../data/concept-world.js';
 import { EXAMPLES_FILE } from '../shards/format.js';
-import { Sae } from '../sae/model.js';
+import type { Sae } from '../sae/model.js';
 import { Adam } from '../util/adam.js';
 import { Rng } from '../util/random.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { bestConceptMatches, ConceptMatch } from './concept-matches.js';
+import { bestConceptMatches, type ConceptMatch } from './concept-matches.js';
 import { readRun, writeRun } from './run.js';
 
 /** Binary per-patch concept labels for the examples of a shard directory. */
@@ -240,7 +240,8 @@ export function greedyGroup(fired_NC: Uint32Array, present_NC: Uint8Array, N: nu
     for (let m = 0; m < 32; m++) {
       if (mask & (1 << m)) continue;
       const trial = mask | (1 << m);
-      let tp = 0, predicted = 0;
+      let tp = 0,
+        predicted = 0;
       for (let n = 0; n < N; n++) {
         if (fired_NC[n * C + c] & trial) {
           predicted++;
@@ -269,16 +270,24 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   const nTrain = Math.floor((N / patches) * 0.8) * patches;
   if (nTrain < patches || N - nTrain < patches) throw new UserError(`too few examples (${N / patches}) to fit and test the probes; use more data`);
   // Standardise features (statistics of the training part) so one learning rate fits every layer.
-  const mu_D = new Float64Array(D), sd_D = new Float64Array(D);
+  const mu_D = new Float64Array(D),
+    sd_D = new Float64Array(D);
   for (let n = 0; n < nTrain; n++) for (let d = 0; d < D; d++) mu_D[d] += X_ND[n * D + d] / nTrain;
   for (let n = 0; n < nTrain; n++) for (let d = 0; d < D; d++) sd_D[d] += (X_ND[n * D + d] - mu_D[d]) ** 2 / nTrain;
   const Z_ND = new Float32Array(N * D);
   for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) Z_ND[n * D + d] = (X_ND[n * D + d] - mu_D[d]) / Math.sqrt(sd_D[d] + 1e-12);
 
   // Logistic regression for all concepts at once (independent sigmoids), full-batch Adam.
-  const W_DC = new Float32Array(D * C), b_C = new Float64Array(C);
-  const logits_NC = new Float32Array(N * C), grad_DC = new Float32Array(D * C), err_NC = new Float32Array(nTrain * C);
-  const m_DC = new Float64Array(D * C), v_DC = new Float64Array(D * C), mb = new Float64Array(C), vb = new Float64Array(C), gb = new Float64Array(C);
+  const W_DC = new Float32Array(D * C),
+    b_C = new Float64Array(C);
+  const logits_NC = new Float32Array(N * C),
+    grad_DC = new Float32Array(D * C),
+    err_NC = new Float32Array(nTrain * C);
+  const m_DC = new Float64Array(D * C),
+    v_DC = new Float64Array(D * C),
+    mb = new Float64Array(C),
+    vb = new Float64Array(C),
+    gb = new Float64Array(C);
   const { sgemm, logisticResidual } = native();
   const Ztrain = Z_ND.subarray(0, nTrain * D);
   const adam = new Adam({ lr: 0.05 });
@@ -309,8 +318,28 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   // The probe's logit gets a fitted threshold too (and features a sign as well): every detector is fit alike.
   const probe = Float64Array.from({ length: C }, (_, c) => detectorScores(column(logits_NC, C, c), Y_NC, C, nTrain, [1]).test[c]);
   const heldOut = (best: Detector[]) => Float64Array.from(best, (b) => b.test);
-  const neuron = heldOut(bestDetectors((function* () { for (let d = 0; d < D; d++) yield { x: column(X_ND, D, d) }; })(), Y_NC, C, nTrain, [1, -1]));
-  const random = heldOut(bestDetectors((function* () { for (let r = 0; r < R; r++) yield { x: column(proj_NR, R, r) }; })(), Y_NC, C, nTrain, [1, -1]));
+  const neuron = heldOut(
+    bestDetectors(
+      (function* () {
+        for (let d = 0; d < D; d++) yield { x: column(X_ND, D, d) };
+      })(),
+      Y_NC,
+      C,
+      nTrain,
+      [1, -1],
+    ),
+  );
+  const random = heldOut(
+    bestDetectors(
+      (function* () {
+        for (let r = 0; r < R; r++) yield { x: column(proj_NR, R, r) };
+      })(),
+      Y_NC,
+      C,
+      nTrain,
+      [1, -1],
+    ),
+  );
   return { probe, neuron, random, nTrain };
 }
 
@@ -356,9 +385,7 @@ export interface Detector {
 }
 
 /** Per concept, the column (null: skipped) whose fitted rule has the best training F1 (lowest index on ties). */
-export function bestDetectors(
-  columns: Iterable<{ x: Float32Array; sparse?: SparseRows } | null>, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[],
-): Detector[] {
+export function bestDetectors(columns: Iterable<{ x: Float32Array; sparse?: SparseRows } | null>, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[]): Detector[] {
   const best: Detector[] = Array.from({ length: C }, () => ({ feature: -1, sign: 1, threshold: 0, train: -1, test: 0 }));
   let j = 0;
   for (const col of columns) {
@@ -389,7 +416,12 @@ export interface SparseRows {
  * and the result is that of the dense column.
  */
 export function detectorScores(
-  x: Float32Array, Y_NC: Uint8Array, C: number, nTrain: number, signs: number[], sparse?: SparseRows,
+  x: Float32Array,
+  Y_NC: Uint8Array,
+  C: number,
+  nTrain: number,
+  signs: number[],
+  sparse?: SparseRows,
 ): { train: Float64Array; test: Float64Array; rule: { sign: number; threshold: number }[] } {
   const BINS = 256;
   const count = x.length;
@@ -398,16 +430,20 @@ export function detectorScores(
   if (sparse) while (split < count && sparse.rows[split] < nTrain) split++;
   const zerosTrain = sparse ? nTrain - split : 0;
   const zerosTest = sparse ? sparse.N - nTrain - (count - split) : 0;
-  let lo = zerosTrain ? 0 : Infinity, hi = zerosTrain ? 0 : -Infinity;
+  let lo = zerosTrain ? 0 : Infinity,
+    hi = zerosTrain ? 0 : -Infinity;
   for (let i = 0; i < split; i++) {
     lo = Math.min(lo, x[i]);
     hi = Math.max(hi, x[i]);
   }
   const width = hi > lo ? (hi - lo) / BINS : 1;
   const binOf = (v: number) => Math.min(BINS - 1, Math.max(0, Math.floor((v - lo) / width)));
-  const count_B = new Float64Array(BINS), pos_BC = new Float64Array(BINS * C), actual_C = new Float64Array(C);
+  const count_B = new Float64Array(BINS),
+    pos_BC = new Float64Array(BINS * C),
+    actual_C = new Float64Array(C);
   for (let i = 0; i < split; i++) {
-    const b = binOf(x[i]), n = rowOf(i);
+    const b = binOf(x[i]),
+      n = rowOf(i);
     count_B[b]++;
     for (let c = 0; c < C; c++) pos_BC[b * C + c] += Y_NC[n * C + c];
   }
@@ -440,9 +476,12 @@ export function detectorScores(
     }
   }
   const on = (c: number, b: number) => (rule[c].sign > 0 ? b >= rule[c].cut : b <= rule[c].cut);
-  const tp = new Float64Array(C), pred = new Float64Array(C), act = new Float64Array(C);
+  const tp = new Float64Array(C),
+    pred = new Float64Array(C),
+    act = new Float64Array(C);
   for (let i = split; i < count; i++) {
-    const b = binOf(x[i]), n = rowOf(i);
+    const b = binOf(x[i]),
+      n = rowOf(i);
     for (let c = 0; c < C; c++) {
       const y = Y_NC[n * C + c];
       if (on(c, b)) {
@@ -475,14 +514,15 @@ export function detectorScores(
  */
 export async function conceptWorldLabels(worldDir: string, shardsDir: string): Promise<PatchConcepts> {
   const { info, coverage_NPC } = await readConceptWorld(worldDir);
-  const [n, patches, C] = info.coverage_shape;
+  const [, patches, C] = info.coverage_shape;
   const csv = parseCsv(await fsp.readFile(path.join(worldDir, LABELS_FILE), 'utf8'));
   const indexOf = new Map(csv.slice(1).map((row, i) => [path.normalize(row[0]), i]));
   const examples = (await fsp.readFile(path.join(shardsDir, EXAMPLES_FILE), 'utf8')).split('\n').filter(Boolean);
   const image_E = Int32Array.from(examples, (line, e) => {
     const file = path.normalize((JSON.parse(line) as { file: string }).file);
     const i = indexOf.get(file);
-    if (i === undefined) throw new UserError(`${shardsDir}/${EXAMPLES_FILE} line ${e + 1} names ${file}, which is not in ${worldDir}/${LABELS_FILE}: the shards were not recorded from this concept world`);
+    if (i === undefined)
+      throw new UserError(`${shardsDir}/${EXAMPLES_FILE} line ${e + 1} names ${file}, which is not in ${worldDir}/${LABELS_FILE}: the shards were not recorded from this concept world`);
     return i;
   });
   return {

@@ -114,7 +114,7 @@ export async function exportRun(opts: ExportOptions): Promise<ExportManifest> {
       'features.npz': 'the same columns as arrays of length d_sae',
       'exemplars.npz': `image int64 [d_sae, ${K}] (-1 = none), max float32 [d_sae, ${K}]: each latent's top images, best first`,
       'exemplars.csv': 'one row per exemplar: latent, rank, image, max, key, label',
-      ...(examples !== null ? { 'examples.csv': 'one row per image: image, key, label (the recording\'s examples.jsonl)' } : {}),
+      ...(examples !== null ? { 'examples.csv': "one row per image: image, key, label (the recording's examples.jsonl)" } : {}),
     };
     const manifest: ExportManifest = {
       format: 'vitsae-export',
@@ -156,10 +156,13 @@ export async function exportRun(opts: ExportOptions): Promise<ExportManifest> {
       await put('exemplars.npz', npzBytes({ image: { data: exImage, shape: [S, K] }, max: { data: exMax, shape: [S, K] } }, 'exemplars.npz'));
       await put('exemplars.csv', csv(['latent', 'rank', 'image', 'max', 'key', 'label'], exRows));
       if (examples !== null) {
-        const rows = examples.split('\n').filter(Boolean).map((l, i) => {
-          const e = JSON.parse(l) as { file: string; label?: number | null };
-          return [i, e.file, e.label ?? null];
-        });
+        const rows = examples
+          .split('\n')
+          .filter(Boolean)
+          .map((l, i) => {
+            const e = JSON.parse(l) as { file: string; label?: number | null };
+            return [i, e.file, e.label ?? null];
+          });
         await put('examples.csv', csv(['image', 'key', 'label'], rows));
       }
       await put(EXPORT_FILE, JSON.stringify(manifest, null, 2) + '\n');

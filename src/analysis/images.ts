@@ -8,11 +8,11 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import sharp from 'sharp';
-import { RecordingData } from '../backbone/record.js';
+import type { RecordingData } from '../backbone/record.js';
 import { EXAMPLES_FILE } from '../shards/format.js';
-import { Dataset, openDataset } from '../data/images.js';
-import { ImageInput, loadPixels, Preprocess } from '../data/preprocess.js';
-import { ShardMetadata } from '../shards/format.js';
+import { type Dataset, openDataset } from '../data/images.js';
+import { type ImageInput, loadPixels, type Preprocess } from '../data/preprocess.js';
+import type { ShardMetadata } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { exists } from '../util/fs.js';
 import { camelKeys } from '../util/json-keys.js';
@@ -166,7 +166,8 @@ export async function modelViewOf(input: ImageInput, pp: Preprocess): Promise<Rg
   const data = new Uint8Array(plane * 3);
   for (let c = 0; c < 3; c++) {
     const src = pp.channels === 1 ? 0 : pp.channelOrder === 'bgr' ? 2 - c : c;
-    const m = pp.mean[src], s = pp.std[src];
+    const m = pp.mean[src],
+      s = pp.std[src];
     for (let i = 0; i < plane; i++) data[i * 3 + c] = Math.max(0, Math.min(255, Math.round((px_CHW[src * plane + i] * s + m) * 255)));
   }
   return { data, width: W, height: H };
@@ -211,5 +212,7 @@ export function highlight(img: RgbImage, grid: [number, number], values_P: Array
 /** Encodes RGB pixels as WebP. */
 export function webp(img: RgbImage, quality = 82): Promise<Buffer> {
   // effort 1 (of 0-6) encodes thumbnails about twice as fast as the default 4 at nearly the same size.
-  return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).webp({ quality, effort: 1 }).toBuffer();
+  return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+    .webp({ quality, effort: 1 })
+    .toBuffer();
 }

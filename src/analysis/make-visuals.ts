@@ -11,25 +11,14 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
-import { Sae } from '../sae/model.js';
+import type { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
 import { UserError } from '../util/errors.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
-import { AccumulatorShape, ExemplarAccumulator } from './accumulate.js';
-import { ExampleImages, ExampleInfo, highlight, patchGrid, resizeRgb, webp } from './images.js';
-import {
-  CHUNK_SIZE,
-  HISTOGRAM_LAYOUT,
-  IMAGE_TOP_FILE,
-  INDEX_FILE,
-  STATS_COLUMNS,
-  thumbPath,
-  VisualsMeta,
-  writeFeatureChunks,
-  writeIndexMeta,
-  writeStatsTables,
-} from './visuals-index.js';
+import { type AccumulatorShape, ExemplarAccumulator } from './accumulate.js';
+import { ExampleImages, type ExampleInfo, highlight, patchGrid, resizeRgb, webp } from './images.js';
+import { CHUNK_SIZE, HISTOGRAM_LAYOUT, IMAGE_TOP_FILE, INDEX_FILE, STATS_COLUMNS, thumbPath, type VisualsMeta, writeFeatureChunks, writeIndexMeta, writeStatsTables } from './visuals-index.js';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
 
@@ -210,7 +199,11 @@ async function pass(ds: ShardDataset, sae: Sae, acc: ExemplarAccumulator, settin
   const every = opts.checkpointEvery ?? 200;
   const checkpoint = async (next: number, complete: boolean) => {
     await fh.sync();
-    await writeCheckpoint(path.join(out, CHECKPOINT_FILE), { format: 'vitsae-visuals-checkpoint', version: 1, settings, next_batch: next, n_images: acc.nImages, n_tokens: acc.nTokens, complete }, acc);
+    await writeCheckpoint(
+      path.join(out, CHECKPOINT_FILE),
+      { format: 'vitsae-visuals-checkpoint', version: 1, settings, next_batch: next, n_images: acc.nImages, n_tokens: acc.nTokens, complete },
+      acc,
+    );
   };
   try {
     bar.update(acc.nImages);

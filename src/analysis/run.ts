@@ -45,12 +45,9 @@ export async function readRun(dir: string): Promise<Run> {
   if (typeof raw !== 'object' || raw === null || raw.format !== 'vitsae-run') throw new UserError(`${file}: not a vitsae run file (format must be "vitsae-run")`);
   if (raw.version !== 1) throw new UserError(`${file}: version ${raw.version} is not supported (this vitsae reads version 1)`);
   const abs = (p: string) => path.resolve(dir, p);
-  for (const k of ['shards', 'sae', 'visuals'] as const)
-    if (typeof raw[k] !== 'string' || !raw[k]) throw new UserError(`${file}: "${k}" must name a directory`);
-  for (const k of ['model', 'images', 'concepts'] as const)
-    if (raw[k] !== undefined && typeof raw[k] !== 'string') throw new UserError(`${file}: "${k}" must be a path`);
-  if (raw.probes !== undefined && !(Array.isArray(raw.probes) && raw.probes.every((p) => typeof p === 'string' && p)))
-    throw new UserError(`${file}: "probes" must be a list of probe directories`);
+  for (const k of ['shards', 'sae', 'visuals'] as const) if (typeof raw[k] !== 'string' || !raw[k]) throw new UserError(`${file}: "${k}" must name a directory`);
+  for (const k of ['model', 'images', 'concepts'] as const) if (raw[k] !== undefined && typeof raw[k] !== 'string') throw new UserError(`${file}: "${k}" must be a path`);
+  if (raw.probes !== undefined && !(Array.isArray(raw.probes) && raw.probes.every((p) => typeof p === 'string' && p))) throw new UserError(`${file}: "probes" must be a list of probe directories`);
   return {
     dir: path.resolve(dir),
     ...(raw.model ? { model: abs(raw.model) } : {}),

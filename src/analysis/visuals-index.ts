@@ -7,9 +7,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
-import { ExemplarAccumulator, HIST_BINS, HIST_BINS_PER_OCTAVE, HIST_MIN_EXP } from './accumulate.js';
-import { ExampleInfo } from './images.js';
-import { CHUNK_SIZE, FEATURES_DIR, VisualsMeta } from './layout.js';
+import { type ExemplarAccumulator, HIST_BINS, HIST_BINS_PER_OCTAVE, HIST_MIN_EXP } from './accumulate.js';
+import type { ExampleInfo } from './images.js';
+import { CHUNK_SIZE, FEATURES_DIR, type VisualsMeta } from './layout.js';
 
 export { CHUNK_SIZE, thumbPath, THUMBS_DIR } from './layout.js';
 export type { VisualsMeta } from './layout.js';
@@ -89,9 +89,7 @@ export async function writeFeatureChunks(dir: string, acc: ExemplarAccumulator, 
     const features: FeatureRecord[] = [];
     for (let j = c * CHUNK_SIZE; j < Math.min(S, (c + 1) * CHUNK_SIZE); j++) {
       const ex = acc.exemplars(j);
-      const exemplars = await Promise.all(
-        ex.map(async (e) => ({ image: e.example, ...(await info(e.example)), max: e.max, patches: Buffer.from(e.patches_P).toString('base64') })),
-      );
+      const exemplars = await Promise.all(ex.map(async (e) => ({ image: e.example, ...(await info(e.example)), max: e.max, patches: Buffer.from(e.patches_P).toString('base64') })));
       features.push({ latent: j, exemplars, cofire: countCofire(ex.map((e) => e.cofire_C)) });
     }
     const chunk: FeatureChunk = { first: c * CHUNK_SIZE, features };
@@ -168,7 +166,8 @@ export class VisualsIndex {
   async feature(latent: number): Promise<FeatureRecord> {
     const c = Math.floor(latent / CHUNK_SIZE);
     let chunk = this.chunks.get(c);
-    if (chunk) this.chunks.delete(c); // re-inserted below as the most recent
+    if (chunk)
+      this.chunks.delete(c); // re-inserted below as the most recent
     else {
       chunk = readJson<FeatureChunk>(chunkFile(this.dir, c), `the exemplar chunk of latent ${latent}; the index is damaged, run vitsae visuals again`);
       chunk.catch(() => this.chunks.delete(c));

@@ -5,10 +5,10 @@
  */
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../util/errors.js';
-import { GraphIndex, frontModel, indexGraph } from './graph.js';
-import { residualStream, StreamTensor } from './layers.js';
-import { checkDevice, Device, deviceOptions } from './device.js';
-import { ModelProto, encodeModel, int, loadModel, Weights, weightOptions } from './onnx.js';
+import { type GraphIndex, frontModel, indexGraph } from './graph.js';
+import { residualStream, type StreamTensor } from './layers.js';
+import { checkDevice, type Device, deviceOptions } from './device.js';
+import { type ModelProto, encodeModel, int, loadModel, type Weights, weightOptions } from './onnx.js';
 
 export interface Backbone {
   file: string;
@@ -28,8 +28,7 @@ export async function openBackbone(file: string, device: Device = 'cpu'): Promis
   await checkDevice(device);
   const { model, weights } = await loadModel(file);
   const index = indexGraph(model.graph!);
-  if (index.runtimeInputs.length !== 1)
-    throw new UserError(`${file}: expected one image input, the model has ${index.runtimeInputs.length} (${index.runtimeInputs.join(', ')})`);
+  if (index.runtimeInputs.length !== 1) throw new UserError(`${file}: expected one image input, the model has ${index.runtimeInputs.length} (${index.runtimeInputs.join(', ')})`);
   const name = index.runtimeInputs[0];
   const info = model.graph!.input!.find((v) => v.name === name)!;
   const dims = (info.type?.tensor_type?.shape?.dim ?? []).map((d) => (d.dim_value !== undefined && int(d.dim_value) > 0 ? int(d.dim_value) : (d.dim_param ?? null)));
@@ -46,8 +45,7 @@ export function declaredSize(bb: Backbone): [number, number] | undefined {
 /** Image size [H, W] the model takes: `size` where given (it must agree with fixed dims), else the declared one. */
 export function inputSize(bb: Backbone, size?: [number, number]): [number, number] {
   const declared = declaredSize(bb);
-  if (size && declared && (size[0] !== declared[0] || size[1] !== declared[1]))
-    throw new UserError(`${bb.file} takes ${declared.join('x')} images; the requested input size is ${size.join('x')}`);
+  if (size && declared && (size[0] !== declared[0] || size[1] !== declared[1])) throw new UserError(`${bb.file} takes ${declared.join('x')} images; the requested input size is ${size.join('x')}`);
   const out = size ?? declared;
   if (!out) throw new UserError(`${bb.file} has a dynamic image size: give one with --input-size (or input_size in its model card)`);
   return out;
@@ -195,8 +193,7 @@ export function layoutFromShapes(layers: Layer[], shapes: number[][], prefixToke
   });
   const first = layouts[0];
   layouts.forEach((t, i) => {
-    if (JSON.stringify(t) !== JSON.stringify(first))
-      throw new UserError(`layers ${layers[0].name} and ${layers[i].name} have different token shapes; record them in separate runs`);
+    if (JSON.stringify(t) !== JSON.stringify(first)) throw new UserError(`layers ${layers[0].name} and ${layers[i].name} have different token shapes; record them in separate runs`);
   });
   return first;
 }

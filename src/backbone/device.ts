@@ -6,8 +6,8 @@
 import * as os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { UserError } from '../util/errors.js';
-import { ConfigOf } from '../util/config.js';
-import { encodeModel, ModelProto } from './onnx.js';
+import type { ConfigOf } from '../util/config.js';
+import { encodeModel, type ModelProto } from './onnx.js';
 
 /** `--device` names and the onnxruntime-node execution provider each selects. */
 const PROVIDERS = { cpu: 'cpu', cuda: 'cuda', tensorrt: 'tensorrt', coreml: 'coreml', directml: 'dml', webgpu: 'webgpu' } as const;

@@ -101,7 +101,10 @@ async function serveFront({ model, input, options }: FrontWorkerData): Promise<v
     try {
       const outs = await session.run({ [input]: new ort.Tensor('float32', pixels_NCHW, dims) }, fetches);
       const outputs = Object.entries(outs).map(([name, t]) => ({ name, data: t.data as Float32Array, dims: [...t.dims] }));
-      reply({ outputs }, outputs.map((o) => o.data.buffer as ArrayBuffer));
+      reply(
+        { outputs },
+        outputs.map((o) => o.data.buffer as ArrayBuffer),
+      );
     } catch (e) {
       reply({ error: (e as Error).message });
     }

@@ -4,7 +4,7 @@
  * the outer tensors their bodies read as inputs, so a split never strands a body's outer reference.
  */
 import { UserError } from '../util/errors.js';
-import { ElemType, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, int } from './onnx.js';
+import { ElemType, type GraphProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto, int } from './onnx.js';
 
 export interface GraphIndex {
   graph: GraphProto;
@@ -44,11 +44,7 @@ function outerReads(node: NodeProto): string[] {
   const reads = new Set<string>();
   for (const a of node.attribute ?? [])
     for (const g of a.g ? [a.g] : (a.graphs ?? [])) {
-      const defined = new Set<string>([
-        ...(g.input ?? []).map((v) => v.name ?? ''),
-        ...(g.initializer ?? []).map((t) => t.name ?? ''),
-        ...(g.node ?? []).flatMap((n) => n.output ?? []),
-      ]);
+      const defined = new Set<string>([...(g.input ?? []).map((v) => v.name ?? ''), ...(g.initializer ?? []).map((t) => t.name ?? ''), ...(g.node ?? []).flatMap((n) => n.output ?? [])]);
       for (const n of g.node ?? []) for (const t of [...(n.input ?? []), ...outerReads(n)]) if (!defined.has(t)) reads.add(t);
       for (const v of g.output ?? []) if (!defined.has(v.name ?? '')) reads.add(v.name ?? '');
     }
@@ -89,8 +85,7 @@ export function extractModel(model: ModelProto, inputs: string[], outputs: strin
   const g = idx.graph;
   const info = valueInfoLookup(g);
   const typeOf = elemTypeResolver(idx);
-  const describe = (name: string): ValueInfoProto =>
-    info.get(name) ?? { name, type: { tensor_type: { elem_type: typeOf(name) } } };
+  const describe = (name: string): ValueInfoProto => info.get(name) ?? { name, type: { tensor_type: { elem_type: typeOf(name) } } };
   const nodes = idx.nodes.filter((_, i) => keepNode.has(i));
   const produced = new Set(nodes.flatMap((n) => n.output ?? []));
   const boundary = new Set([...inputs, ...outputs]);
@@ -113,7 +108,12 @@ export function frontModel(model: ModelProto, tensors: string[], idx?: GraphInde
 
 /** The back of a split: `tensors` -> the model's outputs (plus any model input still needed on a bypassing path). */
 export function backModel(model: ModelProto, tensors: string[], idx?: GraphIndex): ModelProto {
-  return extractModel(model, tensors, (model.graph!.output ?? []).map((v) => v.name ?? ''), idx);
+  return extractModel(
+    model,
+    tensors,
+    (model.graph!.output ?? []).map((v) => v.name ?? ''),
+    idx,
+  );
 }
 
 function valueInfoLookup(g: GraphProto): Map<string, ValueInfoProto> {

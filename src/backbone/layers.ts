@@ -6,7 +6,7 @@
  * contributes an attention Add (its branch holds a Softmax) and an MLP Add; the block's output is the Add just
  * before the next attention Add, and the last one. Without attention (a CNN) every residual Add ends a block.
  */
-import { GraphIndex } from './graph.js';
+import type { GraphIndex } from './graph.js';
 
 export interface StreamTensor {
   /** The residual-stream tensor after the block. */
@@ -86,13 +86,9 @@ export function residualStream(idx: GraphIndex): StreamTensor[] {
   const chain: number[] = [];
   for (let i = last; i >= 0; i = prev.get(i)!) chain.unshift(i);
 
-  const attention = chain.map((add) =>
-    order.some((s) => ATTENTION.has(nodes[s].op_type ?? '') && has(s, fork.get(add)!) && s !== fork.get(add) && has(add, s)),
-  );
+  const attention = chain.map((add) => order.some((s) => ATTENTION.has(nodes[s].op_type ?? '') && has(s, fork.get(add)!) && s !== fork.get(add) && has(add, s)));
   const transformer = attention.some(Boolean);
-  return chain
-    .filter((_, k) => !transformer || k === chain.length - 1 || attention[k + 1])
-    .map((add) => ({ tensor: streamOutput(idx, add), node: nodes[add].name ?? '' }));
+  return chain.filter((_, k) => !transformer || k === chain.length - 1 || attention[k + 1]).map((add) => ({ tensor: streamOutput(idx, add), node: nodes[add].name ?? '' }));
 }
 
 /** The Add's output, or the output of the pass-through op (ReLU) that is its only consumer. */

@@ -6,10 +6,10 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { ERRORS_FILE, RecordingData } from './record.js';
+import { ERRORS_FILE, type RecordingData } from './record.js';
 import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { EXAMPLES_FILE, examplesPerShard, LABELS_FILE, SHARDS_FILE, ShardDataset, ShardEntry, shardFileName, ShardMetadata, ShardWriter, writeShardMetadata } from '../shards/format.js';
+import { EXAMPLES_FILE, examplesPerShard, LABELS_FILE, SHARDS_FILE, ShardDataset, type ShardEntry, shardFileName, type ShardMetadata, ShardWriter, writeShardMetadata } from '../shards/format.js';
 
 export interface MergeResult {
   metadata: ShardMetadata;

@@ -110,7 +110,9 @@ export function decodeModel(bytes: Uint8Array, source = 'model'): ModelProto {
 }
 
 export function encodeModel(model: ModelProto): Uint8Array {
-  return onnxType('ModelProto').encode(model as object).finish();
+  return onnxType('ModelProto')
+    .encode(model as object)
+    .finish();
 }
 
 export function int(v: Int64 | undefined): number {
@@ -120,8 +122,7 @@ export function int(v: Int64 | undefined): number {
 /** Every graph of a model: the main graph first, then the bodies of If/Loop/Scan nodes, recursively. */
 export function* allGraphs(graph: GraphProto): Generator<GraphProto> {
   yield graph;
-  for (const node of graph.node ?? [])
-    for (const a of node.attribute ?? []) for (const g of a.g ? [a.g] : (a.graphs ?? [])) yield* allGraphs(g);
+  for (const node of graph.node ?? []) for (const a of node.attribute ?? []) for (const g of a.g ? [a.g] : (a.graphs ?? [])) yield* allGraphs(g);
 }
 
 const EXTERNAL = 1;
@@ -178,8 +179,7 @@ export async function loadModel(file: string): Promise<LoadedModel> {
   const sizes = new Map<string, number>();
   const graphs = [...allGraphs(model.graph!)];
   for (const g of graphs)
-    for (const t of [...(g.initializer ?? []), ...(g.sparse_initializer ?? []).flatMap((s) => (s.values ? [s.values] : []))])
-      if (t.data_location === EXTERNAL) checkExternal(t, folder, sizes, file);
+    for (const t of [...(g.initializer ?? []), ...(g.sparse_initializer ?? []).flatMap((s) => (s.values ? [s.values] : []))]) if (t.data_location === EXTERNAL) checkExternal(t, folder, sizes, file);
   if (sizes.size) return { model, weights: { inline: null, folder } };
   for (const g of graphs) {
     for (const t of g.initializer ?? []) {
@@ -234,5 +234,6 @@ function checkExternal(t: TensorProto, folder: string, sizes: Map<string, number
   }
   const offset = Number(info.get('offset') ?? 0);
   const length = info.has('length') ? Number(info.get('length')) : size - offset;
-  if (offset + length > size) throw new UserError(`${where}: ${file} holds ${size} bytes, the tensor needs bytes ${offset}..${offset + length}; the data file is truncated or belongs to another model`);
+  if (offset + length > size)
+    throw new UserError(`${where}: ${file} holds ${size} bytes, the tensor needs bytes ${offset}..${offset + length}; the data file is truncated or belongs to another model`);
 }

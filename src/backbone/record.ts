@@ -10,19 +10,33 @@
 import { createReadStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import * as ort from 'onnxruntime-node';
-import { Dataset, openDataset } from '../data/images.js';
-import { ImageError, loadMask, loadPixels, patchMajority, Preprocess, preprocessSpec, readModelCard, resolvePreprocess } from '../data/preprocess.js';
-import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, NewShardMetadata, PROGRESS_FILE, readProgress, ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
+import type * as ort from 'onnxruntime-node';
+import { type Dataset, openDataset } from '../data/images.js';
+import { ImageError, loadMask, loadPixels, patchMajority, type Preprocess, preprocessSpec, readModelCard, resolvePreprocess } from '../data/preprocess.js';
+import { EXAMPLES_FILE, examplesPerShard, METADATA_FILE, type NewShardMetadata, PROGRESS_FILE, readProgress, type ShardMetadata, ShardWriter, tokensPerExample } from '../shards/format.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
-import { Backbone, declaredSize, fixedBatch, inputChannels, inputSize, Layer, layoutFromShapes, layoutTensors, openBackbone, probeInput, selectLayers, sessionOptions, TokenLayout } from './backbone.js';
-import { Device, deviceSpec } from './device.js';
+import {
+  type Backbone,
+  declaredSize,
+  fixedBatch,
+  inputChannels,
+  inputSize,
+  type Layer,
+  layoutFromShapes,
+  layoutTensors,
+  openBackbone,
+  probeInput,
+  selectLayers,
+  sessionOptions,
+  type TokenLayout,
+} from './backbone.js';
+import { type Device, deviceSpec } from './device.js';
 import { frontModel } from './graph.js';
 import { FRONT_SESSION_OPTIONS, FrontWorker } from './front-worker.js';
 import { encodeModel } from './onnx.js';
 import { snakeKeys } from '../util/json-keys.js';
-import { ConfigSpec, defaultsOf } from '../util/config.js';
+import { type ConfigSpec, defaultsOf } from '../util/config.js';
 
 export const ERRORS_FILE = 'errors.jsonl';
 /** saev's default shard budget (~7 GiB per shard at d_model 768). */
@@ -30,18 +44,24 @@ export const DEFAULT_MAX_TOKENS_PER_SHARD = 2_400_000;
 
 /** The recorder's options with their defaults and docs; `vitsae record`'s flags are generated from them. */
 export const recordSpec = {
-    model: { kind: 'string', required: true, default: '', doc: 'the ONNX model' },
-    layer: { kind: 'strings', default: [], doc: 'layer to record: block index or tensor name (repeatable)' },
-    data: { kind: 'string', required: true, default: '', doc: 'the dataset' },
-    out: { kind: 'string', required: true, default: '', doc: 'output shard directory' },
-    batch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run' },
-    onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
-    worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
-    workers: { kind: 'number', int: true, min: 1, default: 1, doc: 'machines sharing the dataset' },
-    ...preprocessSpec,
-    maxTokensPerShard: { kind: 'number', int: true, min: 0, default: 0, doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards` },
-    ...deviceSpec,
-    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+  model: { kind: 'string', required: true, default: '', doc: 'the ONNX model' },
+  layer: { kind: 'strings', default: [], doc: 'layer to record: block index or tensor name (repeatable)' },
+  data: { kind: 'string', required: true, default: '', doc: 'the dataset' },
+  out: { kind: 'string', required: true, default: '', doc: 'output shard directory' },
+  batch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run' },
+  onError: { kind: 'enum', choices: ['stop', 'skip'] as const, default: 'stop', doc: 'on a file that cannot be read: stop, or log it to DIR/errors.jsonl and go on' },
+  worker: { kind: 'number', int: true, min: 0, default: 0, doc: "this machine's index (Kubernetes JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID)" },
+  workers: { kind: 'number', int: true, min: 1, default: 1, doc: 'machines sharing the dataset' },
+  ...preprocessSpec,
+  maxTokensPerShard: {
+    kind: 'number',
+    int: true,
+    min: 0,
+    default: 0,
+    doc: `tokens per shard file over all layers (saev rule); 0: ${DEFAULT_MAX_TOKENS_PER_SHARD}, lowered when --workers needs more shards`,
+  },
+  ...deviceSpec,
+  progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
 } as const satisfies ConfigSpec;
 
 const DEFAULTS = defaultsOf(recordSpec);
@@ -110,7 +130,10 @@ function layerNumber(bb: Backbone, layer: Layer): number {
 /** Dataset indices of worker `w` of `n`: whole shards, so that merged outputs need no repacking. */
 function workerSlice(size: number, perShard: number, w: number, n: number): { start: number; end: number } {
   const shards = Math.ceil(size / perShard);
-  if (n > shards) throw new UserError(`--workers ${n} is more than the ${shards} shards of this dataset at the --max-tokens-per-shard given; use at most ${shards} workers, a lower --max-tokens-per-shard, or leave it out to size shards for the workers`);
+  if (n > shards)
+    throw new UserError(
+      `--workers ${n} is more than the ${shards} shards of this dataset at the --max-tokens-per-shard given; use at most ${shards} workers, a lower --max-tokens-per-shard, or leave it out to size shards for the workers`,
+    );
   if (!(Number.isInteger(w) && w >= 0 && w < n)) throw new UserError(`--worker ${w} must be in 0..${n - 1}`);
   const first = Math.floor((w * shards) / n);
   const last = Math.floor(((w + 1) * shards) / n);
@@ -133,7 +156,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   try {
     const x = probeInput(bb, pp.size);
     const shapes = await front.run(x.data as Float32Array, [...x.dims], probed);
-    const layout = layoutFromShapes(layers, probed.map((t) => [...shapes[t].dims]), card?.prefix_tokens);
+    const layout = layoutFromShapes(
+      layers,
+      probed.map((t) => [...shapes[t].dims]),
+      card?.prefix_tokens,
+    );
     return await recordWith(opts, bb, front, layers, layout, pp, card, log);
   } finally {
     await front.close();
@@ -232,7 +259,11 @@ async function recordWith(
         const rows = fixed ?? n;
         firstBatch ||= performance.now();
         const outs = await front.run(cur.pixels_NCHW.subarray(0, rows * pp.channels * pp.size[0] * pp.size[1]), [rows, pp.channels, ...pp.size], names);
-        const acts_NLTD = gatherTokens(layers.map((l) => outs[l.name]), layout, n);
+        const acts_NLTD = gatherTokens(
+          layers.map((l) => outs[l.name]),
+          layout,
+          n,
+        );
         await writing;
         writing = (async () => {
           // The manifest is durable before the shard that needs it, so a resumed run always finds its lines.
@@ -259,14 +290,17 @@ async function recordWith(
   }
 }
 
-
 /**
  * A writer for `dir`: a new one, or the unfinished recording there if its metadata matches, with the manifest
  * cut back to the examples the writer kept and the errors of files it will retry dropped. Returns the next
  * dataset index to record.
  */
 async function openWriter(dir: string, metadata: NewShardMetadata, ds: Dataset, slice: { start: number; end: number }): Promise<{ writer: ShardWriter; next: number; resumed: boolean }> {
-  const has = async (f: string) => fs.access(path.join(dir, f)).then(() => true, () => false);
+  const has = async (f: string) =>
+    fs.access(path.join(dir, f)).then(
+      () => true,
+      () => false,
+    );
   if (await has(METADATA_FILE)) throw new UserError(`${dir} already holds a finished recording; choose another --out`);
   if (!(await has(PROGRESS_FILE))) {
     await fs.mkdir(dir, { recursive: true });
@@ -288,7 +322,13 @@ async function openWriter(dir: string, metadata: NewShardMetadata, ds: Dataset, 
   if (last === undefined) throw new UserError(`${dir}: the dataset changed since the recording began (${lines[kept - 1]} is no longer in it); delete the directory and re-record`);
   const next = last + 1;
   const errors = (await readLines(path.join(dir, ERRORS_FILE))).filter((l) => (index.get((JSON.parse(l) as { file: string }).file) ?? 0) < next);
-  await fs.writeFile(path.join(dir, EXAMPLES_FILE), lines.slice(0, kept).map((l) => l + '\n').join(''));
+  await fs.writeFile(
+    path.join(dir, EXAMPLES_FILE),
+    lines
+      .slice(0, kept)
+      .map((l) => l + '\n')
+      .join(''),
+  );
   await fs.writeFile(path.join(dir, ERRORS_FILE), errors.map((l) => l + '\n').join(''));
   return { writer, next, resumed: true };
 }

@@ -9,11 +9,11 @@
  * Numeric labels take their names from a classes.txt beside the data (one name per line, line k names label k), and
  * mask values from mask_classes.txt, so heads and reports say "circle" rather than "1".
  */
-import { existsSync, promises as fs, readFileSync, statSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync, type Stats, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { UserError } from '../util/errors.js';
-import { ImageInput } from './preprocess.js';
+import type { ImageInput } from './preprocess.js';
 
 export type DatasetKind = 'folder' | 'flat' | 'list' | 'idx' | 'segmentation';
 
@@ -43,7 +43,7 @@ const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 /** Opens `spec` as whichever dataset layout it has (see the module comment). */
 export async function openDataset(spec: string): Promise<Dataset> {
   const source = path.resolve(spec);
-  let stat;
+  let stat: Stats;
   try {
     stat = statSync(source);
   } catch {
@@ -133,7 +133,16 @@ function listDataset(file: string): Dataset {
   const raw = rows.map((r) => (r[l] ?? '').trim());
   if (raw.every((v) => /^\d+$/.test(v))) return { ...fileDataset('list', root, files, raw.map(Number), classNames(root, CLASSES_FILE)), source: file };
   const classes = [...new Set(raw)].sort(byName);
-  return { ...fileDataset('list', root, files, raw.map((v) => classes.indexOf(v)), classes), source: file };
+  return {
+    ...fileDataset(
+      'list',
+      root,
+      files,
+      raw.map((v) => classes.indexOf(v)),
+      classes,
+    ),
+    source: file,
+  };
 }
 
 /** RFC 4180 CSV: quoted fields may hold commas, quotes ("") and newlines. */
@@ -167,8 +176,7 @@ function readIdx(file: string): { dims: number[]; data: Uint8Array } {
   let buf: Buffer = readFileSync(file);
   if (buf[0] === 0x1f && buf[1] === 0x8b) buf = gunzipSync(buf);
   const rank = buf[3];
-  if (buf.length < 4 + 4 * rank || buf[0] !== 0 || buf[1] !== 0 || buf[2] !== 0x08)
-    throw new UserError(`${file} is not an IDX file of unsigned bytes (magic 0x000008NN)`);
+  if (buf.length < 4 + 4 * rank || buf[0] !== 0 || buf[1] !== 0 || buf[2] !== 0x08) throw new UserError(`${file} is not an IDX file of unsigned bytes (magic 0x000008NN)`);
   const dims = Array.from({ length: rank }, (_, i) => buf.readUInt32BE(4 + 4 * i));
   const data = buf.subarray(4 + 4 * rank);
   const want = dims.reduce((a, b) => a * b, 1);
@@ -208,7 +216,9 @@ export const MASK_CLASSES_FILE = 'mask_classes.txt';
 function classNames(dir: string, file: string): string[] | null {
   const p = path.join(dir, file);
   if (!existsSync(p)) return null;
-  const names = readFileSync(p, 'utf8').split(/\r?\n/).map((l) => l.trim());
+  const names = readFileSync(p, 'utf8')
+    .split(/\r?\n/)
+    .map((l) => l.trim());
   while (names.length && !names[names.length - 1]) names.pop();
   if (!names.length || names.some((n) => !n)) throw new UserError(`${p}: expected one non-empty class name per line`);
   return names;
@@ -229,10 +239,10 @@ function segmentationLabels(root: string, images: string[]): number[] | null {
 
 async function segmentationDataset(root: string): Promise<Dataset> {
   const images = await walk(path.join(root, 'images'), '');
-  const masks = new Map((await walk(path.join(root, 'masks'), '')).map((m) => [m.replace(/\.[^.\/]+$/, ''), m]));
+  const masks = new Map((await walk(path.join(root, 'masks'), '')).map((m) => [m.replace(/\.[^./]+$/, ''), m]));
   if (!images.length) throw new UserError(`dataset ${root}: images/ holds no images`);
   const pairs = images.map((img) => {
-    const mask = masks.get(img.replace(/\.[^.\/]+$/, ''));
+    const mask = masks.get(img.replace(/\.[^./]+$/, ''));
     if (!mask) throw new UserError(`dataset ${root}: images/${img} has no mask in masks/ (same name, any image extension)`);
     return mask;
   });

@@ -8,8 +8,8 @@
  * channels], mask_HW [height, width].
  */
 import { readFileSync, existsSync } from 'node:fs';
-import sharp, { KernelEnum, Metadata, Sharp } from 'sharp';
-import { ConfigOf, ConfigSpec } from '../util/config.js';
+import sharp, { type KernelEnum, type Metadata, type Sharp } from 'sharp';
+import type { ConfigOf, ConfigSpec } from '../util/config.js';
 import { UserError } from '../util/errors.js';
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos';
@@ -100,9 +100,9 @@ export function chooseInputSize(card: ModelCard | null, override: [number, numbe
 
 /** The preprocessing flags of every command that runs a model; they override the model card. */
 export const preprocessSpec = {
-    inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
-    mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
-    std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
+  inputSize: { kind: 'string', default: '', doc: 'model input size N or HxW (overrides the model card)' },
+  mean: { kind: 'numbers', default: [], doc: 'per-channel mean on [0, 1] pixels (overrides the model card)' },
+  std: { kind: 'numbers', default: [], doc: 'per-channel std (overrides the model card)' },
 } as const satisfies ConfigSpec;
 
 /** The overrides those flags give (unset ones left to the model card). */
@@ -126,7 +126,10 @@ export function resolvePreprocess(card: ModelCard | null, overrides: PreprocessO
   const mean = overrides.mean ?? c.mean;
   const std = overrides.std ?? c.std;
   if (channels !== 1 && channels !== 3) throw new UserError(`the model takes ${channels}-channel images; vitsae feeds 1 (grey) or 3 (colour)`);
-  for (const [name, v] of [['mean', mean], ['std', std]] as const)
+  for (const [name, v] of [
+    ['mean', mean],
+    ['std', std],
+  ] as const)
     if (v.length !== channels || v.some((x) => !Number.isFinite(x))) throw new UserError(`${name} needs ${channels} numbers (one per input channel), got [${v.join(', ')}]`);
   if (std.some((x) => x === 0)) throw new UserError('std must not contain 0');
   return {
@@ -213,7 +216,14 @@ async function rawPixels(img: Sharp): Promise<Buffer> {
 
 /** libvips repeats its warnings line by line; one mention of each reads better. */
 function unreadable(e: unknown): ImageError {
-  const lines = [...new Set((e as Error).message.split('\n').map((l) => l.trim()).filter(Boolean))];
+  const lines = [
+    ...new Set(
+      (e as Error).message
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean),
+    ),
+  ];
   return new ImageError(`not a readable image (${lines.join('; ')})`);
 }
 
@@ -266,8 +276,7 @@ export function patchMajority(mask_HW: Uint8Array, size: [number, number], grid:
   for (let r = 0; r < gh; r++)
     for (let c = 0; c < gw; c++) {
       counts.fill(0);
-      for (let y = Math.floor((r * H) / gh); y < Math.floor(((r + 1) * H) / gh); y++)
-        for (let x = Math.floor((c * W) / gw); x < Math.floor(((c + 1) * W) / gw); x++) counts[mask_HW[y * W + x]]++;
+      for (let y = Math.floor((r * H) / gh); y < Math.floor(((r + 1) * H) / gh); y++) for (let x = Math.floor((c * W) / gw); x < Math.floor(((c + 1) * W) / gw); x++) counts[mask_HW[y * W + x]]++;
       let best = 0;
       for (let k = 1; k < 256; k++) if (counts[k] > counts[best]) best = k;
       labels[r * gw + c] = best;

@@ -5,7 +5,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ShardMetadata, ShardWriter } from '../shards/format.js';
+import { type ShardMetadata, ShardWriter } from '../shards/format.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 

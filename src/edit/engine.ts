@@ -13,17 +13,17 @@
  */
 import { createHash } from 'node:crypto';
 import * as ort from 'onnxruntime-node';
-import { Device } from '../backbone/device.js';
-import { Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, Layer, openBackbone, selectLayers, TokenLayout, tokenLayout } from '../backbone/backbone.js';
+import type { Device } from '../backbone/device.js';
+import { type Backbone, createSession, declaredSize, fixedBatch, inputChannels, inputSize, type Layer, openBackbone, selectLayers, type TokenLayout, tokenLayout } from '../backbone/backbone.js';
 import { extractModel, frontModel, indexGraph } from '../backbone/graph.js';
-import { ImageError, ImageInput, loadPixels, Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
-import { Sae } from '../sae/model.js';
+import { ImageError, type ImageInput, loadPixels, type Preprocess, readModelCard, resolvePreprocess } from '../data/preprocess.js';
+import type { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
-import { SparseActs } from '../sae/native.js';
+import type { SparseActs } from '../sae/native.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
-import { EditMode, Task } from './kinds.js';
-import { argmaxRows, loadProbe, Probe, probeProbabilities } from './probe.js';
+import type { EditMode, Task } from './kinds.js';
+import { argmaxRows, loadProbe, type Probe, probeProbabilities } from './probe.js';
 import { addToPatches, readPatches, rowsPerImage, taskRows } from './tokens.js';
 
 /** One intervention on one latent: f'[latent] = value (set), f + value (add) or f * value (scale) on `patches`. */
@@ -141,7 +141,7 @@ export class EditEngine {
     const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
     inputSize(bb, pp.size);
     const layerSpec = opts.layer ?? (await saeLayerTensor(sae));
-    if (!layerSpec) throw new UserError("the SAE does not name the layer it was trained on (its shards are gone or were not recorded by vitsae); give --layer");
+    if (!layerSpec) throw new UserError('the SAE does not name the layer it was trained on (its shards are gone or were not recorded by vitsae); give --layer');
     const [layer] = selectLayers(bb, [layerSpec]);
     const [features] = selectLayers(bb, [probe.info.features]);
     const layout = await tokenLayout(bb, [layer], pp.size, card?.prefix_tokens);
@@ -242,7 +242,7 @@ export class EditEngine {
     const touched = edits.map((e) => {
       if (!(Number.isInteger(e.latent) && e.latent >= 0 && e.latent < S)) throw new UserError(`latent ${e.latent} is outside the SAE's 0..${S - 1}`);
       if (!Number.isFinite(e.value)) throw new UserError(`the edit of latent ${e.latent} has value ${e.value}`);
-      if (e.relative && !this.maxima) throw new UserError('relative edits need the latents\' maximum activations (EngineOptions.maxima, or see latentMaxima)');
+      if (e.relative && !this.maxima) throw new UserError("relative edits need the latents' maximum activations (EngineOptions.maxima, or see latentMaxima)");
       const mask = new Uint8Array(P).fill(e.patches === 'all' ? 1 : 0);
       if (e.patches !== 'all')
         for (const p of e.patches) {

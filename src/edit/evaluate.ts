@@ -24,28 +24,28 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openDataset } from '../data/images.js';
 import { loadMask, patchMajority } from '../data/preprocess.js';
-import { OBJECTS_FILE, WorldObject, classOf, readConceptWorld, withoutConcept } from '../data/concept-world.js';
-import { ConfigOf, ConfigSpec, defaultsOf } from '../util/config.js';
+import { OBJECTS_FILE, type WorldObject, classOf, readConceptWorld, withoutConcept } from '../data/concept-world.js';
+import { type ConfigOf, type ConfigSpec, defaultsOf } from '../util/config.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { f1Of } from '../analysis/concepts.js';
-import { EditEngine, Prepared } from './engine.js';
-import { Task } from './kinds.js';
+import type { EditEngine, Prepared } from './engine.js';
+import type { Task } from './kinds.js';
 
 export const EDIT_SCOPES = ['target', 'all'] as const;
 export type EditScope = (typeof EDIT_SCOPES)[number];
 
 /** The edit test's options with their defaults and docs; `vitsae eval edits` generates its flags from them. */
 export const editEvalSpec = {
-    data: { kind: 'string', required: true, default: '', doc: 'the labelled dataset the edits are measured on' },
-    concepts: { kind: 'string', default: '', doc: 'the concept-world directory of the images, for the rule check' },
-    images: { kind: 'number', int: true, min: 2, default: 1000, doc: 'images sampled from the dataset' },
-    selectFraction: { kind: 'number', min: 0.01, max: 0.99, default: 0.5, doc: 'share of them that choose the latents and their maxima' },
-    factor: { kind: 'number', default: -2, doc: 'the edit sets the latent to factor x its maximum' },
-    scope: { kind: 'enum', choices: EDIT_SCOPES, default: 'target', doc: "patches a segmentation or concept edit touches: the target's own, or all" },
-    seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the image sample and the baselines' },
-    progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
+  data: { kind: 'string', required: true, default: '', doc: 'the labelled dataset the edits are measured on' },
+  concepts: { kind: 'string', default: '', doc: 'the concept-world directory of the images, for the rule check' },
+  images: { kind: 'number', int: true, min: 2, default: 1000, doc: 'images sampled from the dataset' },
+  selectFraction: { kind: 'number', min: 0.01, max: 0.99, default: 0.5, doc: 'share of them that choose the latents and their maxima' },
+  factor: { kind: 'number', default: -2, doc: 'the edit sets the latent to factor x its maximum' },
+  scope: { kind: 'enum', choices: EDIT_SCOPES, default: 'target', doc: "patches a segmentation or concept edit touches: the target's own, or all" },
+  seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the image sample and the baselines' },
+  progress: { kind: 'boolean', default: true, doc: 'show a progress bar on stderr' },
 } as const satisfies ConfigSpec;
 
 /** Options of evaluateEdits: `data` and any of editEvalSpec (defaults from it); `concepts` adds the rule check. */
@@ -119,7 +119,10 @@ class FiringCounts {
   readonly positives_L: Float64Array;
   readonly tp_SL: Float64Array;
 
-  constructor(S: number, readonly L: number) {
+  constructor(
+    S: number,
+    readonly L: number,
+  ) {
     this.fires_S = new Float64Array(S);
     this.positives_L = new Float64Array(L);
     this.tp_SL = new Float64Array(S * L);

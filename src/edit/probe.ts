@@ -13,11 +13,11 @@
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Device } from '../backbone/device.js';
-import { openBackbone, selectLayers, TokenLayout } from '../backbone/backbone.js';
-import { record, RecordingData } from '../backbone/record.js';
+import type { Device } from '../backbone/device.js';
+import { openBackbone, selectLayers, type TokenLayout } from '../backbone/backbone.js';
+import { record, type RecordingData } from '../backbone/record.js';
 import { openDataset } from '../data/images.js';
-import { ConfigOf, ConfigSpec } from '../util/config.js';
+import type { ConfigOf, ConfigSpec } from '../util/config.js';
 import { native } from '../sae/native.js';
 import { readSafetensors, tensor, toFloat32, writeSafetensors } from '../sae/safetensors.js';
 import { EXAMPLES_FILE, ShardDataset } from '../shards/format.js';
@@ -27,8 +27,8 @@ import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
-import { Task } from './kinds.js';
-import { Pooling, rowsPerImage, taskRows } from './tokens.js';
+import type { Task } from './kinds.js';
+import { type Pooling, rowsPerImage, taskRows } from './tokens.js';
 
 export const PROBE_FILE = 'probe.json';
 export const PROBE_WEIGHTS = 'probe.safetensors';
@@ -184,13 +184,24 @@ export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
   try {
     const shards = opts.shards ?? path.join(tmp!, 'features');
     if (!opts.shards)
-      await record({ model: opts.model, layers: [features.name], data: opts.data!, out: shards, batch: opts.recordBatch, inputSize: opts.inputSize, mean: opts.mean, std: opts.std, device: opts.device, progress: opts.progress, log: opts.log });
+      await record({
+        model: opts.model,
+        layers: [features.name],
+        data: opts.data!,
+        out: shards,
+        batch: opts.recordBatch,
+        inputSize: opts.inputSize,
+        mean: opts.mean,
+        std: opts.std,
+        device: opts.device,
+        progress: opts.progress,
+        log: opts.log,
+      });
     const ds = await ShardDataset.open(shards);
     try {
       const data = ds.metadata.data as Partial<RecordingData>;
       const layerIdx = data.tensors?.indexOf(features.name) ?? -1;
-      if (data.format !== 'vitsae-record' || layerIdx < 0)
-        throw new UserError(`${shards} is not a vitsae recording of tensor ${features.name}; record it with vitsae record --layer ${features.name}`);
+      if (data.format !== 'vitsae-record' || layerIdx < 0) throw new UserError(`${shards} is not a vitsae recording of tensor ${features.name}; record it with vitsae record --layer ${features.name}`);
       const { rows_ND, labels_N, pooling } = await loadRows(ds, layerIdx, opts.task);
       // A loop, not Math.max(...labels_N): segmentation has a label per patch, too many for call arguments.
       const K = labels_N.reduce((max, label) => Math.max(max, label), -1) + 1;
@@ -282,9 +293,14 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
 
   const W_DK = new Float32Array(D * K);
   const b_K = new Float32Array(K);
-  const m_DK = new Float32Array(D * K), v_DK = new Float32Array(D * K), mb = new Float32Array(K), vb = new Float32Array(K);
+  const m_DK = new Float32Array(D * K),
+    v_DK = new Float32Array(D * K),
+    mb = new Float32Array(K),
+    vb = new Float32Array(K);
   const B = Math.min(cfg.batch, train.length);
-  const Z_BD = new Float32Array(B * D), p_BK = new Float32Array(B * K), g_DK = new Float32Array(D * K);
+  const Z_BD = new Float32Array(B * D),
+    p_BK = new Float32Array(B * K),
+    g_DK = new Float32Array(D * K);
   const rng = new Rng(cfg.seed, 0xada);
   const adam = new Adam({ lr: cfg.lr });
   const sgemm = native().sgemm;
@@ -303,7 +319,7 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
         for (let k = 0; k < K; k++) row[k] += b_K[k];
         softmaxInPlace(row);
         row[y_N[order[s + i]]] -= 1;
-        for (let k = 0; k < K; k++) gb[k] += (row[k] /= B);
+        for (let k = 0; k < K; k++) gb[k] += row[k] /= B;
       }
       sgemm(true, false, D, K, B, Z_BD, p_BK, g_DK);
       adam.step([
@@ -322,7 +338,9 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
 /** Accuracy and per-class recall; for segmentation also per-class IoU and their mean over classes that occur. */
 function heldOutMetrics(task: Task, truth: Int32Array, predicted: Int32Array, classes: string[]): Omit<ProbeMetrics, 'train_images' | 'test_images'> {
   const K = classes.length;
-  const tp = new Float64Array(K), support = new Float64Array(K), claimed = new Float64Array(K);
+  const tp = new Float64Array(K),
+    support = new Float64Array(K),
+    claimed = new Float64Array(K);
   truth.forEach((y, i) => {
     support[y]++;
     claimed[predicted[i]]++;
@@ -330,12 +348,14 @@ function heldOutMetrics(task: Task, truth: Int32Array, predicted: Int32Array, cl
   });
   const correct = tp.reduce((a, b) => a + b, 0);
   const iou = (k: number) => tp[k] / (support[k] + claimed[k] - tp[k]);
-  const per_class = classes.map((name, k): ClassMetrics => ({
-    class: name,
-    support: support[k],
-    accuracy: support[k] ? tp[k] / support[k] : 0,
-    ...(task === 'segment' ? { iou: support[k] + claimed[k] ? iou(k) : 0 } : {}),
-  }));
+  const per_class = classes.map(
+    (name, k): ClassMetrics => ({
+      class: name,
+      support: support[k],
+      accuracy: support[k] ? tp[k] / support[k] : 0,
+      ...(task === 'segment' ? { iou: support[k] + claimed[k] ? iou(k) : 0 } : {}),
+    }),
+  );
   if (task === 'classify') return { accuracy: correct / truth.length, per_class };
   const present = classes.map((_, k) => k).filter((k) => support[k] + claimed[k] > 0);
   return { accuracy: correct / truth.length, miou: present.reduce((a, k) => a + iou(k), 0) / present.length, per_class };

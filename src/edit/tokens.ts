@@ -6,7 +6,7 @@
  *
  * Shape letters: N images, P patches, D width, R task-head rows per image.
  */
-import { TokenLayout } from '../backbone/backbone.js';
+import type { TokenLayout } from '../backbone/backbone.js';
 
 /** How the task head reads a feature tensor: the CLS token, the mean of the patch tokens, or every patch token. */
 export type Pooling = 'cls' | 'mean' | 'patches';

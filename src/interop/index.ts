@@ -3,11 +3,11 @@
  * directory, a saev checkpoint file or a SAELens directory and returns the SAE in vitsae's parametrisation, so other
  * modules can use any of them without a conversion step.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { settleFiles } from '../util/fs.js';
-import { LoadedSae, VITSAE_CONFIG, VITSAE_WEIGHTS, readVitsaeDir, writeVitsaeDir } from '../sae/checkpoint.js';
+import { type LoadedSae, VITSAE_CONFIG, VITSAE_WEIGHTS, readVitsaeDir, writeVitsaeDir } from '../sae/checkpoint.js';
 import { Sae } from '../sae/model.js';
 import { readSaevFile } from './saev.js';
 import { SAELENS_CONFIG, SAELENS_WEIGHTS, readSaeLensDir, writeSaeLensDir } from './saelens.js';
@@ -24,7 +24,7 @@ export type OutputKind = (typeof OUTPUT_KINDS)[number];
 
 /** What a path holds, from the files present: no guessing from names. */
 export async function detectSaeKind(p: string): Promise<SaeKind> {
-  let stat;
+  let stat: Stats;
   try {
     stat = await fsp.stat(p);
   } catch (e) {
@@ -35,9 +35,7 @@ export async function detectSaeKind(p: string): Promise<SaeKind> {
   const has = async (f: string) => (await fsp.stat(path.join(p, f)).catch(() => null))?.isFile() ?? false;
   if ((await has(VITSAE_CONFIG)) && (await has(VITSAE_WEIGHTS))) return 'vitsae';
   if ((await has(SAELENS_CONFIG)) && (await has(SAELENS_WEIGHTS))) return 'saelens';
-  throw new UserError(
-    `${p} is neither a vitsae SAE directory (${VITSAE_CONFIG} + ${VITSAE_WEIGHTS}), a SAELens directory (${SAELENS_CONFIG} + ${SAELENS_WEIGHTS}) nor a saev checkpoint file`,
-  );
+  throw new UserError(`${p} is neither a vitsae SAE directory (${VITSAE_CONFIG} + ${VITSAE_WEIGHTS}), a SAELens directory (${SAELENS_CONFIG} + ${SAELENS_WEIGHTS}) nor a saev checkpoint file`);
 }
 
 export async function readAnySae(p: string): Promise<LoadedSae> {

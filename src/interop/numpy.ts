@@ -48,8 +48,7 @@ export function npzBytes(arrays: Record<string, NpyArray>, what: string): Uint8A
   for (const [name, a] of Object.entries(arrays)) {
     const bytes = npyBytes(a);
     total += bytes.length;
-    if (bytes.length >= ZIP_LIMIT || total >= ZIP_LIMIT)
-      throw new UserError(`${what} would be over 4 GiB, more than a zip without Zip64 holds; export fewer images (--max-images)`);
+    if (bytes.length >= ZIP_LIMIT || total >= ZIP_LIMIT) throw new UserError(`${what} would be over 4 GiB, more than a zip without Zip64 holds; export fewer images (--max-images)`);
     files[`${name}.npy`] = [bytes, { level: 0 }];
   }
   return zipSync(files);

@@ -51,28 +51,80 @@ type PickleDict = Map<string | number, PickleValue>;
 
 type AllowedGlobal = 'collections.OrderedDict' | 'torch._utils._rebuild_tensor_v2' | 'torch._utils._rebuild_parameter' | `torch.${StorageType}`;
 
-const ALLOWED_GLOBALS = new Set<string>([
-  'collections.OrderedDict',
-  'torch._utils._rebuild_tensor_v2',
-  'torch._utils._rebuild_parameter',
-  ...Object.keys(STORAGE_TYPES).map((t) => `torch.${t}`),
-]);
+const ALLOWED_GLOBALS = new Set<string>(['collections.OrderedDict', 'torch._utils._rebuild_tensor_v2', 'torch._utils._rebuild_parameter', ...Object.keys(STORAGE_TYPES).map((t) => `torch.${t}`)]);
 
 /** Names of every pickle opcode (protocols 0-5), so that a refusal names what it found. */
 const OPCODE_NAMES: Record<number, string> = Object.fromEntries(
   (
     [
-      ['(', 'MARK'], ['.', 'STOP'], ['0', 'POP'], ['1', 'POP_MARK'], ['2', 'DUP'], ['F', 'FLOAT'], ['I', 'INT'], ['J', 'BININT'],
-      ['K', 'BININT1'], ['L', 'LONG'], ['M', 'BININT2'], ['N', 'NONE'], ['P', 'PERSID'], ['Q', 'BINPERSID'], ['R', 'REDUCE'],
-      ['S', 'STRING'], ['T', 'BINSTRING'], ['U', 'SHORT_BINSTRING'], ['V', 'UNICODE'], ['X', 'BINUNICODE'], ['a', 'APPEND'],
-      ['b', 'BUILD'], ['c', 'GLOBAL'], ['d', 'DICT'], ['}', 'EMPTY_DICT'], ['e', 'APPENDS'], ['g', 'GET'], ['h', 'BINGET'],
-      ['i', 'INST'], ['j', 'LONG_BINGET'], ['l', 'LIST'], [']', 'EMPTY_LIST'], ['o', 'OBJ'], ['p', 'PUT'], ['q', 'BINPUT'],
-      ['r', 'LONG_BINPUT'], ['s', 'SETITEM'], ['t', 'TUPLE'], [')', 'EMPTY_TUPLE'], ['u', 'SETITEMS'], ['G', 'BINFLOAT'],
-      ['\x80', 'PROTO'], ['\x81', 'NEWOBJ'], ['\x82', 'EXT1'], ['\x83', 'EXT2'], ['\x84', 'EXT4'], ['\x85', 'TUPLE1'],
-      ['\x86', 'TUPLE2'], ['\x87', 'TUPLE3'], ['\x88', 'NEWTRUE'], ['\x89', 'NEWFALSE'], ['\x8a', 'LONG1'], ['\x8b', 'LONG4'],
-      ['B', 'BINBYTES'], ['C', 'SHORT_BINBYTES'], ['\x8c', 'SHORT_BINUNICODE'], ['\x8d', 'BINUNICODE8'], ['\x8e', 'BINBYTES8'],
-      ['\x8f', 'EMPTY_SET'], ['\x90', 'ADDITEMS'], ['\x91', 'FROZENSET'], ['\x92', 'NEWOBJ_EX'], ['\x93', 'STACK_GLOBAL'],
-      ['\x94', 'MEMOIZE'], ['\x95', 'FRAME'], ['\x96', 'BYTEARRAY8'], ['\x97', 'NEXT_BUFFER'], ['\x98', 'READONLY_BUFFER'],
+      ['(', 'MARK'],
+      ['.', 'STOP'],
+      ['0', 'POP'],
+      ['1', 'POP_MARK'],
+      ['2', 'DUP'],
+      ['F', 'FLOAT'],
+      ['I', 'INT'],
+      ['J', 'BININT'],
+      ['K', 'BININT1'],
+      ['L', 'LONG'],
+      ['M', 'BININT2'],
+      ['N', 'NONE'],
+      ['P', 'PERSID'],
+      ['Q', 'BINPERSID'],
+      ['R', 'REDUCE'],
+      ['S', 'STRING'],
+      ['T', 'BINSTRING'],
+      ['U', 'SHORT_BINSTRING'],
+      ['V', 'UNICODE'],
+      ['X', 'BINUNICODE'],
+      ['a', 'APPEND'],
+      ['b', 'BUILD'],
+      ['c', 'GLOBAL'],
+      ['d', 'DICT'],
+      ['}', 'EMPTY_DICT'],
+      ['e', 'APPENDS'],
+      ['g', 'GET'],
+      ['h', 'BINGET'],
+      ['i', 'INST'],
+      ['j', 'LONG_BINGET'],
+      ['l', 'LIST'],
+      [']', 'EMPTY_LIST'],
+      ['o', 'OBJ'],
+      ['p', 'PUT'],
+      ['q', 'BINPUT'],
+      ['r', 'LONG_BINPUT'],
+      ['s', 'SETITEM'],
+      ['t', 'TUPLE'],
+      [')', 'EMPTY_TUPLE'],
+      ['u', 'SETITEMS'],
+      ['G', 'BINFLOAT'],
+      ['\x80', 'PROTO'],
+      ['\x81', 'NEWOBJ'],
+      ['\x82', 'EXT1'],
+      ['\x83', 'EXT2'],
+      ['\x84', 'EXT4'],
+      ['\x85', 'TUPLE1'],
+      ['\x86', 'TUPLE2'],
+      ['\x87', 'TUPLE3'],
+      ['\x88', 'NEWTRUE'],
+      ['\x89', 'NEWFALSE'],
+      ['\x8a', 'LONG1'],
+      ['\x8b', 'LONG4'],
+      ['B', 'BINBYTES'],
+      ['C', 'SHORT_BINBYTES'],
+      ['\x8c', 'SHORT_BINUNICODE'],
+      ['\x8d', 'BINUNICODE8'],
+      ['\x8e', 'BINBYTES8'],
+      ['\x8f', 'EMPTY_SET'],
+      ['\x90', 'ADDITEMS'],
+      ['\x91', 'FROZENSET'],
+      ['\x92', 'NEWOBJ_EX'],
+      ['\x93', 'STACK_GLOBAL'],
+      ['\x94', 'MEMOIZE'],
+      ['\x95', 'FRAME'],
+      ['\x96', 'BYTEARRAY8'],
+      ['\x97', 'NEXT_BUFFER'],
+      ['\x98', 'READONLY_BUFFER'],
     ] as const
   ).map(([c, n]) => [c.charCodeAt(0), n]),
 );
@@ -141,12 +193,14 @@ export function unpickle(bytes: Uint8Array, source: string): PickleValue {
         if (proto > 2) throw fail(`pickle protocol ${proto}: torch.save writes protocol 2 unless told otherwise, and vitsae reads only that`);
         break;
       }
-      case 0x63 /* GLOBAL */: {
-        const name = `${readLine()}.${readLine()}`;
-        if (!ALLOWED_GLOBALS.has(name)) throw fail(`refusing pickle global ${name}: only ${[...ALLOWED_GLOBALS].slice(0, 3).join(', ')} and torch storage types may appear, and nothing is ever executed`);
-        stack.push({ kind: 'global', name: name as AllowedGlobal });
-        break;
-      }
+      case 0x63 /* GLOBAL */:
+        {
+          const name = `${readLine()}.${readLine()}`;
+          if (!ALLOWED_GLOBALS.has(name))
+            throw fail(`refusing pickle global ${name}: only ${[...ALLOWED_GLOBALS].slice(0, 3).join(', ')} and torch storage types may appear, and nothing is ever executed`);
+          stack.push({ kind: 'global', name: name as AllowedGlobal });
+          break;
+        }
       case 0x71 /* BINPUT */:
         memo.set(bytes[need(1)], top());
         break;
@@ -170,34 +224,38 @@ export function unpickle(bytes: Uint8Array, source: string): PickleValue {
         break;
       case 0x85 /* TUPLE1 */:
       case 0x86 /* TUPLE2 */:
-      case 0x87 /* TUPLE3 */: {
-        const n = op - 0x84;
-        const items: PickleValue[] = [];
-        for (let i = 0; i < n; i++) items.unshift(pop());
-        stack.push(items);
-        break;
-      }
+      case 0x87 /* TUPLE3 */:
+        {
+          const n = op - 0x84;
+          const items: PickleValue[] = [];
+          for (let i = 0; i < n; i++) items.unshift(pop());
+          stack.push(items);
+          break;
+        }
       case 0x7d /* EMPTY_DICT */:
         stack.push(new Map());
         break;
-      case 0x73 /* SETITEM */: {
-        const value = pop();
-        const key = pop();
-        setItem(top(), key, value);
-        break;
-      }
-      case 0x75 /* SETITEMS */: {
-        const items = popMark();
-        if (items.length % 2) throw fail('SETITEMS with an odd number of items');
-        for (let i = 0; i < items.length; i += 2) setItem(top(), items[i], items[i + 1]);
-        break;
-      }
-      case 0x58 /* BINUNICODE */: {
-        const n = view.getUint32(need(4), true);
-        const at = need(n);
-        stack.push(Buffer.from(bytes.buffer, bytes.byteOffset + at, n).toString('utf8'));
-        break;
-      }
+      case 0x73 /* SETITEM */:
+        {
+          const value = pop();
+          const key = pop();
+          setItem(top(), key, value);
+          break;
+        }
+      case 0x75 /* SETITEMS */:
+        {
+          const items = popMark();
+          if (items.length % 2) throw fail('SETITEMS with an odd number of items');
+          for (let i = 0; i < items.length; i += 2) setItem(top(), items[i], items[i + 1]);
+          break;
+        }
+      case 0x58 /* BINUNICODE */:
+        {
+          const n = view.getUint32(need(4), true);
+          const at = need(n);
+          stack.push(Buffer.from(bytes.buffer, bytes.byteOffset + at, n).toString('utf8'));
+          break;
+        }
       case 0x4b /* BININT1 */:
         stack.push(bytes[need(1)]);
         break;
@@ -207,16 +265,17 @@ export function unpickle(bytes: Uint8Array, source: string): PickleValue {
       case 0x4a /* BININT */:
         stack.push(view.getInt32(need(4), true));
         break;
-      case 0x8a /* LONG1 */: {
-        const n = bytes[need(1)];
-        const at = need(n);
-        let v = 0n;
-        for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
-        if (n > 0 && bytes[at + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
-        if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw fail(`integer ${v} is too large`);
-        stack.push(Number(v));
-        break;
-      }
+      case 0x8a /* LONG1 */:
+        {
+          const n = bytes[need(1)];
+          const at = need(n);
+          let v = 0n;
+          for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
+          if (n > 0 && bytes[at + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
+          if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw fail(`integer ${v} is too large`);
+          stack.push(Number(v));
+          break;
+        }
       case 0x4e /* NONE */:
         stack.push(null);
         break;
@@ -229,23 +288,26 @@ export function unpickle(bytes: Uint8Array, source: string): PickleValue {
       case 0x51 /* BINPERSID */:
         stack.push(storageRef(pop(), fail));
         break;
-      case 0x52 /* REDUCE */: {
-        const args = pop();
-        const fn = pop();
-        stack.push(reduce(fn, args, fail));
-        break;
-      }
-      case 0x62 /* BUILD */: {
-        // torch attaches `_metadata` (per-module version numbers) to a state dict; nothing in it changes the weights.
-        const state = pop();
-        if (!(top() instanceof Map) || !(state instanceof Map)) throw fail('BUILD of something other than a dict with dict state');
-        break;
-      }
-      case 0x2e /* STOP */: {
-        const result = pop();
-        if (stack.length) throw fail('values are left on the pickle stack at STOP');
-        return result;
-      }
+      case 0x52 /* REDUCE */:
+        {
+          const args = pop();
+          const fn = pop();
+          stack.push(reduce(fn, args, fail));
+          break;
+        }
+      case 0x62 /* BUILD */:
+        {
+          // torch attaches `_metadata` (per-module version numbers) to a state dict; nothing in it changes the weights.
+          const state = pop();
+          if (!(top() instanceof Map) || !(state instanceof Map)) throw fail('BUILD of something other than a dict with dict state');
+          break;
+        }
+      case 0x2e /* STOP */:
+        {
+          const result = pop();
+          if (stack.length) throw fail('values are left on the pickle stack at STOP');
+          return result;
+        }
       default:
         throw fail(`unexpected pickle opcode 0x${op.toString(16).padStart(2, '0')} (${OPCODE_NAMES[op] ?? 'not a pickle opcode'})`);
     }

@@ -4,9 +4,9 @@
  */
 import { UserError } from '../util/errors.js';
 import { defaultsOf } from '../util/config.js';
-import { SaeCheckpointConfig, SaeConfig, saeSpec } from '../sae/config.js';
-import { floatValues, Weights } from '../sae/checkpoint.js';
-import { Tensor } from '../sae/safetensors.js';
+import { type SaeCheckpointConfig, type SaeConfig, saeSpec } from '../sae/config.js';
+import { floatValues, type Weights } from '../sae/checkpoint.js';
+import type { Tensor } from '../sae/safetensors.js';
 
 /**
  * Our config for an SAE from elsewhere. d_sae is stored as an expansion factor when d_model divides it (as the
@@ -30,7 +30,7 @@ export function foreignConfig(dModel: number, dSae: number, sae: Partial<SaeConf
 /** A single number from a one-element floating tensor, such as a stored activation threshold. */
 export function scalarOf(t: Tensor, name: string, source: string): number {
   const v = floatValues(t);
-  if (!v || v.length !== 1) throw new UserError(`${source}: tensor ${name} should hold one floating-point number, it is ${t.dtype} [${t.shape}]`);
+  if (v?.length !== 1) throw new UserError(`${source}: tensor ${name} should hold one floating-point number, it is ${t.dtype} [${t.shape}]`);
   return v[0];
 }
 

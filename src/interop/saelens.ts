@@ -19,9 +19,9 @@ import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { readJson, writeFileAtomic } from '../util/fs.js';
 import { validateConfig } from '../util/config.js';
-import { Activation, SaeCheckpointConfig, saeSpec } from '../sae/config.js';
-import { Tensor, readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
-import { LoadedSae, Weights, floatValues, sae4 } from '../sae/checkpoint.js';
+import { type Activation, type SaeCheckpointConfig, saeSpec } from '../sae/config.js';
+import { type Tensor, readSafetensors, tensor, writeSafetensors } from '../sae/safetensors.js';
+import { type LoadedSae, type Weights, floatValues, sae4 } from '../sae/checkpoint.js';
 import { foldDecoderBias, foreignConfig, isObject, scalarOf } from './sae.js';
 
 export const SAELENS_CONFIG = 'cfg.json';
@@ -111,10 +111,19 @@ export async function writeSaeLensDir(dir: string, sae: LoadedSae): Promise<void
   const activation = config.sae.activation;
   const architecture = activation === 'relu' ? 'standard' : activation === 'topk' ? 'topk' : 'jumprelu';
   const tensors: Record<string, Tensor> = {
-    W_enc: tensor(sae.W_enc.map((v) => v * scale), [m, s]),
+    W_enc: tensor(
+      sae.W_enc.map((v) => v * scale),
+      [m, s],
+    ),
     b_enc: tensor(sae.b_enc, [s]),
-    W_dec: tensor(sae.W_dec.map((v) => v / scale), [s, m]),
-    b_dec: tensor(sae.b_dec.map((v) => v / scale), [m]),
+    W_dec: tensor(
+      sae.W_dec.map((v) => v / scale),
+      [s, m],
+    ),
+    b_dec: tensor(
+      sae.b_dec.map((v) => v / scale),
+      [m],
+    ),
   };
   // JumpReLU keeps h when h > threshold and h > 0, as our BatchTopK inference does; -1 (none learned) acts as 0.
   if (architecture === 'jumprelu') tensors.threshold = tensor(new Float32Array(s).fill(Math.max(0, config.threshold)), [s]);
@@ -189,4 +198,3 @@ function uniformThreshold(t: Tensor | undefined, bad: (why: string) => Error): n
 function weightsOf(w: Weights): Weights {
   return { W_enc: w.W_enc, b_enc: w.b_enc, W_dec: w.W_dec, b_dec: w.b_dec };
 }
-

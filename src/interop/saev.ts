@@ -18,9 +18,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import { UserError } from '../util/errors.js';
-import { Activation, traitsOf } from '../sae/activations.js';
+import { type Activation, traitsOf } from '../sae/activations.js';
 import { readTorchStateDict } from './torchzip.js';
-import { LoadedSae, sae4 } from '../sae/checkpoint.js';
+import { type LoadedSae, sae4 } from '../sae/checkpoint.js';
 import { foldDecoderBias, foreignConfig, isObject, scalarOf } from './sae.js';
 
 const THRESHOLD = 'activation.threshold';

@@ -8,7 +8,7 @@
 import { unzipSync } from 'fflate';
 import { UserError } from '../util/errors.js';
 import type { Tensor } from '../sae/safetensors.js';
-import { STORAGE_TYPES, TensorRef, isTensor, unpickle } from './pickle.js';
+import { STORAGE_TYPES, type TensorRef, isTensor, unpickle } from './pickle.js';
 
 /** Array type per dtype, as `Tensor` holds it (16-bit floats as their raw words). */
 const ARRAYS = {

@@ -12,8 +12,8 @@ import { UserError } from '../util/errors.js';
 import { readJson, settleFiles, writeFileAtomic } from '../util/fs.js';
 import { validateConfig } from '../util/config.js';
 import { camelKeys, snakeKeys } from '../util/json-keys.js';
-import { SaeCheckpointConfig, dSaeOf, saeSpec } from './config.js';
-import { Tensor, readSafetensors, tensor, toFloat32, writeSafetensors } from './safetensors.js';
+import { type SaeCheckpointConfig, dSaeOf, saeSpec } from './config.js';
+import { type Tensor, readSafetensors, tensor, toFloat32, writeSafetensors } from './safetensors.js';
 
 export interface LoadedSae {
   config: SaeCheckpointConfig;
@@ -93,11 +93,15 @@ function checkpointConfigJson(config: SaeCheckpointConfig): object {
 export async function writeVitsaeDir(dir: string, sae: LoadedSae): Promise<void> {
   const { d_model: m, d_sae: s } = sae.config;
   await fsp.mkdir(dir, { recursive: true });
-  await writeSafetensors(path.join(dir, VITSAE_WEIGHTS), {
-    W_enc: tensor(sae.W_enc, [m, s]),
-    b_enc: tensor(sae.b_enc, [s]),
-    W_dec: tensor(sae.W_dec, [s, m]),
-    b_dec: tensor(sae.b_dec, [m]),
-  }, { format: 'vitsae-sae', step: String(sae.config.step ?? 0) });
+  await writeSafetensors(
+    path.join(dir, VITSAE_WEIGHTS),
+    {
+      W_enc: tensor(sae.W_enc, [m, s]),
+      b_enc: tensor(sae.b_enc, [s]),
+      W_dec: tensor(sae.W_dec, [s, m]),
+      b_dec: tensor(sae.b_dec, [m]),
+    },
+    { format: 'vitsae-sae', step: String(sae.config.step ?? 0) },
+  );
   await writeFileAtomic(path.join(dir, VITSAE_CONFIG), JSON.stringify(checkpointConfigJson(sae.config), null, 2) + '\n');
 }

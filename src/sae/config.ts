@@ -2,7 +2,7 @@
  * SAE architecture and training configs. The architecture part is what a checkpoint needs to be used
  * (encode/decode); the training part is kept beside it in config.json so that a run can be reproduced and resumed.
  */
-import { ConfigOf, ConfigSpec } from '../util/config.js';
+import type { ConfigOf, ConfigSpec } from '../util/config.js';
 import { ACTIVATIONS, ACTIVATION_TRAITS, traitsOf } from './activations.js';
 
 export const COMPUTES = ['auto', 'fp32', 'bf16'] as const;
@@ -15,7 +15,9 @@ export const saeSpec = {
     kind: 'enum',
     choices: ACTIVATIONS,
     default: 'topk',
-    doc: Object.values(ACTIVATION_TRAITS).map((t) => t.doc).join(', '),
+    doc: Object.values(ACTIVATION_TRAITS)
+      .map((t) => t.doc)
+      .join(', '),
   },
   expansion: { kind: 'number', int: true, min: 1, default: 16, doc: 'd_sae = expansion * d_model (ignored when --d-sae is set)' },
   dSae: { kind: 'number', int: true, min: 0, default: 0, doc: 'number of latents; 0 means expansion * d_model' },
@@ -34,11 +36,16 @@ export const trainSpec = {
   lr: { kind: 'number', min: 0, default: 4e-4, doc: 'Adam learning rate after warmup' },
   lrWarmup: { kind: 'number', min: 0, default: 0.05, doc: 'steps of linear learning-rate warmup from 0; below 1, a share of the run (0.05: its first 5%)' },
   lrSchedule: { kind: 'enum', choices: ['constant', 'cosine'], default: 'constant', doc: 'learning rate after warmup: constant, or cosine decay to 0 at the last step' },
-  l1: { kind: 'number', min: 0, default: 2, doc: 'L1 coefficient (relu only): loss = mean over tokens of ||x - x_hat||^2 + l1 * sum_s f_s (decoder rows are unit norm, inputs scaled to norm sqrt(d_model))' },
+  l1: {
+    kind: 'number',
+    min: 0,
+    default: 2,
+    doc: 'L1 coefficient (relu only): loss = mean over tokens of ||x - x_hat||^2 + l1 * sum_s f_s (decoder rows are unit norm, inputs scaled to norm sqrt(d_model))',
+  },
   l1Warmup: { kind: 'number', min: 0, default: 0.05, doc: 'steps of linear L1-coefficient warmup from 0 (relu only); below 1, a share of the run' },
   auxCoeff: { kind: 'number', min: 0, default: 1 / 32, doc: 'weight of the AuxK loss on dead latents (topk variants; 0 disables)' },
   kAux: { kind: 'number', int: true, min: 0, default: 0, doc: 'dead latents used by the AuxK loss per token; 0 means d_model / 2' },
-  deadWindow: { kind: 'number', min: 0, default: 0.1, doc: 'a latent is dead when it has not fired in this many tokens; below 1, a share of the run\'s tokens' },
+  deadWindow: { kind: 'number', min: 0, default: 0.1, doc: "a latent is dead when it has not fired in this many tokens; below 1, a share of the run's tokens" },
   denseThreshold: { kind: 'number', min: 0, max: 1, default: 0.1, doc: 'a latent is dense when it fires on more than this fraction of tokens' },
   thresholdMomentum: { kind: 'number', min: 0, max: 1, default: 0.99, doc: 'batchtopk: EMA momentum of the inference threshold (the smallest kept activation per batch)' },
   gradClip: { kind: 'number', min: 0, default: 1, doc: 'clip the global gradient norm to this value (0 disables)' },
@@ -48,7 +55,7 @@ export const trainSpec = {
   batch: { kind: 'number', int: true, min: 1, default: 4096, doc: 'tokens per training batch' },
   tokens: { kind: 'number', int: true, min: 1, default: 100_000_000, doc: 'training tokens in total (batches = tokens / batch, rounded up)' },
   seed: { kind: 'number', int: true, default: 0, doc: 'seed for initialisation and the shuffled loader' },
-  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: 'tokens used to estimate the data mean and input scale before training (at most the run\'s tokens)' },
+  scaleTokens: { kind: 'number', int: true, min: 1, default: 262_144, doc: "tokens used to estimate the data mean and input scale before training (at most the run's tokens)" },
   compute: {
     kind: 'enum',
     choices: COMPUTES,

@@ -2,11 +2,11 @@
  * `vitsae eval`: reconstruction and sparsity metrics of a checkpoint on activation shards, in one in-order pass
  * over at most `maxTokens` tokens (the dead-latent window: a latent is dead when it fires on none of them).
  */
-import { ShardDataset, OrderedTokenLoader, TokenSelection } from '../shards/index.js';
+import { ShardDataset, OrderedTokenLoader, type TokenSelection } from '../shards/index.js';
 import { progress } from '../util/progress.js';
 import { UserError } from '../util/errors.js';
-import { Sae } from './model.js';
-import { SaeMetrics, summarize } from './metrics.js';
+import type { Sae } from './model.js';
+import { type SaeMetrics, summarize } from './metrics.js';
 
 export interface EvalOptions {
   selection: TokenSelection;

@@ -4,7 +4,7 @@
  *   nmse = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2
  *   explained_variance = 1 - sum_d Var(x_d - x_hat_d) / sum_d Var(x_d)   (a constant reconstruction bias is not penalised)
  */
-import { RawMetrics } from './native.js';
+import type { RawMetrics } from './native.js';
 
 export interface SaeMetrics {
   mse: number;
@@ -35,7 +35,8 @@ export function summarize(raw: RawMetrics, opts: { inputScale: number; denseThre
   const S = raw.fires.length;
   const totalVar = centredSumSq(raw.sumX2, raw.sumX, n);
   const residVar = centredSumSq(raw.sumR2, raw.sumR, n);
-  let dead = 0, dense = 0;
+  let dead = 0,
+    dense = 0;
   for (let s = 0; s < S; s++) {
     const isDead = opts.sinceFired ? opts.sinceFired[s] >= (opts.deadWindow ?? Infinity) : raw.fires[s] === 0;
     if (isDead) dead++;

@@ -12,10 +12,10 @@ import { UserError } from '../util/errors.js';
 import { writeFilesTogether } from '../util/fs.js';
 import { Rng } from '../util/random.js';
 import { nativeIdOf, traitsOf } from './activations.js';
-import { SaeCheckpointConfig, SaeConfig, TrainConfig, dSaeOf, prefixesOf } from './config.js';
-import { LoadedSae, Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
-import { NativeCore, SparseActs, native } from './native.js';
-import { readSafetensors, tensor, toFloat32, writeSafetensors, Tensor } from './safetensors.js';
+import { type SaeCheckpointConfig, type SaeConfig, type TrainConfig, dSaeOf, prefixesOf } from './config.js';
+import { type LoadedSae, type Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
+import { type NativeCore, type SparseActs, native } from './native.js';
+import { readSafetensors, tensor, toFloat32, writeSafetensors, type Tensor } from './safetensors.js';
 
 const PARAMS = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 
@@ -85,7 +85,10 @@ export class Sae {
     model.core.setTensor('W_dec', w);
     model.core.normalizeDecoder();
     model.core.setTensor('W_enc', model.core.getTensor('W_dec'));
-    model.core.setTensor('b_dec', Float32Array.from(init.mean, (m) => m * init.inputScale));
+    model.core.setTensor(
+      'b_dec',
+      Float32Array.from(init.mean, (m) => m * init.inputScale),
+    );
     return model;
   }
 
@@ -132,7 +135,8 @@ export class Sae {
     const step = String(this.config.step ?? 0);
     await writeFilesTogether(dir, async (staging) => {
       if (opts.withOptimizer) {
-        const S = this.dSae, D = this.dModel;
+        const S = this.dSae,
+          D = this.dModel;
         const t: Record<string, Tensor> = { since_fired: tensor(this.core.getTensor('since_fired'), [S]) };
         for (const kind of ['adam_m', 'adam_v']) {
           for (const name of PARAMS) {
@@ -186,8 +190,10 @@ export class Sae {
    * `encode(x, true).xhat`.
    */
   decode(f: Pick<SparseActs<Float32Array>, 'rowptr' | 'idx' | 'val'> | Float32Array): Float32Array {
-    const D = this.dModel, S = this.dSae;
-    const W_dec = this.core.getTensor('W_dec'), b_dec = this.core.getTensor('b_dec');
+    const D = this.dModel,
+      S = this.dSae;
+    const W_dec = this.core.getTensor('W_dec'),
+      b_dec = this.core.getTensor('b_dec');
     const inv = 1 / this.config.input_scale;
     let xhat_BD: Float32Array;
     if (f instanceof Float32Array) {
@@ -200,7 +206,8 @@ export class Sae {
       for (let b = 0; b < B; b++) {
         const row = xhat_BD.subarray(b * D, (b + 1) * D);
         for (let j = f.rowptr[b]; j < f.rowptr[b + 1]; j++) {
-          const s = f.idx[j], v = f.val[j];
+          const s = f.idx[j],
+            v = f.val[j];
           if (s < 0 || s >= S) throw new UserError(`Sae.decode: latent index ${s} of token ${b} is outside 0..${S - 1}`);
           const w = W_dec.subarray(s * D, (s + 1) * D);
           for (let d = 0; d < D; d++) row[d] += v * w[d];

@@ -63,7 +63,6 @@ export interface RawMetrics {
 /** What a core's encoder GEMM runs in: fp32 (OpenBLAS), bf16 on AMX tiles, or bf16 with AVX512-BF16 dot products. */
 export type ComputeKernel = 'fp32' | 'bf16-amx' | 'bf16-avx512';
 
-
 export interface NativeCore<A extends Float32Array | Float64Array> {
   getTensor(name: string): A;
   getTensor(name: 'since_fired'): Float64Array;
@@ -108,7 +107,9 @@ export function native(): NativeModule {
   const loaded = createRequire(import.meta.url)(file) as NativeModule;
   // Activations cross to C++ as their index in ACTIVATIONS: the core's own list must be the same.
   if (loaded.activations.join() !== ACTIVATIONS.join())
-    throw new Error(`the native SAE core (${file}) knows activations [${loaded.activations}] but src/sae/activations.ts declares [${ACTIVATIONS}] in that order: rebuild it (npm run build:native) or align the two`);
+    throw new Error(
+      `the native SAE core (${file}) knows activations [${loaded.activations}] but src/sae/activations.ts declares [${ACTIVATIONS}] in that order: rebuild it (npm run build:native) or align the two`,
+    );
   cached = loaded;
   return cached;
 }

@@ -61,7 +61,9 @@ export class Annotations {
       this.db.prepare('DELETE FROM features WHERE latent = ?').run(latent);
       this.rows.delete(latent);
     } else {
-      this.db.prepare('INSERT INTO features VALUES (?, ?, ?, ?) ON CONFLICT(latent) DO UPDATE SET name = excluded.name, notes = excluded.notes, updated = excluded.updated').run(latent, name, notes, updated);
+      this.db
+        .prepare('INSERT INTO features VALUES (?, ?, ?, ?) ON CONFLICT(latent) DO UPDATE SET name = excluded.name, notes = excluded.notes, updated = excluded.updated')
+        .run(latent, name, notes, updated);
       this.rows.set(latent, { name, notes, updated });
     }
     return { name, notes, updated };

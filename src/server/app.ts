@@ -5,18 +5,18 @@
  * Server-Timing header with the time spent in the server.
  */
 import fastifyStatic from '@fastify/static';
-import { Type, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { FastifyError, FastifyInstance } from 'fastify';
+import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { existsSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../util/errors.js';
-import { ANNOTATED, RunComparison, SORT_KEYS } from './api.js';
-import { NotFound, RunData, Urls } from './run-data.js';
+import { ANNOTATED, type RunComparison, SORT_KEYS } from './api.js';
+import { NotFound, RunData, type Urls } from './run-data.js';
 import { THUMBS_DIR } from '../analysis/visuals-index.js';
 import type { Device } from '../backbone/device.js';
-import { DEFAULT_EDIT_LIMITS, EditLimits, editRoutes } from './edit-routes.js';
+import { DEFAULT_EDIT_LIMITS, type EditLimits, editRoutes } from './edit-routes.js';
 import { lenientNumber, numberAsString } from './strict-params.js';
 import { ImageParams, LatentParams, RunParam } from './params.js';
 
@@ -32,7 +32,12 @@ export const serverUrls: Urls = {
 export function runIds(dirs: string[]): string[] {
   const seen = new Set<string>();
   return dirs.map((d) => {
-    const base = path.basename(path.resolve(d)).toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[.-]+/, '') || 'run';
+    const base =
+      path
+        .basename(path.resolve(d))
+        .toLowerCase()
+        .replace(/[^a-z0-9._-]+/g, '-')
+        .replace(/^[.-]+/, '') || 'run';
     let id = base;
     for (let i = 2; seen.has(id); i++) id = `${base}-${i}`;
     seen.add(id);
@@ -165,10 +170,8 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     return reply.type('image/png').send(png);
   });
 
-  app.get(
-    '/api/runs/:run/compare/:latent',
-    { schema: { params: LatentParams, querystring: Type.Object({ other: Type.String({ maxLength: 100 }) }, { additionalProperties: false }) } },
-    async (req) => runOf(req.params.run).compare(req.params.latent, runOf(req.query.other)),
+  app.get('/api/runs/:run/compare/:latent', { schema: { params: LatentParams, querystring: Type.Object({ other: Type.String({ maxLength: 100 }) }, { additionalProperties: false }) } }, async (req) =>
+    runOf(req.params.run).compare(req.params.latent, runOf(req.query.other)),
   );
 
   await app.register(editRoutes, { ...DEFAULT_EDIT_LIMITS, ...opts.editLimits, runs: opts.runs, runOf, device: opts.device });

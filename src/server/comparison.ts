@@ -4,11 +4,11 @@
  * data/comparison.json.
  */
 import * as path from 'node:path';
-import { COMPARE_FILE, CompareJson } from '../analysis/compare/format.js';
+import { COMPARE_FILE, type CompareJson } from '../analysis/compare/format.js';
 import { UserError } from '../util/errors.js';
 import { readJson } from '../util/fs.js';
 import type { RunComparison } from './api.js';
-import { RunData } from './run-data.js';
+import type { RunData } from './run-data.js';
 
 /** Reads DIR/compare.json (or the file itself). */
 export async function readComparison(dirOrFile: string): Promise<CompareJson> {

@@ -5,10 +5,10 @@
  * allows. Uploads are limited in bytes (checked from Content-Length before the body is read, and by the body
  * limit while it is) and in pixels (from the header, before decoding; see uploads.ts).
  */
-import { Type, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { NotFound, RunData } from './run-data.js';
+import { NotFound, type RunData } from './run-data.js';
 import type { EditRequest, ProbeList, Upload } from './edit-api.js';
 import type { Device } from '../backbone/device.js';
 import { RunEdits } from './edits.js';
@@ -98,8 +98,7 @@ export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOption
       // Refuse a declared oversize body before reading it; the body limit stops undeclared ones while reading.
       onRequest: async (req, reply) => {
         const declared = Number(req.headers['content-length']);
-        if (declared > opts.uploadBytes)
-          return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', message: `the upload is ${declared} bytes; the limit is ${opts.uploadBytes}` });
+        if (declared > opts.uploadBytes) return reply.code(413).send({ statusCode: 413, error: 'Payload Too Large', message: `the upload is ${declared} bytes; the limit is ${opts.uploadBytes}` });
       },
     },
     async (req, reply) => {

@@ -6,11 +6,11 @@
 import * as path from 'node:path';
 import type { ImageInput } from '../data/preprocess.js';
 import type { Device } from '../backbone/device.js';
-import { EditEngine, Predictions, topClasses } from '../edit/engine.js';
-import { loadProbe, Probe } from '../edit/probe.js';
+import { EditEngine, type Predictions, topClasses } from '../edit/engine.js';
+import { loadProbe, type Probe } from '../edit/probe.js';
 import { UserError } from '../util/errors.js';
 import type { LatentRef } from './api.js';
-import { NotFound, RunData } from './run-data.js';
+import { NotFound, type RunData } from './run-data.js';
 import type { EditAnswer, EditPrediction, EditRequest, ProbeSummary } from './edit-api.js';
 
 /** A request that the run cannot answer as asked (HTTP 400). */
@@ -56,7 +56,10 @@ export class RunEdits {
 
   private async probe(id: number): Promise<{ summary: ProbeSummary; probe: Probe }> {
     const list = await this.loadProbes();
-    if (!list[id]) throw new NotFound(list.length ? `probe ${id} does not exist: run ${this.data.id} has ${list.length} (0..${list.length - 1})` : `run ${this.data.id} has no probes (run.json's "probes", and a model)`);
+    if (!list[id])
+      throw new NotFound(
+        list.length ? `probe ${id} does not exist: run ${this.data.id} has ${list.length} (0..${list.length - 1})` : `run ${this.data.id} has no probes (run.json's "probes", and a model)`,
+      );
     return list[id];
   }
 
@@ -104,7 +107,10 @@ export class RunEdits {
     const input: ImageInput = upload ?? (await this.data.source(req.image as number));
     const engine = await this.engine(req.probe);
     const prepare = (this.preparing.get(req.probe) ?? Promise.resolve()).then(() => engine.prepare([input]));
-    this.preparing.set(req.probe, prepare.catch(() => undefined));
+    this.preparing.set(
+      req.probe,
+      prepare.catch(() => undefined),
+    );
     const prepared = await prepare;
     const { before, after } = await engine.edit(prepared, req.edits);
     const P = this.data.index.meta.patches;
@@ -126,8 +132,7 @@ export class RunEdits {
 
 /** The answer's prediction part for the single image of a batch. */
 function prediction(task: ProbeSummary['task'], before: Predictions, after: Predictions, classes: string[]): EditPrediction {
-  if (task === 'classify')
-    return { task, before: topClasses(before, 0, classes, TOP_CLASSES), after: topClasses(after, 0, classes, TOP_CLASSES), changed: before.labels[0] !== after.labels[0] };
+  if (task === 'classify') return { task, before: topClasses(before, 0, classes, TOP_CLASSES), after: topClasses(after, 0, classes, TOP_CLASSES), changed: before.labels[0] !== after.labels[0] };
   const b = Array.from(before.labels);
   const a = Array.from(after.labels);
   return { task, before: b, after: a, changed: b.flatMap((l, p) => (l !== a[p] ? [p] : [])) };

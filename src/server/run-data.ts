@@ -5,11 +5,11 @@
  */
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { ConceptReport, readConceptReport } from '../analysis/concepts.js';
-import { ExampleImages, modelViewOf, resizeRgb, RgbImage } from '../analysis/images.js';
-import { readRun, Run } from '../analysis/run.js';
+import { type ConceptReport, readConceptReport } from '../analysis/concepts.js';
+import { ExampleImages, modelViewOf, resizeRgb, type RgbImage } from '../analysis/images.js';
+import { readRun, type Run } from '../analysis/run.js';
 import { VisualsIndex } from '../analysis/visuals-index.js';
-import { Sae } from '../sae/model.js';
+import type { Sae } from '../sae/model.js';
 import { openSae } from '../interop/index.js';
 import { ShardDataset } from '../shards/format.js';
 import type { ImageInput } from '../data/preprocess.js';
@@ -35,7 +35,9 @@ const VIEW_MIN = 256;
 /** A model's view enlarged to at least VIEW_MIN pixels, as PNG. */
 async function viewPng(img: RgbImage): Promise<Buffer> {
   const big = Math.max(img.width, img.height) < VIEW_MIN ? await resizeRgb(img, VIEW_MIN) : img;
-  return sharp(big.data, { raw: { width: big.width, height: big.height, channels: 3 } }).png().toBuffer();
+  return sharp(big.data, { raw: { width: big.width, height: big.height, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 /** A small least-recently-used cache of promises (failed ones are dropped). */

@@ -17,8 +17,8 @@ import { THUMBS_DIR } from '../analysis/visuals-index.js';
 import { UserError } from '../util/errors.js';
 import { progress } from '../util/progress.js';
 import { runIds, WEB_DIR } from './app.js';
-import { RunData, Urls } from './run-data.js';
-import { CompareJson } from '../analysis/compare/format.js';
+import { RunData, type Urls } from './run-data.js';
+import type { CompareJson } from '../analysis/compare/format.js';
 import { withRunIds } from './comparison.js';
 
 export const SITE_DATA = 'data';
@@ -35,9 +35,11 @@ const CONCURRENCY = 8;
 
 async function forEachLimited<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(CONCURRENCY, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]);
+    }),
+  );
 }
 
 /** `comparison`: a `vitsae compare` output whose two runs are among `runDirs`. */

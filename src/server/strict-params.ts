@@ -19,7 +19,10 @@ const NUMBER = /^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$/;
 
 /** The first path or query value that a numeric field of the schema would read leniently, as an error message; null if none. */
 export function lenientNumber(schema: { params?: unknown; querystring?: unknown } | undefined, params: unknown, query: unknown): string | null {
-  for (const [part, values] of [['params', params], ['querystring', query]] as const) {
+  for (const [part, values] of [
+    ['params', params],
+    ['querystring', query],
+  ] as const) {
     const properties = (schema?.[part] as { properties?: Record<string, PropertySchema> } | undefined)?.properties;
     if (!properties || typeof values !== 'object' || values === null) continue;
     for (const [key, raw] of Object.entries(values as Record<string, unknown>)) {

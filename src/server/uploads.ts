@@ -6,7 +6,7 @@
  * in a store bounded by total bytes, so that edits can name them without sending them again.
  */
 import { createHash } from 'node:crypto';
-import sharp, { Metadata } from 'sharp';
+import sharp, { type Metadata } from 'sharp';
 
 /** An upload refused, with the HTTP status that says why. */
 export class UploadRejected extends Error {

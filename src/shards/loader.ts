@@ -3,7 +3,7 @@
  * exemplars) or shuffled with bounded memory (training). The shuffling scheme is documented in README.md.
  */
 import { UserError } from '../util/errors.js';
-import { ShardDataset } from './format.js';
+import type { ShardDataset } from './format.js';
 import { Rng } from '../util/random.js';
 
 /** Which rows a loader yields: the tokens of one recorded layer (a metadata.layers value or negative index). */

@@ -68,10 +68,12 @@ export async function saevRefusals(dir: string): Promise<SaevRefusal[]> {
   const unknown = Object.keys(md).filter((k) => !REQUIRED.includes(k) && !OPTIONAL.includes(k));
   const missing = REQUIRED.filter((k) => !(k in md));
   if (unknown.length || missing.length)
-    refuse('fields', `${METADATA_FILE} ${[unknown.length ? `has fields saev's Metadata does not take (${unknown.join(', ')})` : '', missing.length ? `lacks ${missing.join(', ')}` : ''].filter(Boolean).join(' and ')}`);
+    refuse(
+      'fields',
+      `${METADATA_FILE} ${[unknown.length ? `has fields saev's Metadata does not take (${unknown.join(', ')})` : '', missing.length ? `lacks ${missing.join(', ')}` : ''].filter(Boolean).join(' and ')}`,
+    );
   // The beartype-checked field types.
-  if (!(SAEV_FAMILIES as readonly unknown[]).includes(md.family))
-    refuse('family', `family ${JSON.stringify(md.family)} is not one of saev's families (${SAEV_FAMILIES.join(', ')})`);
+  if (!(SAEV_FAMILIES as readonly unknown[]).includes(md.family)) refuse('family', `family ${JSON.stringify(md.family)} is not one of saev's families (${SAEV_FAMILIES.join(', ')})`);
   const badTypes = [
     typeof md.ckpt !== 'string' && 'ckpt (a string)',
     !(Array.isArray(md.layers) && md.layers.every(isInt)) && 'layers (a list of ints)',
@@ -80,7 +82,8 @@ export async function saevRefusals(dir: string): Promise<SaevRefusal[]> {
     typeof md.dataset !== 'string' && 'dataset (a path string)',
   ].filter(Boolean);
   if (badTypes.length) refuse('types', `wrong types: ${badTypes.join(', ')}`);
-  if (typeof md.data !== 'string') refuse('data', `data is ${md.data === null ? 'null' : Array.isArray(md.data) ? 'a list' : typeof md.data}, saev requires a string (the base64 of its pickled dataset config)`);
+  if (typeof md.data !== 'string')
+    refuse('data', `data is ${md.data === null ? 'null' : Array.isArray(md.data) ? 'a list' : typeof md.data}, saev requires a string (the base64 of its pickled dataset config)`);
   if (!(SAEV_PIXEL_AGGS as readonly unknown[]).includes(md.pixel_agg))
     refuse('pixel_agg', `pixel_agg ${JSON.stringify(md.pixel_agg)} is not one of ${SAEV_PIXEL_AGGS.map((v) => `"${v}"`).join(', ')} (saev's Metadata.load calls PixelAgg(...) on it)`);
   if ('dtype' in md && md.dtype !== 'float32') refuse('dtype', `dtype ${JSON.stringify(md.dtype)} is not "float32"`);
@@ -100,7 +103,12 @@ export async function saevRefusals(dir: string): Promise<SaevRefusal[]> {
   let shards: { name: string; n_examples: number }[];
   try {
     const list = JSON.parse(await fs.readFile(path.join(dir, SHARDS_FILE), 'utf8'));
-    const ok = (e: unknown) => typeof e === 'object' && e !== null && Object.keys(e).sort().join() === 'n_examples,name' && typeof (e as { name: unknown }).name === 'string' && isInt((e as { n_examples: unknown }).n_examples);
+    const ok = (e: unknown) =>
+      typeof e === 'object' &&
+      e !== null &&
+      Object.keys(e).sort().join() === 'n_examples,name' &&
+      typeof (e as { name: unknown }).name === 'string' &&
+      isInt((e as { n_examples: unknown }).n_examples);
     if (!Array.isArray(list) || !list.every(ok)) throw new Error('expected a list of {"name": str, "n_examples": int}');
     shards = list;
   } catch (e) {
@@ -112,7 +120,7 @@ export async function saevRefusals(dir: string): Promise<SaevRefusal[]> {
     // The loaders open acts{i:06}.bin by index; ShardInfo.validate wants each listed file regular and non-empty.
     const st = await sizeOf(path.join(dir, s.name));
     if (s.name !== shardFileName(i)) refuse('shard_file', `shards.json entry ${i} is ${s.name}; saev opens ${shardFileName(i)}`);
-    else if (!st || !st.regular || st.size === 0) refuse('shard_file', `${s.name} is ${st ? (st.regular ? 'empty' : 'not a regular file') : 'missing'} (saev's ShardInfo.validate)`);
+    else if (!st?.regular || st.size === 0) refuse('shard_file', `${s.name} is ${st ? (st.regular ? 'empty' : 'not a regular file') : 'missing'} (saev's ShardInfo.validate)`);
     // np.memmap(mode="r", shape=md.shard_shape) needs the whole [examples_per_shard, layers, tokens, d_model] file.
     else if (st.size < shardBytes) refuse('shard_size', `${s.name} has ${st.size} bytes; saev maps every shard with its full shape, ${shardBytes} bytes (pad it: vitsae's writer does)`);
     // ordered.py: every shard but the last holds examples_per_shard examples.

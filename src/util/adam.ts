@@ -30,7 +30,8 @@ export class Adam {
   step(params: AdamParam[]): void {
     const { lr, beta1: b1 = 0.9, beta2: b2 = 0.999, eps = 1e-8 } = this.cfg;
     this.t++;
-    const c1 = 1 - b1 ** this.t, c2 = 1 - b2 ** this.t;
+    const c1 = 1 - b1 ** this.t,
+      c2 = 1 - b2 ** this.t;
     for (const { w, grad, m, v, weightDecay = 0, l2 = 0 } of params) {
       for (let i = 0; i < w.length; i++) {
         const g = grad[i] + l2 * w[i];

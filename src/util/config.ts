@@ -116,7 +116,10 @@ function parseValue(field: string, f: FieldSpec, raw: string): unknown {
  */
 function parseFileValue(field: string, f: FieldSpec, v: unknown, source: string): unknown {
   const scalar = (x: unknown) => {
-    if (typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean') throw new UsageError(`${source}: "${field}" has the value ${JSON.stringify(x)}; expected ${f.kind === 'numbers' || f.kind === 'strings' ? 'a list or ' : ''}a ${f.kind === 'boolean' ? 'boolean' : f.kind === 'number' || f.kind === 'numbers' ? 'number' : 'string'} (${f.doc})`);
+    if (typeof x !== 'string' && typeof x !== 'number' && typeof x !== 'boolean')
+      throw new UsageError(
+        `${source}: "${field}" has the value ${JSON.stringify(x)}; expected ${f.kind === 'numbers' || f.kind === 'strings' ? 'a list or ' : ''}a ${f.kind === 'boolean' ? 'boolean' : f.kind === 'number' || f.kind === 'numbers' ? 'number' : 'string'} (${f.doc})`,
+      );
     return String(x);
   };
   try {
@@ -249,8 +252,7 @@ export function parseArgs<S extends ConfigSpec>(spec: S, argv: string[]): Parsed
 /** `--help` text: one line per field with its flag, value kind, default and doc, then `extra` [flag, doc] rows. */
 export function helpText(spec: ConfigSpec, extra: [string, string][] = []): string {
   const rows = Object.entries(spec).map(([k, f]) => {
-    const kind =
-      f.kind === 'boolean' ? '' : f.kind === 'enum' ? ` ${f.choices.join('|')}` : f.kind === 'numbers' ? ' N,N' : f.kind === 'strings' ? ' S,S' : f.kind === 'number' ? ' N' : ' S';
+    const kind = f.kind === 'boolean' ? '' : f.kind === 'enum' ? ` ${f.choices.join('|')}` : f.kind === 'numbers' ? ' N,N' : f.kind === 'strings' ? ' S,S' : f.kind === 'number' ? ' N' : ' S';
     const def = Array.isArray(f.default) ? f.default.join(',') : String(f.default);
     return [`  ${flagOf(k)}${kind}`, `${f.doc}${f.required ? ' (required)' : def === '' ? '' : ` (default: ${def})`}`];
   });

@@ -73,7 +73,10 @@ export async function settleFiles(dir: string): Promise<void> {
 
 /** Whether a path exists (any kind of file). */
 export async function exists(p: string): Promise<boolean> {
-  return fsp.access(p).then(() => true, () => false);
+  return fsp.access(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 export async function readJson<T = unknown>(file: string, what: string): Promise<T> {

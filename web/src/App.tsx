@@ -7,7 +7,7 @@ import { CompareRuns } from './CompareRuns.js';
 import { FeatureList } from './FeatureList.js';
 import { FeaturePage } from './FeaturePage.js';
 import { ImagePage } from './ImagePage.js';
-import { AppContext, AppData } from './app.js';
+import { AppContext, type AppData } from './app.js';
 import { href, parseRoute } from './routes.js';
 
 function useHash(): string {
@@ -99,7 +99,11 @@ export function App() {
         )}
       </header>
       <main>
-        {error && <p className="error" role="alert">{error}</p>}
+        {error && (
+          <p className="error" role="alert">
+            {error}
+          </p>
+        )}
         {app && (
           <AppContext.Provider value={app}>
             <Routes app={app} hash={hash} />

@@ -29,7 +29,15 @@ export function Compare({ a, b, latent, other }: { a: RunInfo; b: RunInfo; laten
         </select>
         <label>
           feature{' '}
-          <input type="number" className="narrow" min={0} max={a.d_sae - 1} defaultValue={latent} key={latent} onKeyDown={(e) => e.key === 'Enter' && go(a.id, Number(e.currentTarget.value) || 0, b.id)} />
+          <input
+            type="number"
+            className="narrow"
+            min={0}
+            max={a.d_sae - 1}
+            defaultValue={latent}
+            key={latent}
+            onKeyDown={(e) => e.key === 'Enter' && go(a.id, Number(e.currentTarget.value) || 0, b.id)}
+          />
         </label>
         <span className="muted">against</span>
         <select value={b.id} onChange={(e) => go(a.id, latent, e.target.value)} aria-label="right run">

@@ -87,7 +87,12 @@ export function CompareRuns({ params }: { params: URLSearchParams }) {
   const cmp = state.data;
   if (!cmp) return <Status state={state} />;
   const [ra, rb] = cmp.ids.map((id) => runs.find((r) => r.id === id));
-  if (!ra || !rb) return <p className="error" role="alert">The comparison's runs ({cmp.ids.join(', ')}) are not served.</p>;
+  if (!ra || !rb)
+    return (
+      <p className="error" role="alert">
+        The comparison's runs ({cmp.ids.join(', ')}) are not served.
+      </p>
+    );
   const [a, b] = cmp.runs;
   const list = (LISTS as readonly string[]).includes(params.get('list') ?? '') ? (params.get('list') as ListName) : 'pairs';
   const rows = rowsOf(cmp, list);

@@ -6,10 +6,10 @@
 import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
 import type { ClassProb, EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
-import { Chosen, FiringList, LatentSlider, ModeSelect } from './EditParts.js';
-import { cellsOf, PatchView, Rect } from './PatchView.js';
+import { type Chosen, FiringList, LatentSlider, ModeSelect } from './EditParts.js';
+import { cellsOf, PatchView, type Rect } from './PatchView.js';
 import { useEditSession } from './edits.js';
-import { DemoImage } from './routes.js';
+import type { DemoImage } from './routes.js';
 
 /** The classes of a prediction with their probabilities as bars. */
 function ClassBars({ title, classes, testid, changed }: { title: string; classes: ClassProb[]; testid: string; changed?: boolean }) {
@@ -48,7 +48,7 @@ export function EditClassify({ run, probe, image, latent }: { run: RunInfo; prob
         <p className="muted small">
           Click or drag over patches to edit only there; without a selection the edits apply to every patch.{' '}
           {selected && (
-            <button className="ghost" onClick={() => setSelected(null)}>
+            <button type="button" className="ghost" onClick={() => setSelected(null)}>
               clear selection
             </button>
           )}
@@ -57,7 +57,15 @@ export function EditClassify({ run, probe, image, latent }: { run: RunInfo; prob
           <ModeSelect mode={mode} onChange={setMode} />
           {chosen.length === 0 && <p className="muted">Choose a feature below to edit it.</p>}
           {chosen.map((c) => (
-            <LatentSlider key={c.latent} run={run} latent={c.latent} refd={refs[c.latent]} value={c.value} onChange={(v) => setValue(c.latent, v)} onRemove={() => setChosen((cs) => cs.filter((x) => x.latent !== c.latent))} />
+            <LatentSlider
+              key={c.latent}
+              run={run}
+              latent={c.latent}
+              refd={refs[c.latent]}
+              value={c.value}
+              onChange={(v) => setValue(c.latent, v)}
+              onRemove={() => setChosen((cs) => cs.filter((x) => x.latent !== c.latent))}
+            />
           ))}
         </div>
       </div>
@@ -70,7 +78,12 @@ export function EditClassify({ run, probe, image, latent }: { run: RunInfo; prob
         {base?.task === 'classify' && edited?.task === 'classify' && (
           <div className={`predictions${session.pending ? ' pending' : ''}`}>
             <ClassBars title="Before" classes={base.before} testid="prediction-before" />
-            <ClassBars title={`After ${edits.length ? `${edits.length} edit${edits.length > 1 ? 's' : ''}` : '(no edits)'}`} classes={edited.after} testid="prediction-after" changed={edited.changed} />
+            <ClassBars
+              title={`After ${edits.length ? `${edits.length} edit${edits.length > 1 ? 's' : ''}` : '(no edits)'}`}
+              classes={edited.after}
+              testid="prediction-after"
+              changed={edited.changed}
+            />
           </div>
         )}
         {page && <FiringList run={run} page={page} cells={cells} chosen={chosen} onChoose={(j) => setChosen((cs) => [...cs, { latent: j, value: 0 }])} onHover={setHover} />}

@@ -5,7 +5,7 @@ import { ImageChooser } from './EditParts.js';
 import { EditSegment } from './EditSegment.js';
 import { useProbes } from './edits.js';
 import { num } from './format.js';
-import { DemoImage, href } from './routes.js';
+import { type DemoImage, href } from './routes.js';
 
 export function EditDemo({ run, probe: id, image = 0, latent }: { run: RunInfo; probe: number; image?: DemoImage; latent?: number }) {
   const probes = useProbes(run);

@@ -2,13 +2,13 @@
  * What the two edit demos share: choosing an image (the run's or an upload), the features firing on the chosen
  * patches with a button to edit each, a slider per edited feature, and the edit mode.
  */
-import { ChangeEvent, useState } from 'react';
+import { type ChangeEvent, useState } from 'react';
 import type { LatentRef, RunInfo } from '../../src/server/api.js';
 import type { EditMode } from '../../src/server/edit-api.js';
-import { firing, PatchData } from './PatchView.js';
+import { firing, type PatchData } from './PatchView.js';
 import { useApp } from './app.js';
 import { num } from './format.js';
-import { DemoImage, href } from './routes.js';
+import { type DemoImage, href } from './routes.js';
 import { LatentCard, Thumbs } from './widgets.js';
 
 /** Slider range, in multiples of a feature's largest observed value. */
@@ -65,7 +65,21 @@ export function ImageChooser({ run, probe, image, latent }: { run: RunInfo; prob
 }
 
 /** The features firing on the chosen patches (the whole image if none), each with a button to edit it. */
-export function FiringList({ run, page, cells, chosen, onChoose, onHover }: { run: RunInfo; page: PatchData; cells: number[]; chosen: Chosen[]; onChoose: (latent: number) => void; onHover: (latent: number | null) => void }) {
+export function FiringList({
+  run,
+  page,
+  cells,
+  chosen,
+  onChoose,
+  onHover,
+}: {
+  run: RunInfo;
+  page: PatchData;
+  cells: number[];
+  chosen: Chosen[];
+  onChoose: (latent: number) => void;
+  onHover: (latent: number | null) => void;
+}) {
   const all = cells.length ? cells : page.patches.map((_, p) => p);
   const listed = firing(page, all);
   return (
@@ -76,7 +90,7 @@ export function FiringList({ run, page, cells, chosen, onChoose, onHover }: { ru
         {listed.map((l) => (
           <div key={l.ref.latent} className={`edit-card${chosen.some((c) => c.latent === l.ref.latent) ? ' chosen' : ''}`}>
             <LatentCard run={run} refd={l.ref} detail={`max ${num(l.max)}${l.count ? ` on ${l.count}` : ''}`} onHover={onHover} />
-            <button className="ghost" onClick={() => onChoose(l.ref.latent)} disabled={chosen.some((c) => c.latent === l.ref.latent)} data-testid="choose-latent">
+            <button type="button" className="ghost" onClick={() => onChoose(l.ref.latent)} disabled={chosen.some((c) => c.latent === l.ref.latent)} data-testid="choose-latent">
               edit
             </button>
           </div>
@@ -87,7 +101,21 @@ export function FiringList({ run, page, cells, chosen, onChoose, onHover }: { ru
 }
 
 /** A slider from -SLIDER_RANGE to +SLIDER_RANGE times a feature's largest observed value. */
-export function LatentSlider({ run, latent, refd, value, onChange, onRemove }: { run: RunInfo; latent: number; refd?: LatentRef & { max: number }; value: number; onChange: (v: number) => void; onRemove: () => void }) {
+export function LatentSlider({
+  run,
+  latent,
+  refd,
+  value,
+  onChange,
+  onRemove,
+}: {
+  run: RunInfo;
+  latent: number;
+  refd?: LatentRef & { max: number };
+  value: number;
+  onChange: (v: number) => void;
+  onRemove: () => void;
+}) {
   return (
     <div className="latent-slider" data-testid="latent-slider">
       <div className="row">
@@ -95,12 +123,21 @@ export function LatentSlider({ run, latent, refd, value, onChange, onRemove }: {
           <b>#{latent}</b> {refd ? refd.name : <span className="muted">does not fire on this image</span>}
         </a>
         {refd && <Thumbs run={run} latent={latent} count={Math.min(3, refd.n_exemplars)} size={32} />}
-        <button className="ghost" onClick={onRemove} aria-label={`stop editing feature ${latent}`}>
+        <button type="button" className="ghost" onClick={onRemove} aria-label={`stop editing feature ${latent}`}>
           ×
         </button>
       </div>
       <div className="row">
-        <input type="range" min={-SLIDER_RANGE} max={SLIDER_RANGE} step={0.5} value={value} onChange={(e) => onChange(Number(e.target.value))} aria-label={`value of feature ${latent}`} data-testid="edit-slider" />
+        <input
+          type="range"
+          min={-SLIDER_RANGE}
+          max={SLIDER_RANGE}
+          step={0.5}
+          value={value}
+          onChange={(e) => onChange(Number(e.target.value))}
+          aria-label={`value of feature ${latent}`}
+          data-testid="edit-slider"
+        />
         <span className="num" data-testid="slider-value">
           {value > 0 ? '+' : ''}
           {value}× max{refd ? ` = ${num(value * refd.max)}` : ''}

@@ -6,10 +6,10 @@ import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
 import type { EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
 import { FiringList, LatentSlider, ModeSelect } from './EditParts.js';
-import { cellsOf, PatchView, Rect } from './PatchView.js';
+import { cellsOf, PatchView, type Rect } from './PatchView.js';
 import { imageView } from './data.js';
 import { useEditSession } from './edits.js';
-import { DemoImage } from './routes.js';
+import type { DemoImage } from './routes.js';
 
 const MASK = 300;
 /** Class colours (Tableau 10); a class named "background" is left clear. */
@@ -50,63 +50,63 @@ export function EditSegment({ run, probe, image, latent }: { run: RunInfo; probe
   const present = base?.task === 'segment' && edited?.task === 'segment' ? [...new Set([...base.before, ...edited.after])].sort((a, b) => a - b) : [];
   return (
     <div className="image-page">
-        <div>
-          {page && <PatchView run={run} page={page} selected={selected} onSelect={setSelected} hover={hover} />}
-          <p className="muted small">
-            {cells.length ? `Editing ${cells.length} selected patch${cells.length > 1 ? 'es' : ''}. ` : 'Editing every patch; click or drag to edit only some. '}
-            {selected && (
-              <button className="ghost" onClick={() => setSelected(null)}>
-                edit every patch
-              </button>
-            )}
-          </p>
-          <div className="edit-controls">
-            <ModeSelect mode={mode} onChange={setMode} />
-            {chosen === undefined ? (
-              <p className="muted">Choose a feature to suppress (slide left) or boost (slide right).</p>
-            ) : (
-              <LatentSlider run={run} latent={chosen} refd={refs[chosen]} value={value} onChange={setValue} onRemove={() => setChosen(undefined)} />
-            )}
-          </div>
-        </div>
-        <div className="side">
-          {session.error && (
-            <p className="error" role="alert">
-              {session.error}
-            </p>
+      <div>
+        {page && <PatchView run={run} page={page} selected={selected} onSelect={setSelected} hover={hover} />}
+        <p className="muted small">
+          {cells.length ? `Editing ${cells.length} selected patch${cells.length > 1 ? 'es' : ''}. ` : 'Editing every patch; click or drag to edit only some. '}
+          {selected && (
+            <button type="button" className="ghost" onClick={() => setSelected(null)}>
+              edit every patch
+            </button>
           )}
-          {base?.task === 'segment' && edited?.task === 'segment' && (
-            <>
-              <div className={`masks${session.pending ? ' pending' : ''}`}>
-                <MaskView run={run} view={imageView(run.id, image)} labels={base.before} classes={base.classes} changed={changed} title="Before" testid="mask-before" />
-                <MaskView run={run} view={imageView(run.id, image)} labels={edited.after} classes={base.classes} changed={changed} title="After" testid="mask-after" />
-              </div>
-              <p data-testid="changed-count">
-                {changed.size} of {base.before.length} patches changed class
-              </p>
-              <p className="legend small">
-                {present.map((k) => (
-                  <span key={k}>
-                    <i style={{ background: colourOf(base.classes, k) }} /> {base.classes[k]}
-                  </span>
-                ))}
-              </p>
-            </>
-          )}
-          {page && (
-            <FiringList
-              run={run}
-              page={page}
-              cells={cells}
-              chosen={chosen === undefined ? [] : [{ latent: chosen, value }]}
-              onChoose={(j) => {
-                setChosen(j);
-                setValue(0);
-              }}
-              onHover={setHover}
-            />
+        </p>
+        <div className="edit-controls">
+          <ModeSelect mode={mode} onChange={setMode} />
+          {chosen === undefined ? (
+            <p className="muted">Choose a feature to suppress (slide left) or boost (slide right).</p>
+          ) : (
+            <LatentSlider run={run} latent={chosen} refd={refs[chosen]} value={value} onChange={setValue} onRemove={() => setChosen(undefined)} />
           )}
         </div>
       </div>
+      <div className="side">
+        {session.error && (
+          <p className="error" role="alert">
+            {session.error}
+          </p>
+        )}
+        {base?.task === 'segment' && edited?.task === 'segment' && (
+          <>
+            <div className={`masks${session.pending ? ' pending' : ''}`}>
+              <MaskView run={run} view={imageView(run.id, image)} labels={base.before} classes={base.classes} changed={changed} title="Before" testid="mask-before" />
+              <MaskView run={run} view={imageView(run.id, image)} labels={edited.after} classes={base.classes} changed={changed} title="After" testid="mask-after" />
+            </div>
+            <p data-testid="changed-count">
+              {changed.size} of {base.before.length} patches changed class
+            </p>
+            <p className="legend small">
+              {present.map((k) => (
+                <span key={k}>
+                  <i style={{ background: colourOf(base.classes, k) }} /> {base.classes[k]}
+                </span>
+              ))}
+            </p>
+          </>
+        )}
+        {page && (
+          <FiringList
+            run={run}
+            page={page}
+            cells={cells}
+            chosen={chosen === undefined ? [] : [{ latent: chosen, value }]}
+            onChoose={(j) => {
+              setChosen(j);
+              setValue(0);
+            }}
+            onHover={setHover}
+          />
+        )}
+      </div>
+    </div>
   );
 }

@@ -1,5 +1,5 @@
 /** The feature list: sort, filter by frequency, name or notes, annotation and concept match, page, jump to an id. */
-import { FormEvent, useState } from 'react';
+import { type FormEvent, useState } from 'react';
 import type { FeatureQuery, RunInfo, SortKey } from '../../src/server/api.js';
 import { useApp, useLoad } from './app.js';
 import { num, pct } from './format.js';
@@ -180,13 +180,11 @@ export function FeatureList({ run, params }: { run: RunInfo; params: URLSearchPa
             </tbody>
           </table>
           <nav className="pager">
-            <button disabled={page === 0} onClick={() => set({ page: String(page - 1) })}>
+            <button type="button" disabled={page === 0} onClick={() => set({ page: String(page - 1) })}>
               ← previous
             </button>
-            <span className="muted">
-              {list.total ? `${list.offset + 1}–${list.offset + list.items.length}` : 'none'}
-            </span>
-            <button disabled={list.offset + list.items.length >= list.total} onClick={() => set({ page: String(page + 1) })}>
+            <span className="muted">{list.total ? `${list.offset + 1}–${list.offset + list.items.length}` : 'none'}</span>
+            <button type="button" disabled={list.offset + list.items.length >= list.total} onClick={() => set({ page: String(page + 1) })}>
               next →
             </button>
           </nav>

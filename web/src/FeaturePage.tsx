@@ -2,7 +2,7 @@
  * A feature: its exemplars with the firing patches highlighted, statistics, best-matching concepts, histogram,
  * co-firing features, name.
  */
-import { FormEvent, useEffect, useState } from 'react';
+import { type FormEvent, useEffect, useState } from 'react';
 import type { ConceptMatch, FeaturePage as Page, RunInfo } from '../../src/server/api.js';
 import { thumbUrl } from './data.js';
 import { EditLinks } from './EditLinks.js';
@@ -57,12 +57,7 @@ function ConceptMatches({ matches }: { matches: ConceptMatch[] }) {
   const [best, ...next] = matches;
   return (
     <p data-testid="concept-match">
-      best-matching concept: <b>{best.concept}</b> ({scores(best)})
-      {next.length > 0 && (
-        <span className="muted">
-          ; then {next.map((m) => `${m.concept} (${scores(m)})`).join(', ')}
-        </span>
-      )}
+      best-matching concept: <b>{best.concept}</b> ({scores(best)}){next.length > 0 && <span className="muted">; then {next.map((m) => `${m.concept} (${scores(m)})`).join(', ')}</span>}
     </p>
   );
 }
@@ -97,7 +92,7 @@ export function FeatureDetail({ run, page, compact = false, onSaved }: { run: Ru
       <div className="exemplars" data-testid="exemplars">
         {page.exemplars.map((e, rank) => (
           <a key={rank} className="exemplar" href={href.image(run.id, e.image)} title={`${e.key}: max ${num(e.max)}`}>
-            <img src={thumbUrl(run, page.latent, rank)} width={size} height={Math.round((size * th) / tw)} alt={`image ${e.image}`} data-testid="exemplar-img" />
+            <img src={thumbUrl(run, page.latent, rank)} width={size} height={Math.round((size * th) / tw)} alt={`example ${e.image}`} data-testid="exemplar-img" />
             <span className="small">
               {e.label !== null ? `class ${e.label} · ` : ''}
               {num(e.max)}

@@ -7,7 +7,7 @@ import type { RunInfo } from '../../src/server/api.js';
 import { useApp, useLoad } from './app.js';
 import { EditLinks } from './EditLinks.js';
 import { num } from './format.js';
-import { cellsOf, firing, PatchView, Rect } from './PatchView.js';
+import { cellsOf, firing, PatchView, type Rect } from './PatchView.js';
 import { href } from './routes.js';
 import { LatentCard, Status } from './widgets.js';
 
@@ -33,13 +33,17 @@ export function ImagePage({ run, image }: { run: RunInfo; image: number }) {
         <div className="image-page">
           <div>
             <h2>
-              Image {page.image} <span className="muted small">{page.key}{page.label !== null ? ` · class ${page.label}` : ''}</span>
+              Image {page.image}{' '}
+              <span className="muted small">
+                {page.key}
+                {page.label !== null ? ` · class ${page.label}` : ''}
+              </span>
             </h2>
             <PatchView run={run} page={page} selected={selected} onSelect={setSelected} hover={hover} />
             <p className="muted small">
               Click or drag over patches to see what fires there; hover a feature to see where it fires.{' '}
               {selected && (
-                <button className="ghost" onClick={() => setSelected(null)}>
+                <button type="button" className="ghost" onClick={() => setSelected(null)}>
                   clear selection
                 </button>
               )}

@@ -61,7 +61,8 @@ export function PatchView({ run, page, selected, onSelect, hover }: { run: RunIn
       <img src={page.view} width={width} height={height} alt={page.key} draggable={false} />
       <div className="patch-grid" style={{ gridTemplateColumns: `repeat(${gw}, 1fr)`, gridTemplateRows: `repeat(${gh}, 1fr)` }}>
         {Array.from({ length: gh * gw }, (_, p) => {
-          const r = Math.floor(p / gw), c = p % gw;
+          const r = Math.floor(p / gw),
+            c = p % gw;
           const t = heat?.[p] ?? 0;
           const [R, G, B] = plasma(t);
           return (
@@ -85,4 +86,3 @@ export function PatchView({ run, page, selected, onSelect, hover }: { run: RunIn
     </div>
   );
 }
-

@@ -71,7 +71,13 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
         if (!live) return;
         const [gh, gw] = base.grid;
         const patches = Array.from({ length: gh * gw }, (_, p) => base.patches[p] ?? []);
-        setState({ of: imageKey, base, edited: base, pending: false, page: { view: imageView(run.id, image), key: typeof image === 'number' ? `image ${image}` : 'upload', grid: base.grid, patches, latents: base.latents } });
+        setState({
+          of: imageKey,
+          base,
+          edited: base,
+          pending: false,
+          page: { view: imageView(run.id, image), key: typeof image === 'number' ? `image ${image}` : 'upload', grid: base.grid, patches, latents: base.latents },
+        });
       },
       (e: Error) => live && setState({ of: imageKey, pending: false, error: e.message }),
     );

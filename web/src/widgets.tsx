@@ -6,7 +6,12 @@ import { num, pct } from './format.js';
 import { href } from './routes.js';
 
 export function Status({ state }: { state: Loaded<unknown> }) {
-  if (state.error) return <p className="error" role="alert">{state.error}</p>;
+  if (state.error)
+    return (
+      <p className="error" role="alert">
+        {state.error}
+      </p>
+    );
   if (state.loading && !state.data) return <p className="muted">Loading…</p>;
   return null;
 }
@@ -34,13 +39,7 @@ export function Thumbs({ run, latent, count, size = 48 }: { run: RunInfo; latent
 /** A linked feature with its name, frequency and first thumbnails. */
 export function LatentCard({ run, refd, detail, onHover }: { run: RunInfo; refd: LatentRef; detail?: string; onHover?: (latent: number | null) => void }) {
   return (
-    <a
-      className="latent-card"
-      data-testid="latent-card"
-      href={href.feature(run.id, refd.latent)}
-      onMouseEnter={() => onHover?.(refd.latent)}
-      onMouseLeave={() => onHover?.(null)}
-    >
+    <a className="latent-card" data-testid="latent-card" href={href.feature(run.id, refd.latent)} onMouseEnter={() => onHover?.(refd.latent)} onMouseLeave={() => onHover?.(null)}>
       <span className="latent-title">
         <b>#{refd.latent}</b> {refd.name || <span className="muted">unnamed</span>}
       </span>

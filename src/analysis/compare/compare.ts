@@ -9,22 +9,22 @@
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { ConfigOf, ConfigSpec } from '../../util/config.js';
+import type { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { openSae } from '../../interop/index.js';
 import { ShardDataset } from '../../shards/index.js';
 import { UserError } from '../../util/errors.js';
 import { readJson, writeFileAtomic } from '../../util/fs.js';
 import { progress } from '../../util/progress.js';
-import { CONCEPT_REPORT_FILE, ConceptReport } from '../concepts.js';
-import { readRun, Run } from '../run.js';
+import { CONCEPT_REPORT_FILE, type ConceptReport } from '../concepts.js';
+import { readRun, type Run } from '../run.js';
 import { VisualsIndex } from '../visuals-index.js';
 import { abstractionScores } from './abstraction.js';
 import { StreamingCorrelation } from './correlation.js';
-import { BEST_MATCH_EDGES, binOf, COMPARE_FILE, CompareJson, CompareSide, ConceptSummary, LatentComparison, REPORT_FILE, SPECTRUM_EDGES } from './format.js';
-import { findConceptWorld, ImageLabels, imageLabels } from './labels.js';
-import { distribution, matchLatents, SideMatches } from './matching.js';
+import { BEST_MATCH_EDGES, binOf, COMPARE_FILE, type CompareJson, type CompareSide, type ConceptSummary, type LatentComparison, REPORT_FILE, SPECTRUM_EDGES } from './format.js';
+import { findConceptWorld, type ImageLabels, imageLabels } from './labels.js';
+import { distribution, matchLatents, type SideMatches } from './matching.js';
 import { writeReport } from './report.js';
-import { checkSameImages, correlateRecordings, RecordingSide } from './stream.js';
+import { checkSameImages, correlateRecordings, type RecordingSide } from './stream.js';
 
 /** The comparison's settings, with their defaults and docs (the CLI's options are generated from them). */
 export const compareSpec = {
@@ -136,7 +136,10 @@ async function describeSide(run: Run, index: VisualsIndex, side: RecordingSide, 
     else spectrum.dead++;
   }
   const liveLatents = latents.filter((l) => live_S[l.latent]);
-  const best = distribution(liveLatents.map((l) => l.best_r), BEST_MATCH_EDGES);
+  const best = distribution(
+    liveLatents.map((l) => l.best_r),
+    BEST_MATCH_EDGES,
+  );
   const unmatched = liveLatents.filter((l) => l.best_r < opts.threshold).sort((a, b) => b.frequency - a.frequency || a.latent - b.latent);
   const scored = latents.filter((l) => l.spread !== undefined);
   const hasClasses = scored.some((l) => l.class_purity !== undefined);

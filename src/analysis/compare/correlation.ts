@@ -65,13 +65,15 @@ export class StreamingCorrelation {
     const { S, T, denseA_SB, denseB_BT } = this;
     for (let r = 0; r < rows; r++) {
       for (let e = a.rowptr[r]; e < a.rowptr[r + 1]; e++) {
-        const s = a.idx[e], x = a.val[e];
+        const s = a.idx[e],
+          x = a.val[e];
         denseA_SB[s * rows + r] = x;
         this.sumA_S[s] += x;
         this.sqA_S[s] += x * x;
       }
       for (let e = b.rowptr[r]; e < b.rowptr[r + 1]; e++) {
-        const t = b.idx[e], x = b.val[e];
+        const t = b.idx[e],
+          x = b.val[e];
         denseB_BT[r * T + t] = x;
         this.sumB_T[t] += x;
         this.sqB_T[t] += x * x;
@@ -101,7 +103,8 @@ export class StreamingCorrelation {
   correlations(): Float64Array {
     const { S, T, n } = this;
     const stats = (sum: Float64Array, sq: Float64Array) => {
-      const mean = new Float64Array(sum.length), sd = new Float64Array(sum.length);
+      const mean = new Float64Array(sum.length),
+        sd = new Float64Array(sum.length);
       for (let i = 0; i < sum.length; i++) {
         mean[i] = n ? sum[i] / n : 0;
         const meanSq = n ? sq[i] / n : 0;
@@ -110,7 +113,8 @@ export class StreamingCorrelation {
       }
       return { mean, sd };
     };
-    const a = stats(this.sumA_S, this.sqA_S), b = stats(this.sumB_T, this.sqB_T);
+    const a = stats(this.sumA_S, this.sqA_S),
+      b = stats(this.sumB_T, this.sqB_T);
     const r_ST = this.cross_ST;
     for (let s = 0; s < S; s++) {
       for (let t = 0; t < T; t++) {

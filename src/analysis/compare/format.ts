@@ -13,7 +13,8 @@ export const BEST_MATCH_EDGES: number[] = Array.from({ length: 41 }, (_, i) => -
 
 /** The bin of `x` among `edges` (ascending): values outside go to the first or last bin. */
 export function binOf(edges: readonly number[], x: number): number {
-  let lo = 0, hi = edges.length - 2;
+  let lo = 0,
+    hi = edges.length - 2;
   if (x < edges[1]) return 0;
   if (x >= edges[hi]) return hi;
   while (lo < hi) {

@@ -6,12 +6,12 @@
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { CONCEPTS_FILE, ConceptWorldInfo, LABELS_FILE } from '../../data/concept-world.js';
+import { CONCEPTS_FILE, type ConceptWorldInfo, LABELS_FILE } from '../../data/concept-world.js';
 import { parseCsv } from '../../data/images.js';
-import { ShardMetadata } from '../../shards/format.js';
+import type { ShardMetadata } from '../../shards/format.js';
 import { readJson } from '../../util/fs.js';
 import { conceptWorldLabels } from '../concepts.js';
-import { PatchLabels } from './abstraction.js';
+import type { PatchLabels } from './abstraction.js';
 
 export interface ImageLabels {
   /** The class of an exemplar from its examples.jsonl label, else from the concept world; null if unknown. */

@@ -25,7 +25,8 @@ export function matchLatents(r_ST: Float64Array, S: number, T: number, liveA_S: 
     partner: new Int32Array(n).fill(-1),
     partnerR: new Float64Array(n),
   });
-  const a = side(S), b = side(T);
+  const a = side(S),
+    b = side(T);
   a.bestR.fill(-Infinity);
   b.bestR.fill(-Infinity);
   for (let s = 0; s < S; s++) {

@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../../util/fs.js';
 import { thumbPath } from '../layout.js';
-import { CompareJson, CompareSide, LatentComparison } from './format.js';
+import type { CompareJson, CompareSide, LatentComparison } from './format.js';
 
 /** Thumbnails shown per latent. */
 const THUMBS_PER_LATENT = 4;
@@ -100,7 +100,8 @@ function chartData(cmp: CompareJson) {
   // Bars from the first to the last bin that either run fills.
   const histogram = (edges: number[], counts: number[][], digits: number) => {
     const filled = counts[0].map((_, b) => counts.some((c) => c[b] > 0));
-    const lo = Math.max(0, filled.indexOf(true)), hi = Math.max(lo, filled.lastIndexOf(true));
+    const lo = Math.max(0, filled.indexOf(true)),
+      hi = Math.max(lo, filled.lastIndexOf(true));
     const labels = edges.slice(lo, hi + 1).map((e, i) => ((e + edges[lo + i + 1]) / 2).toFixed(digits));
     return { labels, counts: counts.map((c) => c.slice(lo, hi + 1)) };
   };
@@ -110,8 +111,16 @@ function chartData(cmp: CompareJson) {
   return {
     names: cmp.runs.map((s) => s.name),
     colours: COLOURS,
-    spectrum: histogram(cmp.spectrum_edges, cmp.runs.map((s) => s.spectrum.counts), 2),
-    best: histogram(cmp.best_match_edges, cmp.runs.map((s) => s.best_match.counts), 3),
+    spectrum: histogram(
+      cmp.spectrum_edges,
+      cmp.runs.map((s) => s.spectrum.counts),
+      2,
+    ),
+    best: histogram(
+      cmp.best_match_edges,
+      cmp.runs.map((s) => s.best_match.counts),
+      3,
+    ),
     scatter: points.some((p) => p.length) ? points : null,
   };
 }

@@ -9,9 +9,9 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { EXAMPLES_FILE } from '../../shards/format.js';
-import { Sae } from '../../sae/model.js';
+import type { Sae } from '../../sae/model.js';
 import type { SparseActs } from '../../sae/native.js';
-import { OrderedBatch, OrderedTokenLoader, ShardDataset } from '../../shards/index.js';
+import { type OrderedBatch, OrderedTokenLoader, type ShardDataset } from '../../shards/index.js';
 import { UserError } from '../../util/errors.js';
 import { progress } from '../../util/progress.js';
 import { patchGrid } from '../images.js';
@@ -37,7 +37,9 @@ async function fileHash(file: string): Promise<string> {
 export async function checkSameImages(a: RecordingSide, b: RecordingSide): Promise<void> {
   const [ma, mb] = [a.ds.metadata, b.ds.metadata];
   const differ = (what: string, x: unknown, y: unknown) =>
-    new UserError(`${a.name} and ${b.name} were not recorded on the same images: ${what} ${JSON.stringify(x)} vs ${JSON.stringify(y)}; compare runs whose SAEs saw the same images (two models, or two layers of one)`);
+    new UserError(
+      `${a.name} and ${b.name} were not recorded on the same images: ${what} ${JSON.stringify(x)} vs ${JSON.stringify(y)}; compare runs whose SAEs saw the same images (two models, or two layers of one)`,
+    );
   if (ma.n_examples !== mb.n_examples) throw differ('images', ma.n_examples, mb.n_examples);
   if (ma.content_tokens_per_example !== mb.content_tokens_per_example) throw differ('patches per image', ma.content_tokens_per_example, mb.content_tokens_per_example);
   if (String(patchGrid(ma)) !== String(patchGrid(mb))) throw differ('patch grid', patchGrid(ma), patchGrid(mb));

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
-import { ConfigSpec } from '../../util/config.js';
+import type { ConfigSpec } from '../../util/config.js';
 import { compareRuns, compareSpec } from '../../analysis/compare/compare.js';
 import { COMPARE_FILE, REPORT_FILE } from '../../analysis/compare/format.js';
 

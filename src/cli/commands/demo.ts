@@ -1,5 +1,5 @@
 import { defineCommand, runCommand } from '../command.js';
-import { ConfigSpec } from '../../util/config.js';
+import type { ConfigSpec } from '../../util/config.js';
 import { deviceSpec } from '../../backbone/device.js';
 import { DEMO_MODELS, demoRunMarkdown, runDemo } from '../../demo.js';
 import { DEBIAN_FASHION_MNIST, FASHION_MNIST_ENV } from '../../data/fashion-mnist.js';
@@ -38,7 +38,18 @@ compares the two objectives (vitsae compare: OUT/compare/report.html), prints on
 browser app on the runs and the comparison (unless --no-serve); its edit demos open on the first run.`,
   spec,
   async run(c) {
-    const { runs, comparison } = await runDemo({ out: c.out, worldSize: c.worldSize, testSize: c.testSize, tokens: c.tokens, layer: c.layer, only: c.only, seed: c.seed, fashionMnist: c.fashionMnist, device: c.device, showProgress: c.progress });
+    const { runs, comparison } = await runDemo({
+      out: c.out,
+      worldSize: c.worldSize,
+      testSize: c.testSize,
+      tokens: c.tokens,
+      layer: c.layer,
+      only: c.only,
+      seed: c.seed,
+      fashionMnist: c.fashionMnist,
+      device: c.device,
+      showProgress: c.progress,
+    });
     if (c.json) {
       const summary = runs.map((r) => ({
         model: r.model,
@@ -57,7 +68,12 @@ browser app on the runs and the comparison (unless --no-serve); its edit demos o
           : {}),
         ...(r.edits
           ? {
-              segment: { target: r.edits.segment.target_change_rate, other: r.edits.segment.other_change_rate, random_latent: r.edits.segment.random_latent, random_direction: r.edits.segment.random_direction },
+              segment: {
+                target: r.edits.segment.target_change_rate,
+                other: r.edits.segment.other_change_rate,
+                random_latent: r.edits.segment.random_latent,
+                random_direction: r.edits.segment.random_direction,
+              },
               rule_consistent_rate: r.edits.classify.rule_consistent_rate,
               rule_random_latent_consistent_rate: r.edits.classify.rule_random_latent_consistent_rate,
             }

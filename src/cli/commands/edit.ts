@@ -2,12 +2,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UsageError, UserError } from '../command.js';
 import { deviceSpec } from '../../backbone/device.js';
-import { ConfigOf, ConfigSpec } from '../../util/config.js';
+import type { ConfigOf, ConfigSpec } from '../../util/config.js';
 import { exists } from '../../util/fs.js';
-import { readRun, Run } from '../../analysis/run.js';
+import { readRun, type Run } from '../../analysis/run.js';
 import { INDEX_FILE, VisualsIndex } from '../../analysis/visuals-index.js';
 import { overridesOf, preprocessSpec } from '../../data/preprocess.js';
-import { Edit, EditEngine, latentMaxima, Predictions, RankedClass, topClasses } from '../../edit/engine.js';
+import { type Edit, EditEngine, latentMaxima, type Predictions, type RankedClass, topClasses } from '../../edit/engine.js';
 import { EDIT_MODES, isEditMode } from '../../edit/kinds.js';
 
 /** Options shared by the commands that run the edit engine. */
@@ -75,7 +75,7 @@ async function maximaFor(engine: EditEngine, run: Run | null, shards: string, ma
     return Float32Array.from({ length: engine.sae.dSae }, (_, s) => vis.summary(s).max);
   }
   const dir = shards || run?.shards || engine.sae.config.data?.shards;
-  if (!dir) throw new UserError('relative edits (values like -2x) need the latents\' maxima: give --shards DIR (activations the SAE reads) or --run');
+  if (!dir) throw new UserError("relative edits (values like -2x) need the latents' maxima: give --shards DIR (activations the SAE reads) or --run");
   return latentMaxima(engine.sae, dir, engine.sae.config.data?.layer ?? -1, maxTokens);
 }
 
@@ -130,11 +130,25 @@ Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/wor
       const lines: string[] = [];
       const show = (t: Ranked) => t.map((x) => `${x.name} ${x.prob.toFixed(3)}`).join(', ');
       const [gh, gw] = engine.layout.grid ?? [1, R];
-      const grid = (labels: number[]) => Array.from({ length: gh }, (_, y) => '    ' + labels.slice(y * gw, (y + 1) * gw).map((l) => String(l).padStart(3)).join('')).join('\n');
+      const grid = (labels: number[]) =>
+        Array.from(
+          { length: gh },
+          (_, y) =>
+            '    ' +
+            labels
+              .slice(y * gw, (y + 1) * gw)
+              .map((l) => String(l).padStart(3))
+              .join(''),
+        ).join('\n');
       for (const r of results) {
         lines.push(`${r.file}:`);
         if ('changed' in r) lines.push(`  before: ${show(r.before)}`, `  after:  ${show(r.after)}${r.changed ? '   (prediction changed)' : ''}`);
-        else lines.push(`  before:\n${grid(r.before)}`, `  after:\n${grid(r.after)}`, `  ${r.changed_patches.length} patches changed${r.changed_patches.length ? ': ' + r.changed_patches.join(' ') : ''}`);
+        else
+          lines.push(
+            `  before:\n${grid(r.before)}`,
+            `  after:\n${grid(r.after)}`,
+            `  ${r.changed_patches.length} patches changed${r.changed_patches.length ? ': ' + r.changed_patches.join(' ') : ''}`,
+          );
       }
       process.stdout.write(lines.join('\n') + '\n');
     } finally {

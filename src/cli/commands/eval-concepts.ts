@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { defineCommand, UsageError, UserError } from '../command.js';
-import { ConfigSpec } from '../../util/config.js';
+import type { ConfigSpec } from '../../util/config.js';
 import { openSae } from '../../interop/index.js';
 import { addConceptReportToRun, conceptWorldLabels, evaluateConcepts } from '../../analysis/concepts.js';
 import { readRun } from '../../analysis/run.js';
@@ -50,7 +50,9 @@ and recorded in DIR/run.json, so that vitsae serve --run DIR shows each feature'
       return;
     }
     const f = (v: number) => v.toFixed(3);
-    const rows = r.concepts.map((s) => `| ${s.concept} | ${s.latent} >= ${f(s.threshold)} | ${f(s.f1)} | ${f(s.fires_f1)} | ${f(s.group_f1)} | ${f(s.probe_f1)} | ${f(s.neuron_f1)} | ${f(s.random_f1)} |`);
+    const rows = r.concepts.map(
+      (s) => `| ${s.concept} | ${s.latent} >= ${f(s.threshold)} | ${f(s.f1)} | ${f(s.fires_f1)} | ${f(s.group_f1)} | ${f(s.probe_f1)} | ${f(s.neuron_f1)} | ${f(s.random_f1)} |`,
+    );
     process.stdout.write(
       [
         '| concept | latent | F1 | firing F1 | group-3 F1 | probe F1 | neuron F1 | random F1 |',

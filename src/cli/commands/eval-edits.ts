@@ -4,7 +4,7 @@ import { engineSpec, openEngine } from './edit.js';
 
 export const evalEditsCommand = defineCommand({
   name: 'eval edits',
-  summary: "do SAE latents causally drive a frozen task head? Suppression edits against random-latent and random-direction baselines",
+  summary: 'do SAE latents causally drive a frozen task head? Suppression edits against random-latent and random-direction baselines',
   usage: `
 vitsae eval edits --model M.onnx --sae DIR --probe DIR --data DATASET [--concepts WORLD] [--json]
 

@@ -1,5 +1,5 @@
 import { defineCommand, UsageError } from '../command.js';
-import { ConfigSpec } from '../../util/config.js';
+import type { ConfigSpec } from '../../util/config.js';
 import { openSae } from '../../interop/index.js';
 import { evaluateSae } from '../../sae/evaluate.js';
 import { selectionSpec } from './train.js';

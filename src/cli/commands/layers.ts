@@ -17,7 +17,7 @@ Pick layers for \`vitsae record --layer\` by block (10, or -2 for the second to 
 Example: vitsae layers dinov2-small.onnx --json`,
   spec: {
     json: { kind: 'boolean', default: false, doc: 'print a JSON list of {name, shape, block}' },
-    inputSize: { kind: 'string', default: '', doc: 'image size N or HxW (default: the model card\'s, else the model\'s own)' },
+    inputSize: { kind: 'string', default: '', doc: "image size N or HxW (default: the model card's, else the model's own)" },
     ...deviceSpec,
   },
   async run(config, positionals) {

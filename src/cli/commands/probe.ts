@@ -31,7 +31,7 @@ Example: vitsae probe train --task classify --model models/fashion-mnist-supervi
     shards: { kind: 'string', default: '', doc: 'a finished recording of the feature tensor to train on instead of recording --data' },
     out: { kind: 'string', required: true, default: '', doc: 'output directory for the probe' },
     features: { kind: 'string', default: '', doc: 'feature tensor: block index or tensor name (default: the last residual-stream tensor)' },
-    classes: { kind: 'strings', default: [], doc: 'class names in label order (default: the dataset\'s, or the numbers)' },
+    classes: { kind: 'strings', default: [], doc: "class names in label order (default: the dataset's, or the numbers)" },
     ...probeTrainSpec,
     recordBatch: { kind: 'number', int: true, min: 1, default: 16, doc: 'images per onnxruntime run while recording the features' },
     ...preprocessSpec,

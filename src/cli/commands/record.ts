@@ -39,7 +39,15 @@ Example: vitsae record --model dinov2-small.onnx --layer -2 --data imagenet/val 
       progress: config.progress,
     });
     const md = result.metadata;
-    const summary = { out: config.out, n_examples: md.n_examples, recorded: result.recorded, skipped: result.skipped, resumed: result.resumed, images_per_second: result.imagesPerSecond, first_batch_seconds: result.firstBatchSeconds };
+    const summary = {
+      out: config.out,
+      n_examples: md.n_examples,
+      recorded: result.recorded,
+      skipped: result.skipped,
+      resumed: result.resumed,
+      images_per_second: result.imagesPerSecond,
+      first_batch_seconds: result.firstBatchSeconds,
+    };
     process.stdout.write(
       config.json
         ? JSON.stringify(summary) + '\n'
@@ -67,6 +75,10 @@ Example: vitsae shards merge --out runs/shards/val runs/shards/val-part-*`,
   async run(config, positionals) {
     const r = await mergeShards(positionals, config.out);
     const summary = { out: config.out, n_examples: r.metadata.n_examples, linked_shards: r.linked, rewritten_examples: r.rewritten };
-    process.stdout.write(config.json ? JSON.stringify(summary) + '\n' : `merged ${positionals.length} parts into ${config.out}: ${r.metadata.n_examples} examples, ${r.linked} shards linked, ${r.rewritten} examples rewritten\n`);
+    process.stdout.write(
+      config.json
+        ? JSON.stringify(summary) + '\n'
+        : `merged ${positionals.length} parts into ${config.out}: ${r.metadata.n_examples} examples, ${r.linked} shards linked, ${r.rewritten} examples rewritten\n`,
+    );
   },
 });

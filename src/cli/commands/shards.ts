@@ -1,6 +1,6 @@
 import { defineCommand, UserError } from '../command.js';
-import { readMetadata, readProgress, saevFamily, ShardDataset, ShardMetadata } from '../../shards/format.js';
-import { SaevRefusal, saevLayerNote, saevRefusals } from '../../shards/saev.js';
+import { readMetadata, readProgress, saevFamily, ShardDataset, type ShardMetadata } from '../../shards/format.js';
+import { type SaevRefusal, saevLayerNote, saevRefusals } from '../../shards/saev.js';
 import { progress } from '../../util/progress.js';
 
 function formatBytes(n: number): string {
@@ -111,8 +111,7 @@ function render(info: Info): string {
     lines.push(`  size:       ${formatBytes(info.bytes.files)} in files, ${formatBytes(info.bytes.data)} of data (the rest is last-shard padding)`);
     lines.push(`  validation: ok${info.values_verified ? ', every value finite (--verify)' : ' (sizes and names; --verify reads every value)'}`);
   } else {
-    if (info.unfinished)
-      lines.push(`  unfinished: ${info.unfinished.n_examples_written} examples in ${info.unfinished.complete_shards} complete shards; resume the recording or delete the directory`);
+    if (info.unfinished) lines.push(`  unfinished: ${info.unfinished.n_examples_written} examples in ${info.unfinished.complete_shards} complete shards; resume the recording or delete the directory`);
     lines.push(`  validation: FAILED: ${info.error}`);
   }
   if (info.saev.loadable) lines.push(`  saev:       loadable as is${info.saev.layers ? `; ${info.saev.layers}` : ''}`);

@@ -4,7 +4,7 @@ import { readComparison, withComparedRuns } from '../../server/comparison.js';
 
 export const siteCommand = defineCommand({
   name: 'site',
-  summary: "write the feature browser of a run as a static site (no server, no editing) to publish its features",
+  summary: 'write the feature browser of a run as a static site (no server, no editing) to publish its features',
   usage: `
 vitsae site --run DIR [--run DIR2] [--compare CMP] --out SITE
 

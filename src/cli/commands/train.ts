@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 import { defineCommand, UserError } from '../command.js';
-import { ConfigSpec, ConfigOf, parseArgs, flagOf } from '../../util/config.js';
-import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../../sae/config.js';
-import { SweepMember, train } from '../../sae/train.js';
+import { type ConfigSpec, type ConfigOf, parseArgs, flagOf } from '../../util/config.js';
+import { saeSpec, trainSpec, type SaeConfig, type TrainConfig } from '../../sae/config.js';
+import { type SweepMember, train } from '../../sae/train.js';
 import { readAnySae } from '../../interop/index.js';
 import { exists, readJson } from '../../util/fs.js';
 import { camelKeys } from '../../util/json-keys.js';
@@ -42,13 +42,16 @@ function withoutSweep(argv: string[]): string[] {
 
 /** Expands "--sweep 'lr=1e-4,4e-4 k=16,32'" into one member per combination, each parsed and validated like flags. */
 function sweepMembers(sweep: string, argv: string[]): SweepMember[] {
-  const axes = sweep.split(/[\s;]+/).filter(Boolean).map((term) => {
-    const eq = term.indexOf('=');
-    if (eq < 1) throw new UserError(`--sweep term "${term}" is not FIELD=V1,V2`);
-    const field = term.slice(0, eq);
-    const flag = field.startsWith('--') ? field : flagOf(field);
-    return { name: flag.slice(2), flag, values: term.slice(eq + 1).split(',') };
-  });
+  const axes = sweep
+    .split(/[\s;]+/)
+    .filter(Boolean)
+    .map((term) => {
+      const eq = term.indexOf('=');
+      if (eq < 1) throw new UserError(`--sweep term "${term}" is not FIELD=V1,V2`);
+      const field = term.slice(0, eq);
+      const flag = field.startsWith('--') ? field : flagOf(field);
+      return { name: flag.slice(2), flag, values: term.slice(eq + 1).split(',') };
+    });
   let combos: string[][] = [[]];
   for (const a of axes) combos = combos.flatMap((c) => a.values.map((v) => [...c, a.flag, v]));
   return combos.map((extra) => {
@@ -88,11 +91,7 @@ Examples:
   vitsae train --shards runs/acts --out runs/sweep --sweep "lr=1e-4,4e-4 k=16,32"`,
   spec,
   async run(c, _pos, given, argv) {
-    const members = c.resume
-      ? await resumedMembers(c.out, argv, given as Set<string>)
-      : c.sweep
-        ? sweepMembers(c.sweep, withoutSweep(argv))
-        : [{ name: '', ...split(c) }];
+    const members = c.resume ? await resumedMembers(c.out, argv, given as Set<string>) : c.sweep ? sweepMembers(c.sweep, withoutSweep(argv)) : [{ name: '', ...split(c) }];
     const interrupt = gracefulInterrupt('step');
     try {
       const results = await train({
@@ -109,8 +108,19 @@ Examples:
         showProgress: c.progress,
         shouldStop: interrupt.requested,
       });
-      if (c.json) process.stdout.write(JSON.stringify(results.map((r) => ({ dir: r.dir, ...r.final, stopped: r.stopped })), null, 2) + '\n');
-      else for (const r of results) process.stderr.write(`${r.stopped ? 'stopped' : 'trained'}: ${r.dir}  nmse ${r.final?.nmse.toFixed(4)}  l0 ${r.final?.l0.toFixed(1)}  dead ${((r.final?.dead_fraction ?? 0) * 100).toFixed(1)}%\n`);
+      if (c.json)
+        process.stdout.write(
+          JSON.stringify(
+            results.map((r) => ({ dir: r.dir, ...r.final, stopped: r.stopped })),
+            null,
+            2,
+          ) + '\n',
+        );
+      else
+        for (const r of results)
+          process.stderr.write(
+            `${r.stopped ? 'stopped' : 'trained'}: ${r.dir}  nmse ${r.final?.nmse.toFixed(4)}  l0 ${r.final?.l0.toFixed(1)}  dead ${((r.final?.dead_fraction ?? 0) * 100).toFixed(1)}%\n`,
+          );
       if (results.some((r) => r.stopped)) process.exitCode = 130;
     } finally {
       interrupt.dispose();

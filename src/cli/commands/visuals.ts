@@ -2,11 +2,11 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { defineCommand, UsageError, UserError } from '../command.js';
 import { computeVisuals } from '../../analysis/make-visuals.js';
-import { readRunIfAny, RunSpec, writeRun } from '../../analysis/run.js';
-import { SaeCheckpointConfig } from '../../sae/config.js';
+import { readRunIfAny, type RunSpec, writeRun } from '../../analysis/run.js';
+import type { SaeCheckpointConfig } from '../../sae/config.js';
 import { readJson } from '../../util/fs.js';
 import { readMetadata } from '../../shards/format.js';
-import { RecordingData } from '../../backbone/record.js';
+import type { RecordingData } from '../../backbone/record.js';
 import { gracefulInterrupt } from '../../util/interrupt.js';
 
 export const visualsCommand = defineCommand({

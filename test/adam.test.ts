@@ -10,7 +10,10 @@ const w0 = [0.5, -1.25, 2, 0.01, -0.3];
 const gradOf = (t: number, w: ArrayLike<number>) => Array.from(w, (x, i) => Math.sin(t + i) + 0.5 * x);
 
 function ours(opts: { weightDecay?: number; l2?: number }): number[] {
-  const w = Float64Array.from(w0), grad = new Float64Array(w.length), m = new Float64Array(w.length), v = new Float64Array(w.length);
+  const w = Float64Array.from(w0),
+    grad = new Float64Array(w.length),
+    m = new Float64Array(w.length),
+    v = new Float64Array(w.length);
   const adam = new Adam({ lr: 0.05 });
   for (let t = 0; t < STEPS; t++) {
     grad.set(gradOf(t, w));
@@ -41,6 +44,9 @@ test('Adam with an L2 penalty and AdamW match PyTorch step for step (float64)', 
     [ours({}), torch('Adam', 0)],
   ]) {
     for (let i = 0; i < w0.length; i++) assert.ok(Math.abs(got[i] - want[i]) < 1e-12, `w[${i}]: ${got[i]} vs PyTorch ${want[i]}`);
-    assert.ok(got.some((x, i) => Math.abs(x - w0[i]) > 0.1), 'the weights moved');
+    assert.ok(
+      got.some((x, i) => Math.abs(x - w0[i]) > 0.1),
+      'the weights moved',
+    );
   }
 });

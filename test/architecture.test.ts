@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cruise, IForbiddenRuleType } from 'dependency-cruiser';
+import { cruise, type IForbiddenRuleType } from 'dependency-cruiser';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -28,12 +28,15 @@ test('architecture: imports point down the layers and close no cycle', { timeout
   const cwd = process.cwd();
   process.chdir(ROOT);
   try {
-    const result = await cruise(['src', 'web/src'], { ruleSet: { forbidden: rules() }, validate: true, tsPreCompilationDeps: true, doNotFollow: { path: 'node_modules' } }, undefined, { tsConfig: { fileName: 'tsconfig.json' } });
+    const result = await cruise(['src', 'web/src'], { ruleSet: { forbidden: rules() }, validate: true, tsPreCompilationDeps: true, doNotFollow: { path: 'node_modules' } }, undefined, {
+      tsConfig: { fileName: 'tsconfig.json' },
+    });
     const out = typeof result.output === 'string' ? JSON.parse(result.output) : result.output;
     const modules = out.modules.filter((m: { source: string }) => /^(src|web\/src)\//.test(m.source));
     assert.ok(modules.length > 100, `the check saw ${modules.length} modules`);
-    const violations = out.summary.violations.map((v: { rule: { name: string }; from: string; to: string; cycle?: { name: string }[] }) =>
-      `${v.rule.name}: ${v.from} -> ${v.to}${v.cycle ? ` (cycle ${v.cycle.map((c) => c.name ?? c).join(' -> ')})` : ''}`,
+    const violations = out.summary.violations.map(
+      (v: { rule: { name: string }; from: string; to: string; cycle?: { name: string }[] }) =>
+        `${v.rule.name}: ${v.from} -> ${v.to}${v.cycle ? ` (cycle ${v.cycle.map((c) => c.name ?? c).join(' -> ')})` : ''}`,
     );
     assert.deepEqual(violations, []);
   } finally {

@@ -4,10 +4,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it, before } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { Backbone, createSession, listLayers, openBackbone, selectLayers, tokenLayout } from '../src/backbone/backbone.js';
+import { type Backbone, createSession, listLayers, openBackbone, selectLayers, tokenLayout } from '../src/backbone/backbone.js';
 import { frontModel, indexGraph, backModel } from '../src/backbone/graph.js';
 import { residualStream } from '../src/backbone/layers.js';
-import { decodeModel, encodeModel, GraphProto, ModelProto, NodeProto, TensorProto } from '../src/backbone/onnx.js';
+import { decodeModel, encodeModel, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../src/backbone/onnx.js';
 import { layersCommand } from '../src/cli/commands/layers.js';
 import { runForJson } from './fixtures/helpers.js';
 import { fixtureModel } from './fixtures/models.js';
@@ -103,9 +103,7 @@ describe('exported ViTs and a CNN', () => {
       { name: '/encoder/layers/encoder_layer_1/Add_1_output_0', block: 1 },
       { name: '/encoder/layers/encoder_layer_0/Add_1_output_0', block: 0 },
     ]);
-    assert.deepEqual(selectLayers(bb, ['/encoder/layers/encoder_layer_1/Add_output_0']), [
-      { name: '/encoder/layers/encoder_layer_1/Add_output_0', block: null },
-    ]);
+    assert.deepEqual(selectLayers(bb, ['/encoder/layers/encoder_layer_1/Add_output_0']), [{ name: '/encoder/layers/encoder_layer_1/Add_output_0', block: null }]);
     assert.throws(() => selectLayers(bb, ['3']), /has 3 blocks/);
     assert.throws(() => selectLayers(bb, ['-4']), /has 3 blocks/);
     assert.throws(() => selectLayers(bb, ['nope']), /no tensor of that name/);
@@ -153,10 +151,9 @@ describe('exported ViTs and a CNN', () => {
   });
 
   it('vitsae layers --json prints {name, shape, block} per block', async () => {
-    assert.deepEqual(
-      await runForJson(layersCommand, [fixtureModel('vit_tv'), '--json']),
-      [[0, 1, 2].map((block) => ({ name: `/encoder/layers/encoder_layer_${block}/Add_1_output_0`, shape: [1, 17, 32], block }))],
-    );
+    assert.deepEqual(await runForJson(layersCommand, [fixtureModel('vit_tv'), '--json']), [
+      [0, 1, 2].map((block) => ({ name: `/encoder/layers/encoder_layer_${block}/Add_1_output_0`, shape: [1, 17, 32], block })),
+    ]);
   });
 
   it('round-trips the protobuf byte for byte', () => {
@@ -228,10 +225,15 @@ function builtModel(): ModelProto {
   const branch = (name: string, op: string): GraphProto => ({ name, node: [node(op, [h], [`${name}.y`])], output: [valueInfo(`${name}.y`, ['N', 5, D])] });
   nodes.push(
     node('Constant', [], ['cond'], [tensorAttr({ dims: [], data_type: 9, raw_data: new Uint8Array([1]) })]),
-    node('If', ['cond'], ['branched'], [
-      { name: 'then_branch', type: 5, g: branch('then', 'Identity') },
-      { name: 'else_branch', type: 5, g: branch('else', 'Neg') },
-    ]),
+    node(
+      'If',
+      ['cond'],
+      ['branched'],
+      [
+        { name: 'then_branch', type: 5, g: branch('then', 'Identity') },
+        { name: 'else_branch', type: 5, g: branch('else', 'Neg') },
+      ],
+    ),
     node('ReduceMean', ['branched'], ['logits'], [ints('axes', [1]), { name: 'keepdims', type: 2, i: 0 }]),
   );
   return {

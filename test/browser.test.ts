@@ -9,13 +9,13 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fastifyStatic from '@fastify/static';
-import Fastify, { FastifyInstance } from 'fastify';
-import { BrowserContext, Page } from 'playwright-core';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { BrowserContext, Page } from 'playwright-core';
 import { ARTIFACTS, browserSkip, serveInBrowser } from './fixtures/browser.js';
 import { openRuns } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
 import type { ConceptMatch, FeatureList, ImagePage } from '../src/server/api.js';
-import { addClassConcepts, makeRun, SmallRun } from './fixtures/web/run.js';
+import { addClassConcepts, makeRun, type SmallRun } from './fixtures/web/run.js';
 
 const skip = browserSkip;
 
@@ -71,11 +71,17 @@ test('a feature page shows its exemplar images, loaded', { skip }, async () => {
   await page.goto(`${base}#/r/fashion/f/${latent}`);
   const widths = await imagesLoaded('[data-testid=exemplar-img]');
   assert.ok(widths.length >= 4, `${widths.length} exemplars`);
-  assert.ok(widths.every((w) => w > 0), `broken exemplar images: ${widths}`);
+  assert.ok(
+    widths.every((w) => w > 0),
+    `broken exemplar images: ${widths}`,
+  );
   assert.match(await page.locator('[data-testid=feature-title]').innerText(), new RegExp(`#${latent}`));
   assert.ok((await page.locator('svg.histogram rect').count()) > 0, 'a histogram');
   const { concept, f1, precision, recall } = bestConcept;
-  assert.match(await page.locator('[data-testid=concept-match]').innerText(), new RegExp(`best-matching concept: ${concept} \\(F1 ${f1.toFixed(2)}, P ${precision.toFixed(2)}, R ${recall.toFixed(2)}\\)`));
+  assert.match(
+    await page.locator('[data-testid=concept-match]').innerText(),
+    new RegExp(`best-matching concept: ${concept} \\(F1 ${f1.toFixed(2)}, P ${precision.toFixed(2)}, R ${recall.toFixed(2)}\\)`),
+  );
   await page.screenshot({ path: path.join(ARTIFACTS, 'feature-page.png'), fullPage: true });
 });
 
@@ -85,7 +91,11 @@ test('the feature list sorts and filters by concept match', { skip }, async () =
   const badges = await page.locator('[data-testid=feature-list] [data-testid=concept-badge]').allInnerTexts();
   assert.ok(badges.length > 0 && badges.every((b) => b.startsWith(`${bestConcept.concept} `)), `badges: ${badges}`);
   const f1s = badges.map((b) => Number(b.split(' ').pop()));
-  assert.deepEqual(f1s, [...f1s].sort((a, b) => b - a), 'best match first');
+  assert.deepEqual(
+    f1s,
+    [...f1s].sort((a, b) => b - a),
+    'best match first',
+  );
   assert.equal(await page.locator('[data-testid=concept-filter]').inputValue(), bestConcept.concept);
 });
 

@@ -12,9 +12,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { maxWeightAssignment } from '../src/analysis/compare/hungarian.js';
 import { StreamingCorrelation } from '../src/analysis/compare/correlation.js';
-import { abstractionScores, ExemplarPatches, PatchLabels } from '../src/analysis/compare/abstraction.js';
-import { checkSameImages, RecordingSide } from '../src/analysis/compare/stream.js';
-import { CompareJson } from '../src/analysis/compare/format.js';
+import { abstractionScores, type ExemplarPatches, type PatchLabels } from '../src/analysis/compare/abstraction.js';
+import { checkSameImages, type RecordingSide } from '../src/analysis/compare/stream.js';
+import type { CompareJson } from '../src/analysis/compare/format.js';
 import { compareCommand } from '../src/cli/commands/compare.js';
 import { runCommand } from '../src/cli/command.js';
 import { readRun } from '../src/analysis/run.js';
@@ -30,11 +30,12 @@ import { readComparison, withComparedRuns, withRunIds } from '../src/server/comp
 import { writeSite } from '../src/server/site.js';
 import type { RunComparison } from '../src/server/api.js';
 import { runForJson } from './fixtures/helpers.js';
-import { LayerPair, makeLayerPair } from './fixtures/compare/runs.js';
+import { type LayerPair, makeLayerPair } from './fixtures/compare/runs.js';
 
 /** Every injective map of the smaller side into the larger: the best total weight. */
 function bruteForceBest(w: Float64Array, n: number, m: number): number {
-  const rows = Math.min(n, m), cols = Math.max(n, m);
+  const rows = Math.min(n, m),
+    cols = Math.max(n, m);
   const at = (i: number, j: number) => (n <= m ? w[i * m + j] : w[j * m + i]);
   const used = new Uint8Array(cols);
   const go = (i: number): number => {
@@ -77,7 +78,8 @@ test('the Hungarian assignment matches brute force on square and rectangular mat
 /** Random sparse codes: each token fires `perRow` of the latents in `pool`, on a few values (ties). */
 function randomCodes(rng: Rng, rows: number, pool: number[], perRow: number): SparseActs<Float32Array> {
   const rowptr = new Int32Array(rows + 1);
-  const idx: number[] = [], val: number[] = [];
+  const idx: number[] = [],
+    val: number[] = [];
   for (let r = 0; r < rows; r++) {
     const chosen = new Set<number>();
     while (chosen.size < Math.min(perRow, pool.length)) chosen.add(pool[rng.nextInt(pool.length)]);
@@ -101,8 +103,11 @@ function dense(c: SparseActs<Float32Array>, S: number): Float64Array {
 /** Pearson correlation of two columns in float64, two-pass; 0 when either is constant. */
 function pearson(x: Float64Array, y: Float64Array): number {
   const n = x.length;
-  const mx = x.reduce((s, v) => s + v, 0) / n, my = y.reduce((s, v) => s + v, 0) / n;
-  let sxy = 0, sxx = 0, syy = 0;
+  const mx = x.reduce((s, v) => s + v, 0) / n,
+    my = y.reduce((s, v) => s + v, 0) / n;
+  let sxy = 0,
+    sxx = 0,
+    syy = 0;
   for (let i = 0; i < n; i++) {
     sxy += (x[i] - mx) * (y[i] - my);
     sxx += (x[i] - mx) ** 2;
@@ -113,18 +118,23 @@ function pearson(x: Float64Array, y: Float64Array): number {
 
 test('the streamed correlation equals a direct float64 computation; latents without variance correlate 0', () => {
   const rng = new Rng(3);
-  const S = 9, T = 6;
+  const S = 9,
+    T = 6;
   // Latents 7 and 8 of A and 5 of B never fire; latent 4 of B fires on every token with the same value.
-  const poolA = [0, 1, 2, 3, 4, 5, 6], poolB = [0, 1, 2, 3];
+  const poolA = [0, 1, 2, 3, 4, 5, 6],
+    poolB = [0, 1, 2, 3];
   const acc = new StreamingCorrelation(S, T, 64);
-  const colsA: number[][] = Array.from({ length: S }, () => []), colsB: number[][] = Array.from({ length: T }, () => []);
+  const colsA: number[][] = Array.from({ length: S }, () => []),
+    colsB: number[][] = Array.from({ length: T }, () => []);
   for (const rows of [64, 17, 64, 1, 40]) {
     const a = randomCodes(rng, rows, poolA, 3);
     const b0 = randomCodes(rng, rows, poolB, 2);
     // Add the constant latent 4 to every row of b.
-    const rowptr = new Int32Array(rows + 1), idx: number[] = [], val: number[] = [];
+    const rowptr = new Int32Array(rows + 1),
+      idx: number[] = [],
+      val: number[] = [];
     for (let r = 0; r < rows; r++) {
-      for (let e = b0.rowptr[r]; e < b0.rowptr[r + 1]; e++) (idx.push(b0.idx[e]), val.push(b0.val[e]));
+      for (let e = b0.rowptr[r]; e < b0.rowptr[r + 1]; e++) idx.push(b0.idx[e]), val.push(b0.val[e]);
       idx.push(4);
       val.push(1.5);
       rowptr[r + 1] = idx.length;
@@ -212,8 +222,7 @@ async function directBestMatches(runA: string, runB: string): Promise<[Float64Ar
   };
   const [a, b] = [await cols(runA), await cols(runB)];
   const fires = (c: Float64Array) => c.some((v) => v > 0);
-  const best = (x: Float64Array[], y: Float64Array[]) =>
-    Float64Array.from(x, (c) => (fires(c) && y.some(fires) ? Math.max(...y.filter(fires).map((d) => pearson(c, d))) : 0));
+  const best = (x: Float64Array[], y: Float64Array[]) => Float64Array.from(x, (c) => (fires(c) && y.some(fires) ? Math.max(...y.filter(fires).map((d) => pearson(c, d))) : 0));
   return [best(a, b), best(b, a)];
 }
 
@@ -231,13 +240,19 @@ test('vitsae compare: consistent numbers, matches a direct computation, a self-c
   assert.ok(a.layer > b.layer, 'the later layer is A');
 
   const [directA, directB] = await directBestMatches(pair.late, pair.early);
-  for (const [side, other, direct] of [[a, b, directA], [b, a, directB]] as const) {
+  for (const [side, other, direct] of [
+    [a, b, directA],
+    [b, a, directB],
+  ] as const) {
     const index = await VisualsIndex.open((await readRun(side.dir)).visuals);
     assert.equal(side.latents.length, side.d_sae);
     // Spectrum: every latent is in a bin or dead, and dead ones never fire.
     assert.equal(side.spectrum.counts.reduce((s, c) => s + c, 0) + side.spectrum.dead, side.d_sae);
     assert.equal(side.spectrum.dead, side.d_sae - side.live);
-    assert.equal(side.best_match.counts.reduce((s, c) => s + c, 0), side.live);
+    assert.equal(
+      side.best_match.counts.reduce((s, c) => s + c, 0),
+      side.live,
+    );
     assert.equal(side.best_match.above_threshold + side.unmatched.length, side.live);
     for (const l of side.latents) {
       assert.ok(Math.abs(l.frequency - index.summary(l.latent).frequency) <= 1e-5 * l.frequency, 'frequency from the visuals');
@@ -300,7 +315,11 @@ test('the server answers the comparison of its runs at /api/comparison, and a st
   // The output of the end-to-end test above.
   const cmp = await readComparison(path.join(tmp, 'cmp'));
   const runs = await openRuns(withComparedRuns([pair.early], cmp));
-  assert.deepEqual(runs.map((r) => r.id), ['early', 'late'], 'the compared runs are opened, each once');
+  assert.deepEqual(
+    runs.map((r) => r.id),
+    ['early', 'late'],
+    'the compared runs are opened, each once',
+  );
   assert.throws(() => withRunIds(cmp, runs.slice(0, 1)), /not among the runs given/);
   const app = await createServer({ runs, comparison: withRunIds(cmp, runs) });
   try {
@@ -323,7 +342,6 @@ test('the server answers the comparison of its runs at /api/comparison, and a st
   const stored = JSON.parse(await fsp.readFile(path.join(site, 'data', 'comparison.json'), 'utf8')) as RunComparison;
   assert.deepEqual(stored.ids, ['late', 'early']);
 });
-
 
 test('the matches page lists pairs and unmatched latents and opens a pair side by side', { skip: browserSkip }, async () => {
   const cmp = await readComparison(path.join(tmp, 'cmp'));

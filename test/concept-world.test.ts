@@ -9,9 +9,9 @@ import { dataConceptWorldCommand } from '../src/cli/commands/data-concept-world.
 import {
   CLASSES,
   COLOURS,
-  CONCEPT_GROUPS,
+  type CONCEPT_GROUPS,
   CONCEPTS,
-  ConceptWorldInfo,
+  type ConceptWorldInfo,
   classOf,
   COVERAGE_THRESHOLD,
   generateImage,
@@ -84,12 +84,22 @@ describe('concept world images', () => {
         const hist = new Array(SHAPES.length + 1).fill(0);
         const [r, c] = [Math.floor(p / GRID), p % GRID];
         for (let y = r * PATCH_SIZE; y < (r + 1) * PATCH_SIZE; y++) for (let x = c * PATCH_SIZE; x < (c + 1) * PATCH_SIZE; x++) hist[img.mask_HW[y * S + x]]++;
-        assert.deepEqual(shapes.map((k) => row[k]), hist.slice(1));
-        assert.equal(backgrounds.reduce((a, k) => a + row[k], 0), hist[0]);
+        assert.deepEqual(
+          shapes.map((k) => row[k]),
+          hist.slice(1),
+        );
+        assert.equal(
+          backgrounds.reduce((a, k) => a + row[k], 0),
+          hist[0],
+        );
         assert.equal(row[CONCEPTS.indexOf(`background:${img.background}`)], hist[0]);
         // Every object pixel counts once in each object family.
         const objectPixels = 64 - hist[0];
-        for (const g of ['colour', 'texture', 'size'] as const) assert.equal(family(g).reduce((a, k) => a + row[k], 0), objectPixels);
+        for (const g of ['colour', 'texture', 'size'] as const)
+          assert.equal(
+            family(g).reduce((a, k) => a + row[k], 0),
+            objectPixels,
+          );
         const top = hist.indexOf(Math.max(...hist));
         assert.equal(majority[p], top);
       }
@@ -161,16 +171,24 @@ describe('written layout', () => {
     assert.equal(list.size, n);
     const coverage = readFileSync(path.join(dir, 'patch_concepts.u8'));
     assert.equal(coverage.length, n * PATCHES * C);
-    const objects = readFileSync(path.join(dir, 'objects.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const objects = readFileSync(path.join(dir, 'objects.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     for (let i = 0; i < n; i++) {
       const img = generateImage(5, i);
       assert.equal(seg.key(i), path.join('images', `${String(i).padStart(6, '0')}.png`));
       assert.equal(list.key(i), `images/${String(i).padStart(6, '0')}.png`);
       assert.equal(list.label(i), img.label);
       assert.equal(objects[i].label, img.label);
-      assert.deepEqual(objects[i].objects.map((q: { shape: string; pixels: number }) => [q.shape, q.pixels]), img.objects.map((q) => [q.shape, q.pixels]));
+      assert.deepEqual(
+        objects[i].objects.map((q: { shape: string; pixels: number }) => [q.shape, q.pixels]),
+        img.objects.map((q) => [q.shape, q.pixels]),
+      );
       assert.deepEqual(new Uint8Array(coverage.subarray(i * PATCHES * C, (i + 1) * PATCHES * C)), img.coverage_PC);
-      const rgb = await sharp((await seg.image(i)) as Buffer).raw().toBuffer({ resolveWithObject: true });
+      const rgb = await sharp((await seg.image(i)) as Buffer)
+        .raw()
+        .toBuffer({ resolveWithObject: true });
       assert.deepEqual([rgb.info.width, rgb.info.height, rgb.info.channels], [S, S, 3]);
       assert.deepEqual(new Uint8Array(rgb.data), img.rgb_HWC);
       const maskPng = (await seg.mask!(i)) as Buffer;

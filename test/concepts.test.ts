@@ -15,10 +15,14 @@ import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';
-import { bestDetectors, detectorScores, evaluateConcepts, greedyGroup, PatchConcepts } from '../src/analysis/concepts.js';
+import { bestDetectors, detectorScores, evaluateConcepts, greedyGroup, type PatchConcepts } from '../src/analysis/concepts.js';
 import { bestConceptMatches } from '../src/analysis/concept-matches.js';
 
-const D = 16, ATOMS = 24, PATCHES = 16, EXAMPLES = 800, CONCEPTS = 8;
+const D = 16,
+  ATOMS = 24,
+  PATCHES = 16,
+  EXAMPLES = 800,
+  CONCEPTS = 8;
 let tmp: string;
 let shards: string;
 let active_EPA: Uint8Array;
@@ -34,7 +38,18 @@ before(async () => {
     for (let d = 0; d < D; d++) atoms[a * D + d] /= Math.sqrt(n);
   }
   active_EPA = new Uint8Array(EXAMPLES * PATCHES * ATOMS);
-  const w = await ShardWriter.create(shards, { family: 'synthetic', ckpt: 'none', layers: [0], content_tokens_per_example: PATCHES, cls_token: false, d_model: D, max_tokens_per_shard: 1 << 20, data: {}, dataset: 'atoms', pixel_agg: null });
+  const w = await ShardWriter.create(shards, {
+    family: 'synthetic',
+    ckpt: 'none',
+    layers: [0],
+    content_tokens_per_example: PATCHES,
+    cls_token: false,
+    d_model: D,
+    max_tokens_per_shard: 1 << 20,
+    data: {},
+    dataset: 'atoms',
+    pixel_agg: null,
+  });
   const acts = new Float32Array(EXAMPLES * PATCHES * D);
   for (let t = 0; t < EXAMPLES * PATCHES; t++) {
     for (let j = 0; j < 2; j++) {
@@ -69,8 +84,18 @@ function labels(): PatchConcepts {
 test('an SAE that recovers the atoms scores near the probe ceiling and above the baselines', async () => {
   const out = path.join(tmp, 'sae');
   await train({
-    shards, out, selection: { layer: -1, tokens: 'patches' }, showProgress: false, windowTokens: 4096,
-    members: [{ name: '', sae: { ...defaultsOf(saeSpec), activation: 'topk', k: 2, expansion: 4 }, train: { ...defaultsOf(trainSpec), batch: 256, tokens: 400_000, lr: 3e-3, lrWarmup: 50, scaleTokens: 4096, deadWindow: 20_000 } }],
+    shards,
+    out,
+    selection: { layer: -1, tokens: 'patches' },
+    showProgress: false,
+    windowTokens: 4096,
+    members: [
+      {
+        name: '',
+        sae: { ...defaultsOf(saeSpec), activation: 'topk', k: 2, expansion: 4 },
+        train: { ...defaultsOf(trainSpec), batch: 256, tokens: 400_000, lr: 3e-3, lrWarmup: 50, scaleTokens: 4096, deadWindow: 20_000 },
+      },
+    ],
   });
   const sae = await Sae.load(out);
   const r = await evaluateConcepts(sae, shards, labels(), { selection: { layer: -1 }, probeExamples: 400, showProgress: false });
@@ -105,11 +130,14 @@ test('an SAE that recovers the atoms scores near the probe ceiling and above the
 
 test('greedy OR-groups match a brute-force search of the same greedy rule', () => {
   const rng = new Rng(5);
-  const N = 500, C = 2;
+  const N = 500,
+    C = 2;
   const fired = Uint32Array.from({ length: N * C }, () => rng.nextU32() & 0xff & rng.nextU32());
-  const present = Uint8Array.from({ length: N * C }, (_, i) => ((fired[i] & 0b101) !== 0 ? rng.nextFloat() < 0.9 : rng.nextFloat() < 0.1) ? 1 : 0);
+  const present = Uint8Array.from({ length: N * C }, (_, i) => (((fired[i] & 0b101) !== 0 ? rng.nextFloat() < 0.9 : rng.nextFloat() < 0.1) ? 1 : 0));
   const f1 = (mask: number, c: number) => {
-    let tp = 0, pred = 0, act = 0;
+    let tp = 0,
+      pred = 0,
+      act = 0;
     for (let n = 0; n < N; n++) {
       const on = (fired[n * C + c] & mask) !== 0;
       pred += on ? 1 : 0;
@@ -120,7 +148,8 @@ test('greedy OR-groups match a brute-force search of the same greedy rule', () =
   };
   for (let c = 0; c < C; c++) {
     const g = greedyGroup(fired, present, N, C, c, 3);
-    let mask = 0, best = 0;
+    let mask = 0,
+      best = 0;
     for (let step = 0; step < 3; step++) {
       let pick = -1;
       for (let m = 0; m < 32; m++) if (!(mask & (1 << m)) && f1(mask | (1 << m), c) > best + 1e-12) [best, pick] = [f1(mask | (1 << m), c), m];
@@ -128,14 +157,18 @@ test('greedy OR-groups match a brute-force search of the same greedy rule', () =
       mask |= 1 << pick;
     }
     assert.equal(g.f1, best);
-    assert.equal(g.members.reduce((m, b) => m | (1 << b), 0), mask);
+    assert.equal(
+      g.members.reduce((m, b) => m | (1 << b), 0),
+      mask,
+    );
   }
   assert.ok(greedyGroup(fired, present, N, C, 0, 3).members.includes(0), 'bit 0 drives concept 0');
 });
 
 test('detector thresholds: the fitted rule is the best on the training rows and is scored on the rest', () => {
   const rng = new Rng(9);
-  const N = 2000, nTrain = 1500;
+  const N = 2000,
+    nTrain = 1500;
   const y = Uint8Array.from({ length: N }, () => (rng.nextFloat() < 0.3 ? 1 : 0));
   const x = Float32Array.from(y, (v) => (v ? -1 : 1) + 0.8 * rng.normal()); // the concept lowers x
   const s = detectorScores(x, y, 1, nTrain, [1, -1]);
@@ -145,7 +178,9 @@ test('detector thresholds: the fitted rule is the best on the training rows and 
   // Brute force over every threshold on the training rows (the binned fit may not beat it).
   let best = 0;
   for (const t of x.subarray(0, nTrain)) {
-    let tp = 0, pred = 0, act = 0;
+    let tp = 0,
+      pred = 0,
+      act = 0;
     for (let n = 0; n < nTrain; n++) {
       const on = x[n] <= t;
       pred += on ? 1 : 0;
@@ -159,20 +194,31 @@ test('detector thresholds: the fitted rule is the best on the training rows and 
 
 test('a sparse column (an SAE latent) scores exactly as its dense column, and a fitted threshold drops weak firing', () => {
   const rng = new Rng(21);
-  const N = 3000, nTrain = 2400, C = 3;
+  const N = 3000,
+    nTrain = 2400,
+    C = 3;
   const Y_NC = Uint8Array.from({ length: N * C }, () => (rng.nextFloat() < 0.2 ? 1 : 0));
   // Fires strongly where concept 0 is present, weakly on 30% of the other rows, never elsewhere.
   const dense = Float32Array.from({ length: N }, (_, n) => (Y_NC[n * C] ? 2 + rng.nextFloat() : rng.nextFloat() < 0.3 ? 0.1 * rng.nextFloat() + 0.01 : 0));
   const rows = Int32Array.from(Array.from({ length: N }, (_, n) => n).filter((n) => dense[n] > 0));
   const positives = { train: new Float64Array(C), test: new Float64Array(C) };
   for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) (n < nTrain ? positives.train : positives.test)[c] += Y_NC[n * C + c];
-  const sparse = detectorScores(Float32Array.from(rows, (n) => dense[n]), Y_NC, C, nTrain, [1], { rows, N, positives });
+  const sparse = detectorScores(
+    Float32Array.from(rows, (n) => dense[n]),
+    Y_NC,
+    C,
+    nTrain,
+    [1],
+    { rows, N, positives },
+  );
   const full = detectorScores(dense, Y_NC, C, nTrain, [1]);
   assert.deepEqual([...sparse.train], [...full.train]);
   assert.deepEqual([...sparse.test], [...full.test]);
   assert.deepEqual(sparse.rule, full.rule);
   // "Fires at all" as the rule: F1 = 2 tp / (fired + positives) on the held-out rows.
-  let tp = 0, fired = 0, act = 0;
+  let tp = 0,
+    fired = 0,
+    act = 0;
   for (let n = nTrain; n < N; n++) [tp, fired, act] = [tp + (dense[n] > 0 && Y_NC[n * C] ? 1 : 0), fired + (dense[n] > 0 ? 1 : 0), act + Y_NC[n * C]];
   assert.ok((2 * tp) / (fired + act) < 0.7, `firing alone ${(2 * tp) / (fired + act)}`);
   assert.equal(sparse.test[0], 1, 'a threshold between the weak and the strong values separates the concept exactly');
@@ -186,12 +232,16 @@ test('a sparse column (an SAE latent) scores exactly as its dense column, and a 
 
 test("each latent's best concepts match brute force over its firing and the concepts' presence", () => {
   const rng = new Rng(3);
-  const N = 400, S = 12, C = 5;
+  const N = 400,
+    S = 12,
+    C = 5;
   const fires_NS = Uint8Array.from({ length: N * S }, () => (rng.nextFloat() < 0.15 ? 1 : 0));
   const present_NC = Uint8Array.from({ length: N * C }, () => (rng.nextFloat() < 0.3 ? 1 : 0));
   // Latent 0 never fires; latent 1 fires exactly where concept 2 is present.
   for (let n = 0; n < N; n++) [fires_NS[n * S], fires_NS[n * S + 1]] = [0, present_NC[n * C + 2]];
-  const tp_SC = new Float64Array(S * C), fires_S = new Float64Array(S), positives_C = new Float64Array(C);
+  const tp_SC = new Float64Array(S * C),
+    fires_S = new Float64Array(S),
+    positives_C = new Float64Array(C);
   for (let n = 0; n < N; n++) {
     for (let c = 0; c < C; c++) positives_C[c] += present_NC[n * C + c];
     for (let s = 0; s < S; s++) {
@@ -204,16 +254,22 @@ test("each latent's best concepts match brute force over its firing and the conc
   for (let s = 0; s < S; s++) {
     // Brute force: every (latent, concept) pair's confusion counts from the patches themselves.
     const all = names.map((concept, c) => {
-      let tp = 0, pred = 0, act = 0;
+      let tp = 0,
+        pred = 0,
+        act = 0;
       for (let n = 0; n < N; n++) {
-        const on = fires_NS[n * S + s], y = present_NC[n * C + c];
+        const on = fires_NS[n * S + s],
+          y = present_NC[n * C + c];
         tp += on & y;
         pred += on;
         act += y;
       }
       return { concept, f1: (2 * tp) / (pred + act), precision: pred ? tp / pred : 0, recall: tp / act };
     });
-    const want = all.filter((m) => m.f1 > 0).sort((a, b) => b.f1 - a.f1).slice(0, 3);
+    const want = all
+      .filter((m) => m.f1 > 0)
+      .sort((a, b) => b.f1 - a.f1)
+      .slice(0, 3);
     assert.equal(got[s].length, want.length, `latent ${s}`);
     got[s].forEach((m, i) => {
       assert.equal(m.concept, want[i].concept, `latent ${s} rank ${i}`);

@@ -39,7 +39,10 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     for (const p of [r.sae, r.shards, r.visuals]) assert.ok(existsSync(p), p);
     assert.ok(existsSync(path.join(run.dir, 'eval.json')));
     // Task heads for the edit demos, on the last block (recorded in the same pass), with the world's class names.
-    assert.deepEqual(r.probes, ['classify', 'segment'].map((t) => path.join(run.dir, `probe-${t}`)));
+    assert.deepEqual(
+      r.probes,
+      ['classify', 'segment'].map((t) => path.join(run.dir, `probe-${t}`)),
+    );
     const [classify, segment] = await Promise.all(r.probes!.map(loadProbe));
     assert.deepEqual([classify.info.task, classify.info.classes.length, classify.info.classes[0]], ['classify', 12, 'red-solid']);
     assert.deepEqual([segment.info.task, segment.info.classes], ['segment', ['background', 'circle', 'square', 'triangle', 'cross', 'star', 'heart']]);
@@ -56,7 +59,14 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.equal(cls.rule!.length, 19, 'every shape, colour, texture and size concept');
     assert.deepEqual(JSON.parse(await fsp.readFile(path.join(run.dir, 'edits.json'), 'utf8')), run.edits);
     const worlds = await Promise.all(['world', 'test-world'].map(async (w) => JSON.parse(await fsp.readFile(path.join(out, w, 'concepts.json'), 'utf8')) as { seed: number; n: number }));
-    assert.deepEqual(worlds.map((w) => [w.seed, w.n]), [[1, 150], [2, 60]], 'two worlds, neither with the seed the models were trained on');
+    assert.deepEqual(
+      worlds.map((w) => [w.seed, w.n]),
+      [
+        [1, 150],
+        [2, 60],
+      ],
+      'two worlds, neither with the seed the models were trained on',
+    );
     // The command, on a run without the report: the per-latent matches on the run's own shards, written and recorded.
     await fsp.rm(r.concepts);
     await writeRun(run.dir, { ...r, concepts: undefined });
@@ -65,7 +75,10 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.equal(printed.latents.length, c.latents.length);
     assert.deepEqual(await readConceptReport((await readRun(run.dir)).concepts!), printed);
     assert.ok(existsSync(path.join(r.visuals, 'index.json')), 'the browser index was written');
-    assert.ok(lines.some((l) => l.includes('exemplars')), 'progress is reported');
+    assert.ok(
+      lines.some((l) => l.includes('exemplars')),
+      'progress is reported',
+    );
   } finally {
     await fsp.rm(out, { recursive: true, force: true });
   }

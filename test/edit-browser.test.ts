@@ -10,13 +10,13 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import fastifyStatic from '@fastify/static';
-import Fastify, { FastifyInstance } from 'fastify';
-import { BrowserContext, Page } from 'playwright-core';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { BrowserContext, Page } from 'playwright-core';
 import { ARTIFACTS, browserSkip, serveInBrowser } from './fixtures/browser.js';
 import { openRuns } from '../src/server/app.js';
 import { writeSite } from '../src/server/site.js';
 import type { EditAnswer, EditSpec } from '../src/server/edit-api.js';
-import { makeEditRun, EditRun } from './fixtures/web/edit-run.js';
+import { makeEditRun, type EditRun } from './fixtures/web/edit-run.js';
 
 const skip = browserSkip;
 const IMAGE = 3;
@@ -81,7 +81,7 @@ test('the classification demo: from a feature page, a slider changes the class p
   await page.goto(`${base}#/r/world/f/${latent}`);
   await page.locator('[data-testid=edit-links] a', { hasText: 'classification' }).click();
   await page.waitForSelector('[data-testid=prediction-after] .class-bar');
-  assert.match(page.url(), new RegExp(`#/r/world/edit/0/${feature.exemplars[0].image}\\?latent=${latent}$`), 'the feature\'s top image, the feature chosen');
+  assert.match(page.url(), new RegExp(`#/r/world/edit/0/${feature.exemplars[0].image}\\?latent=${latent}$`), "the feature's top image, the feature chosen");
   // The chosen feature on another image: the test image, reached through the image box.
   await page.locator('[data-testid=image-index]').fill(String(IMAGE));
   await page.locator('[data-testid=image-index]').press('Enter');
@@ -156,7 +156,9 @@ test('image pages link the demos; a static site has none', { skip }, async () =>
   await files.register(fastifyStatic, { root: site });
   const url = (await files.listen({ host: '127.0.0.1', port: 0 })) + '/';
   try {
-    const latent = (JSON.parse(await fsp.readFile(path.join(site, 'data', 'world', 'features.json'), 'utf8')) as { rows: { latent: number; frequency: number }[] }).rows.find((r) => r.frequency > 0)!.latent;
+    const latent = (JSON.parse(await fsp.readFile(path.join(site, 'data', 'world', 'features.json'), 'utf8')) as { rows: { latent: number; frequency: number }[] }).rows.find(
+      (r) => r.frequency > 0,
+    )!.latent;
     await page.goto(`${url}#/r/world/f/${latent}`);
     await page.waitForSelector('[data-testid=exemplar-img]');
     await page.locator('[data-testid=exemplar-img]').first().click();

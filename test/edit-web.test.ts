@@ -17,7 +17,7 @@ import { probeTrainCommand } from '../src/cli/commands/probe.js';
 import { createServer, openRuns } from '../src/server/app.js';
 import type { EditAnswer, EditRequest, ProbeList, Upload } from '../src/server/edit-api.js';
 import { runForJson } from './fixtures/helpers.js';
-import { makeEditRun, EditRun } from './fixtures/web/edit-run.js';
+import { makeEditRun, type EditRun } from './fixtures/web/edit-run.js';
 
 let tmp: string;
 let run: EditRun;
@@ -54,7 +54,13 @@ const probs = (list: { name: string; prob: number }[]) => new Map(list.map((c) =
 
 test('a run lists its probes; a run without probes none', async () => {
   const { probes } = (await app.inject({ url: '/api/runs/world/probes', headers: host })).json<ProbeList>();
-  assert.deepEqual(probes.map((p) => [p.id, p.name, p.task]), [[0, 'probe-classify', 'classify'], [1, 'probe-segment', 'segment']]);
+  assert.deepEqual(
+    probes.map((p) => [p.id, p.name, p.task]),
+    [
+      [0, 'probe-classify', 'classify'],
+      [1, 'probe-segment', 'segment'],
+    ],
+  );
   assert.equal(probes[0].classes.length, 12);
   assert.ok(probes[1].miou! > 0 && probes[1].miou! <= 1);
   assert.deepEqual((await app.inject({ url: '/api/runs/plain/probes', headers: host })).json<ProbeList>(), { probes: [] });
@@ -74,7 +80,11 @@ test('an empty edit answers the unedited prediction; the requested patches list 
   assert.deepEqual(Object.keys(cls.patches), ['0', '5']);
   for (const row of Object.values(cls.patches)) {
     assert.ok(row.length > 0 && row.length <= 4, 'TopK k 4');
-    assert.deepEqual(row.map(([, v]) => v), row.map(([, v]) => v).sort((a, b) => b - a), 'strongest first');
+    assert.deepEqual(
+      row.map(([, v]) => v),
+      row.map(([, v]) => v).sort((a, b) => b - a),
+      'strongest first',
+    );
     for (const [j] of row) assert.ok(cls.latents[j].max > 0 && cls.latents[j].latent === j);
   }
   const seg = await answer({ probe: 1, image: 3, edits: [] });
@@ -89,7 +99,14 @@ test('a strong edit changes the prediction', async () => {
   const all = await answer({ probe: 0, image: 3, edits: [], patches: 'all' });
   // The image's strongest latents pushed to the slider's end, -20x their maxima, everywhere: on this mostly
   // background image they are background features, and boosting them would only confirm "background".
-  const strongest = [...new Set(Object.values(all.patches).flat().sort((a, b) => b[1] - a[1]).map(([j]) => j))].slice(0, 3);
+  const strongest = [
+    ...new Set(
+      Object.values(all.patches)
+        .flat()
+        .sort((a, b) => b[1] - a[1])
+        .map(([j]) => j),
+    ),
+  ].slice(0, 3);
   const edits = strongest.map((latent) => ({ latent, patches: 'all' as const, value: -20, mode: 'add' as const, relative: true }));
   const cls = await answer({ probe: 0, image: 3, edits });
   if (cls.task !== 'classify') return assert.fail('a classification answer');
@@ -98,7 +115,10 @@ test('a strong edit changes the prediction', async () => {
   const seg = await answer({ probe: 1, image: 3, edits });
   if (seg.task !== 'segment') return assert.fail('a segmentation answer');
   assert.ok(seg.changed.length > 0, `some patch changed class: ${JSON.stringify(seg.before)} -> ${JSON.stringify(seg.after)}`);
-  assert.deepEqual(seg.changed, seg.before.flatMap((l, p) => (l !== seg.after[p] ? [p] : [])));
+  assert.deepEqual(
+    seg.changed,
+    seg.before.flatMap((l, p) => (l !== seg.after[p] ? [p] : [])),
+  );
   // Editing only patch 0 can change nothing but what attends to it; the answer names the edited latents.
   const one = await answer({ probe: 1, image: 3, edits: [{ latent: strongest[0], patches: [0], value: -20, mode: 'set', relative: true }] });
   assert.ok(one.latents[strongest[0]].max > 0);

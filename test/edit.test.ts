@@ -11,18 +11,18 @@ import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
-import { createSession, TokenLayout } from '../src/backbone/backbone.js';
+import { createSession, type TokenLayout } from '../src/backbone/backbone.js';
 import { frontModel } from '../src/backbone/graph.js';
 import { editCommand, parseEdit } from '../src/cli/commands/edit.js';
 import { evalEditsCommand } from '../src/cli/commands/eval-edits.js';
 import { defaultsOf } from '../src/util/config.js';
 import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
-import { EditEngine, latentMaxima, Prepared } from '../src/edit/engine.js';
-import { alongRows, EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
-import { Probe, probeProbabilities, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
+import { EditEngine, latentMaxima, type Prepared } from '../src/edit/engine.js';
+import { alongRows, type EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
+import { type Probe, probeProbabilities, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { addToPatches, readPatches, taskRows } from '../src/edit/tokens.js';
-import { Sae } from '../src/sae/model.js';
+import type { Sae } from '../src/sae/model.js';
 import { runForJson } from './fixtures/helpers.js';
 import { cardModel, conceptWorld, fashionSubset, tinySae } from './fixtures/edit/setup.js';
 
@@ -48,10 +48,14 @@ before(async () => {
   await saveProbe(probeDir, probe);
   engine = await EditEngine.open({ model, sae: saeDir, probe: probeDir });
   const ds = await openDataset(fashion);
-  images = await Promise.all(Array.from({ length: 5 }, async (_, i) => {
-    const { data, width, height } = (await ds.image(i)) as { data: Uint8Array; width: number; height: number };
-    return sharp(data, { raw: { width, height, channels: 1 } }).png().toBuffer();
-  }));
+  images = await Promise.all(
+    Array.from({ length: 5 }, async (_, i) => {
+      const { data, width, height } = (await ds.image(i)) as { data: Uint8Array; width: number; height: number };
+      return sharp(data, { raw: { width, height, channels: 1 } })
+        .png()
+        .toBuffer();
+    }),
+  );
 });
 
 after(async () => {
@@ -110,7 +114,8 @@ test("an edit of one patch changes only that patch of the back's input, by decod
     { latent: firing[0].latent, patches: [p], value: 2, mode: 'scale' as const },
   ];
   const x = engine.backInput(prepared, engine.delta(prepared, edits));
-  const T = 3 + 16, D = 32;
+  const T = 3 + 16,
+    D = 32;
   // Every image of the batch gets the edits, on patch p only.
   for (let img = 0; img < images.length; img++) {
     const f = new Map(engine.patchLatents(prepared, img, p).map((l) => [l.latent, l.value]));
@@ -120,14 +125,21 @@ test("an edit of one patch changes only that patch of the back's input, by decod
       const at = (img * T + t) * D;
       const diff = Array.from({ length: D }, (_, d) => x[at + d] - prepared.acts[at + d]);
       if (t === 3 + p) assert.ok(maxAbsDiff(diff, expected) < 1e-5, `image ${img}: the edited patch moved by ${diff.slice(0, 3)}..., expected ${expected.slice(0, 3)}...`);
-      else assert.ok(diff.every((v) => v === 0), `image ${img} token ${t} changed`);
+      else
+        assert.ok(
+          diff.every((v) => v === 0),
+          `image ${img} token ${t} changed`,
+        );
     }
   }
   const untouched = engine.delta(prepared, [
     { latent: firing[0].latent, patches: 'all', value: 1, mode: 'scale' },
     { latent: silent, patches: 'all', value: 0, mode: 'add' },
   ]);
-  assert.ok(untouched.every((v) => v === 0), 'scaling by 1 and adding 0 change nothing');
+  assert.ok(
+    untouched.every((v) => v === 0),
+    'scaling by 1 and adding 0 change nothing',
+  );
 });
 
 test("suppressing a latent that fires on a patch moves x' and the head's probabilities", async () => {
@@ -168,7 +180,10 @@ test('feature-map layouts: patch p of a [N, C, H, W] tensor is read and edited a
   delta.set([100, 200, 300], 5 * 3);
   addToPatches(data, layout, 2, delta);
   assert.deepEqual([data[13], data[17], data[21]], [113, 217, 321]);
-  assert.equal(data.reduce((a, b) => a + b, 0), (23 * 24) / 2 + 600);
+  assert.equal(
+    data.reduce((a, b) => a + b, 0),
+    (23 * 24) / 2 + 600,
+  );
 });
 
 test('edits on the command line: latent:patches:value[:mode]', () => {
@@ -246,7 +261,10 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     const r = await evaluateEdits(cls, { data: labels, concepts: world, images: 60, progress: false });
     assert.equal(r.rule!.length, 6 + 6 + 4 + 3, 'every shape, colour, texture and size concept');
     assert.ok(inUnit(r.rule_consistent_rate!) && inUnit(r.rule_random_latent_consistent_rate!));
-    assert.equal(r.rule_checked, r.rule!.reduce((a, c) => a + c.n, 0));
+    assert.equal(
+      r.rule_checked,
+      r.rule!.reduce((a, c) => a + c.n, 0),
+    );
     // The baseline's latents are others that fired, never the concept's own, one per batch of test images with a check.
     for (const c of r.rule!) if (c.latent !== null && c.n) assert.ok(c.random_latent.latents.length > 0 && !c.random_latent.latents.includes(c.latent));
   } finally {

@@ -19,7 +19,7 @@ import { thumbPath, VisualsIndex } from '../src/analysis/visuals-index.js';
 import { openSae } from '../src/interop/index.js';
 import { OrderedTokenLoader, ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
-import { makeRun, SmallRun } from './fixtures/web/run.js';
+import { makeRun, type SmallRun } from './fixtures/web/run.js';
 
 let tmp: string;
 let run: SmallRun;
@@ -54,7 +54,12 @@ function randomCsr(rng: Rng, rows: number, S: number, perRow: number) {
 }
 
 test('the accumulator matches a brute-force computation, including ties', () => {
-  const S = 40, P = 9, N = 70, K = 5, C = 3, M = 6;
+  const S = 40,
+    P = 9,
+    N = 70,
+    K = 5,
+    C = 3,
+    M = 6;
   const rng = new Rng(7);
   const csr = randomCsr(rng, N * P, S, 6);
   const acc = new ExemplarAccumulator({ nLatents: S, k: K, patches: P, cofire: C, imageTop: M });
@@ -68,11 +73,15 @@ test('the accumulator matches a brute-force computation, including ties', () => 
     return 0;
   };
   for (let j = 0; j < S; j++) {
-    let fires = 0, sum = 0, max = 0, images = 0;
+    let fires = 0,
+      sum = 0,
+      max = 0,
+      images = 0;
     const hist = new Uint32Array(HIST_BINS);
     const cands: { example: number; max: number; arg: number }[] = [];
     for (let i = 0; i < N; i++) {
-      let m = 0, arg = -1;
+      let m = 0,
+        arg = -1;
       for (let p = 0; p < P; p++) {
         const v = value(i, p, j);
         if (v > 0) {
@@ -91,10 +100,18 @@ test('the accumulator matches a brute-force computation, including ties', () => 
     assert.deepEqual(acc.histogram(j), hist, `latent ${j} histogram`);
     cands.sort((a, b) => b.max - a.max || a.example - b.example);
     const got = acc.exemplars(j);
-    assert.deepEqual(got.map((e) => [e.example, e.max]), cands.slice(0, K).map((c) => [c.example, Math.fround(c.max)]), `latent ${j} top-k`);
+    assert.deepEqual(
+      got.map((e) => [e.example, e.max]),
+      cands.slice(0, K).map((c) => [c.example, Math.fround(c.max)]),
+      `latent ${j} top-k`,
+    );
     for (const [r, e] of got.entries()) {
       const c = cands[r];
-      assert.deepEqual(Array.from(e.patches_P), Array.from({ length: P }, (_, p) => Math.round((value(c.example, p, j) / c.max) * 255)), `latent ${j} exemplar ${r} patches`);
+      assert.deepEqual(
+        Array.from(e.patches_P),
+        Array.from({ length: P }, (_, p) => Math.round((value(c.example, p, j) / c.max) * 255)),
+        `latent ${j} exemplar ${r} patches`,
+      );
       const row = c.example * P + c.arg;
       const others: { j: number; v: number }[] = [];
       for (let x = csr.rowptr[row]; x < csr.rowptr[row + 1]; x++) if (csr.idx[x] !== j && csr.val[x] > 0) others.push({ j: csr.idx[x], v: csr.val[x] });
@@ -106,7 +123,11 @@ test('the accumulator matches a brute-force computation, including ties', () => 
   for (let i = 0; i < N; i++) {
     const maxima = Array.from({ length: S }, (_, j) => ({ j, m: Math.max(...Array.from({ length: P }, (_, p) => value(i, p, j))) })).filter((x) => x.m > 0);
     maxima.sort((a, b) => b.m - a.m || a.j - b.j);
-    assert.deepEqual(Array.from(tops[i].latents), maxima.slice(0, M).map((x) => x.j), `image ${i} top latents`);
+    assert.deepEqual(
+      Array.from(tops[i].latents),
+      maxima.slice(0, M).map((x) => x.j),
+      `image ${i} top latents`,
+    );
   }
   assert.equal(acc.nTokens, N * P);
 });
@@ -139,7 +160,10 @@ test('highlights tint firing patches with plasma and leave the rest untouched', 
   const out = highlight(img, [2, 2], [0, 1, 0, 0.5], 1);
   assert.deepEqual(Array.from(out.data.subarray(0, 3)), [100, 100, 100]); // patch 0, top-left pixel
   const top = plasma(1);
-  assert.deepEqual(Array.from(out.data.subarray(2 * 3, 3 * 3)), top.map((c) => Math.round(100 * 0.25 + c * 0.75))); // patch 1
+  assert.deepEqual(
+    Array.from(out.data.subarray(2 * 3, 3 * 3)),
+    top.map((c) => Math.round(100 * 0.25 + c * 0.75)),
+  ); // patch 1
 });
 
 test('visuals of a real run agree with a direct encoding of every patch', async () => {
@@ -155,7 +179,8 @@ test('visuals of a real run agree with a direct encoding of every patch', async 
     const z = await sae.encode(b.acts_BD);
     for (let r = 0; r < b.example_B.length; r++)
       for (let e = z.rowptr[r]; e < z.rowptr[r + 1]; e++) {
-        const j = z.idx[e], v = z.val[e];
+        const j = z.idx[e],
+          v = z.val[e];
         if (!(v > 0)) continue;
         fires[j]++;
         if (v > best[j].v || (v === best[j].v && b.example_B[r] < best[j].example)) best[j] = { v, example: b.example_B[r] };
@@ -180,7 +205,10 @@ test('visuals of a real run agree with a direct encoding of every patch', async 
     assert.equal(f.exemplars[0].key, `images-idx3-ubyte#${best[j].example}`);
     assert.equal(Buffer.from(f.exemplars[0].patches, 'base64').length, P);
     assert.ok(f.exemplars.length <= 8);
-    assert.equal(index.histogram(j).counts.reduce((a, b) => a + b, 0), fires[j]);
+    assert.equal(
+      index.histogram(j).counts.reduce((a, b) => a + b, 0),
+      fires[j],
+    );
   }
   assert.ok(live > S / 2, `${live} of ${S} latents fire`);
   // Thumbnails: every exemplar has one, of the recorded size.
@@ -188,7 +216,10 @@ test('visuals of a real run agree with a direct encoding of every patch', async 
   const thumb = await sharp(path.join(run.visuals, thumbPath(j, 0))).metadata();
   assert.deepEqual([thumb.height, thumb.width, thumb.format], [...index.meta.thumb_size, 'webp']);
   const top = await index.imageTop(best[j].example);
-  assert.ok(top.some((t) => t.latent === j), 'the image lists the latent among its top latents');
+  assert.ok(
+    top.some((t) => t.latent === j),
+    'the image lists the latent among its top latents',
+  );
   const r = await readRun(run.dir);
   assert.deepEqual([r.shards, r.sae, r.visuals], [run.shards, run.sae, run.visuals]);
 });
@@ -203,7 +234,6 @@ test('an interrupted visuals run resumes to the same index', async () => {
   assert.ok(readFileSync(path.join(parts, 'checkpoint.bin')).length > 0);
   await assert.rejects(computeVisuals({ ...common, k: 7, out: parts }), /other settings/);
   await computeVisuals({ ...common, out: parts });
-  for (const f of ['stats.bin', 'hist.bin', 'image_top.bin', 'features/0.json', thumbPath(3, 0)])
-    assert.deepEqual(readFileSync(path.join(parts, f)), readFileSync(path.join(whole, f)), f);
+  for (const f of ['stats.bin', 'hist.bin', 'image_top.bin', 'features/0.json', thumbPath(3, 0)]) assert.deepEqual(readFileSync(path.join(parts, f)), readFileSync(path.join(whole, f)), f);
   await assert.rejects(computeVisuals({ ...common, out: parts }), /already holds finished visuals/);
 });

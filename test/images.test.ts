@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { after, describe, it, before } from 'node:test';
 import sharp from 'sharp';
 import { openDataset, parseCsv } from '../src/data/images.js';
-import { loadMask, loadPixels, parseSize, patchMajority, Preprocess, PRESETS, readModelCard, resizeCropBox, resolvePreprocess } from '../src/data/preprocess.js';
+import { loadMask, loadPixels, parseSize, patchMajority, type Preprocess, PRESETS, readModelCard, resizeCropBox, resolvePreprocess } from '../src/data/preprocess.js';
 import { idxFile } from './fixtures/helpers.js';
 import { fixtureDir } from './fixtures/models.js';
 import { fashionMnistPath } from '../src/data/fashion-mnist.js';
@@ -53,7 +53,10 @@ describe('decoding and conversion', () => {
 
   for (const name of ['grey.png', 'grey16.png', 'rgb16.png', 'palette.png', 'rgba.png', 'grey_alpha.png', 'rgb.jpg'])
     it(`${name} becomes the 8-bit RGB and grey that PIL makes of it`, async () => {
-      for (const [ext, channels] of [['.rgb', 3], ['.l', 1]] as const) {
+      for (const [ext, channels] of [
+        ['.rgb', 3],
+        ['.l', 1],
+      ] as const) {
         const want = readFileSync(path.join(dir, 'odd', name + ext));
         const out = new Float32Array(channels * 10 * 12);
         await loadPixels(readFileSync(path.join(dir, 'odd', name)), plain(10, 12, { channels, mean: [0, 0, 0].slice(0, channels), std: [1, 1, 1].slice(0, channels) }), out);
@@ -84,7 +87,10 @@ describe('decoding and conversion', () => {
     out.forEach((v, i) => assert.ok(Math.abs(v - expect[i]) < 1e-6, `value ${i}: ${v} vs ${expect[i]}`));
     const grey = new Float32Array(2);
     await loadPixels(await png(Uint8Array.from([200, 200, 200, 10, 10, 10]), 2, 1), plain(1, 2, { channels: 1, mean: [0], std: [1] }), grey);
-    assert.deepEqual([...grey].map((v) => Math.round(v * 255)), [200, 10]);
+    assert.deepEqual(
+      [...grey].map((v) => Math.round(v * 255)),
+      [200, 10],
+    );
   });
 
   it('resizes to cover the crop box and crops the centre', async () => {
@@ -129,7 +135,7 @@ describe('preprocessing settings', () => {
     assert.throws(() => resolvePreprocess(null, { mean: [0.5], std: [0] }, [8, 8], 1), /std must not contain 0/);
   });
 
-  it('resizes and centre-crops with torchvision\'s integer arithmetic', () => {
+  it("resizes and centre-crops with torchvision's integer arithmetic", () => {
     // [width, height] -> [resized width, height, crop left, top], from torchvision 0.14's Resize(256) + CenterCrop(224).
     const torchvision: [number, number, number, number, number, number][] = [
       [300, 257, 298, 256, 37, 16],
@@ -165,7 +171,18 @@ describe('datasets', () => {
   const tiny = () => png(new Uint8Array(12), 2, 2);
   before(async () => {
     root = scratchDir('datasets');
-    for (const f of ['classes/zebra/b.png', 'classes/zebra/a.jpg', 'classes/ant/x/deep.png', 'classes/ant/c.png', 'flat/2.png', 'flat/1.png', 'seg/images/a.jpg', 'seg/masks/a.png', 'seg/images/b.jpg', 'seg/masks/b.png']) {
+    for (const f of [
+      'classes/zebra/b.png',
+      'classes/zebra/a.jpg',
+      'classes/ant/x/deep.png',
+      'classes/ant/c.png',
+      'flat/2.png',
+      'flat/1.png',
+      'seg/images/a.jpg',
+      'seg/masks/a.png',
+      'seg/images/b.jpg',
+      'seg/masks/b.png',
+    ]) {
       mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
       writeFileSync(path.join(root, f), await tiny());
     }
@@ -201,11 +218,14 @@ describe('datasets', () => {
     assert.ok(Buffer.isBuffer(await list.image(1)));
     const csv = await openDataset(path.join(root, 'list.csv'));
     assert.deepEqual(csv.classes, ['cat, grey', 'dog']);
-    assert.deepEqual([0, 1, 2].map((i) => [csv.key(i), csv.label(i)]), [
-      ['flat/1.png', 1],
-      ['flat/2.png', 0],
-      ['classes/ant/c.png', 1],
-    ]);
+    assert.deepEqual(
+      [0, 1, 2].map((i) => [csv.key(i), csv.label(i)]),
+      [
+        ['flat/1.png', 1],
+        ['flat/2.png', 0],
+        ['classes/ant/c.png', 1],
+      ],
+    );
     const nums = await openDataset(path.join(root, 'nums.csv'));
     assert.deepEqual([nums.classes, nums.label(0), nums.label(1)], [null, 7, 3]);
     assert.deepEqual(parseCsv('a,"b ""q"", c"\r\n\r\n1,2\n'), [
@@ -252,7 +272,10 @@ describe('datasets', () => {
     assert.deepEqual([...img.data, img.width, img.height], [40, 50, 60, 70, 2, 2]);
     const out = new Float32Array(4);
     await loadPixels(await ds.image(1), plain(2, 2, { channels: 1, mean: [0], std: [1] }), out);
-    assert.deepEqual([...out].map((v) => Math.round(v * 255)), [40, 50, 60, 70]);
+    assert.deepEqual(
+      [...out].map((v) => Math.round(v * 255)),
+      [40, 50, 60, 70],
+    );
     writeFileSync(path.join(dir, 'bad-images-idx3-ubyte'), idxFile([3, 2, 2], pixels.subarray(0, 5)));
     await assert.rejects(openDataset(path.join(dir, 'bad-images-idx3-ubyte')), { message: /need 12 bytes, the file has 5/ });
   });

@@ -12,16 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  LoadedSae,
-  readAnySae,
-  readSaeLensDir,
-  readSaevFile,
-  readVitsaeDir,
-  unpickle,
-  writeSaeLensDir,
-  writeVitsaeDir,
-} from '../src/interop/index.js';
+import { type LoadedSae, readAnySae, readSaeLensDir, readSaevFile, readVitsaeDir, unpickle, writeSaeLensDir, writeVitsaeDir } from '../src/interop/index.js';
 import { readSafetensors, toFloat32 } from '../src/sae/safetensors.js';
 import { runCommand } from '../src/cli/command.js';
 import { convertCommand } from '../src/cli/commands/convert.js';
@@ -152,10 +143,17 @@ describe('interop', { skip: noTorch && `${PYTHON} has no torch (install Debian p
   });
 
   it('round-trips ours -> SAELens -> ours with byte-identical files', async () => {
-    for (const [name, scale] of [['s4_batchtopk', 1], ['matryoshka_train', 0.25], ['s5_topk', 2], ['pre_paper', 1]] as const) {
+    for (const [name, scale] of [
+      ['s4_batchtopk', 1],
+      ['matryoshka_train', 0.25],
+      ['s5_topk', 2],
+      ['pre_paper', 1],
+    ] as const) {
       const src = (await readAnySae(path.join(fx, manifest.saev[name]?.file ?? manifest.saelens[name].dir!))) as LoadedSae;
       src.config.input_scale = scale;
-      const a = path.join(root, `rt-${name}-a`), b = path.join(root, `rt-${name}-b`), c = path.join(root, `rt-${name}-c`);
+      const a = path.join(root, `rt-${name}-a`),
+        b = path.join(root, `rt-${name}-b`),
+        c = path.join(root, `rt-${name}-c`);
       await writeVitsaeDir(a, src);
       await writeSaeLensDir(b, await readVitsaeDir(a));
       const back = await readAnySae(b);
@@ -215,8 +213,16 @@ describe('interop', { skip: noTorch && `${PYTHON} has no torch (install Debian p
         const want = row.flatMap((v, j) => ((f.activation === 'topk' ? v >= cut : v > cut) && v > 0 ? [j] : []));
         const active = [];
         for (let q = out.rowptr[t]; q < out.rowptr[t + 1]; q++) if (out.val[q] > 0) active.push({ j: out.idx[q], v: out.val[q] });
-        assert.deepEqual(active.map((a) => a.j), want, `${name} token ${t}: active latents`);
-        close(active.map((a) => a.v), want.map((j) => row[j]), `${name} token ${t}: values`);
+        assert.deepEqual(
+          active.map((a) => a.j),
+          want,
+          `${name} token ${t}: active latents`,
+        );
+        close(
+          active.map((a) => a.v),
+          want.map((j) => row[j]),
+          `${name} token ${t}: values`,
+        );
       }
     }
   });
@@ -227,14 +233,18 @@ describe('interop', { skip: noTorch && `${PYTHON} has no torch (install Debian p
     process.stderr.write = ((s: string) => said.push(s) > 0) as typeof process.stderr.write;
     try {
       const input = path.join(fx, manifest.saev.s2_topk.file!);
-      const ours = path.join(root, 'cli-vitsae'), lens = path.join(root, 'cli-saelens');
+      const ours = path.join(root, 'cli-vitsae'),
+        lens = path.join(root, 'cli-saelens');
       await runCommand(convertCommand, [input, '--out', ours]);
       await runCommand(convertCommand, [ours, '--out', lens, '--to', 'saelens']);
       const direct = await readSaevFile(input);
       const viaCli = await readSaeLensDir(lens);
       assert.deepEqual(viaCli.config, direct.config);
       for (const t of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) sameBits(viaCli[t], direct[t], `cli ${t}`);
-      assert.ok(said.some((s) => s.includes('folded into b_enc')), 'the fold is reported');
+      assert.ok(
+        said.some((s) => s.includes('folded into b_enc')),
+        'the fold is reported',
+      );
       await assert.rejects(runCommand(convertCommand, [input, '--out', ours]), /not empty/);
       await assert.rejects(runCommand(convertCommand, [root, '--out', path.join(root, 'x')]), /neither a vitsae SAE directory/);
     } finally {

@@ -91,7 +91,20 @@ test('recording killed at random moments, many inside a shard write, always resu
   const world = path.join(tmp, 'world');
   await writeConceptWorld(world, { n: 600, seed: 9, progress: false });
   // 40 examples a shard (65 tokens each), so that many kills land between and inside shard writes.
-  const args = (out: string) => ['record', '--model', path.join(ROOT, 'models/concept-world-control.onnx'), '--layer', '2', '--data', world, '--out', out, '--max-tokens-per-shard', '2600', '--no-progress'];
+  const args = (out: string) => [
+    'record',
+    '--model',
+    path.join(ROOT, 'models/concept-world-control.onnx'),
+    '--layer',
+    '2',
+    '--data',
+    world,
+    '--out',
+    out,
+    '--max-tokens-per-shard',
+    '2600',
+    '--no-progress',
+  ];
   const [whole, killed] = [path.join(tmp, 'rec-whole'), path.join(tmp, 'rec-killed')];
   const kills = await killAndRerun(whole, killed, args, () => true, 12);
   t.diagnostic(`${kills} kills`);

@@ -12,11 +12,15 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Sae } from '../src/sae/model.js';
 import { defaultsOf } from '../src/util/config.js';
-import { SaeConfig, saeSpec } from '../src/sae/config.js';
+import { type SaeConfig, saeSpec } from '../src/sae/config.js';
 
 const exec = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const D = 24, EXPANSION = 4, S = D * EXPANSION, B = 7, SCALE = 1.7;
+const D = 24,
+  EXPANSION = 4,
+  S = D * EXPANSION,
+  B = 7,
+  SCALE = 1.7;
 
 /** Deterministic standard-normal-ish numbers (a sum of uniforms from mulberry32), so the test needs no library RNG. */
 function normals(seed: number): () => number {
@@ -43,7 +47,8 @@ function randomSae(sae: Partial<SaeConfig>, seed: number): Sae {
 function reference(model: Sae, x_BD: Float32Array): { f_BS: Float64Array; xhat_BD: Float64Array } {
   const { W_enc, b_enc, W_dec, b_dec } = model.weights();
   const { activation, k } = model.config.sae;
-  const f_BS = new Float64Array(B * S), xhat_BD = new Float64Array(B * D);
+  const f_BS = new Float64Array(B * S),
+    xhat_BD = new Float64Array(B * D);
   for (let b = 0; b < B; b++) {
     const pre = Array.from({ length: S }, (_, s) => {
       let v = b_enc[s];
@@ -93,7 +98,22 @@ test('Sae.decode refuses latents that do not fit the SAE', () => {
 
 test("the package entry point exports the pipeline's functions", async () => {
   const api = await import('../src/index.js');
-  for (const name of ['Sae', 'openSae', 'readAnySae', 'convertSae', 'record', 'train', 'evaluateSae', 'computeVisuals', 'compareRuns', 'EditEngine', 'ShardDataset', 'ShardWriter', 'mergeShards', 'runDemo']) {
+  for (const name of [
+    'Sae',
+    'openSae',
+    'readAnySae',
+    'convertSae',
+    'record',
+    'train',
+    'evaluateSae',
+    'computeVisuals',
+    'compareRuns',
+    'EditEngine',
+    'ShardDataset',
+    'ShardWriter',
+    'mergeShards',
+    'runDemo',
+  ]) {
     assert.equal(typeof (api as Record<string, unknown>)[name], 'function', name);
   }
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
@@ -110,7 +130,20 @@ test("the README's library example type-checks against the built declarations an
   await fsp.mkdir(dir, { recursive: true });
   await fsp.writeFile(path.join(dir, 'example.ts'), code);
   const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  await exec(process.execPath, [tsc, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--strict', '--skipLibCheck', '--types', 'node', path.join(dir, 'example.ts')]).catch((e) => {
+  await exec(process.execPath, [
+    tsc,
+    '--module',
+    'nodenext',
+    '--moduleResolution',
+    'nodenext',
+    '--target',
+    'es2022',
+    '--strict',
+    '--skipLibCheck',
+    '--types',
+    'node',
+    path.join(dir, 'example.ts'),
+  ]).catch((e) => {
     throw new Error(`the README example does not type-check:\n${e.stdout}${e.stderr}`);
   });
   const cwd = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-readme-'));
@@ -132,8 +165,13 @@ test('the demo finds Fashion-MNIST through its option or VITSAE_FASHION_MNIST, a
   const saved = process.env[FASHION_MNIST_ENV];
   try {
     const opts = { out, worldSize: 10, testSize: 10, tokens: 1000, layer: '-2', only: ['fashion-mnist-supervised'], seed: 0 };
-    await assert.rejects(runDemo({ ...opts, fashionMnist: path.join(out, 'given.gz') }), (e: Error) =>
-      e.message.startsWith(`${path.join(out, 'given.gz')} is missing`) && /apt install dataset-fashion-mnist/.test(e.message) && /--fashion-mnist or VITSAE_FASHION_MNIST/.test(e.message) && /--only concept-world-control,/.test(e.message),
+    await assert.rejects(
+      runDemo({ ...opts, fashionMnist: path.join(out, 'given.gz') }),
+      (e: Error) =>
+        e.message.startsWith(`${path.join(out, 'given.gz')} is missing`) &&
+        /apt install dataset-fashion-mnist/.test(e.message) &&
+        /--fashion-mnist or VITSAE_FASHION_MNIST/.test(e.message) &&
+        /--only concept-world-control,/.test(e.message),
     );
     process.env[FASHION_MNIST_ENV] = path.join(out, 'from-env.gz');
     assert.equal(fashionMnistPath(), path.join(out, 'from-env.gz'));

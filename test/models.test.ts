@@ -15,9 +15,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { listLayers, openBackbone } from '../src/backbone/backbone.js';
-import { ConceptWorldInfo, writeConceptWorld } from '../src/data/concept-world.js';
-import { Dataset, openDataset } from '../src/data/images.js';
-import { loadPixels, ModelCard, readModelCard, resolvePreprocess } from '../src/data/preprocess.js';
+import { type ConceptWorldInfo, writeConceptWorld } from '../src/data/concept-world.js';
+import { type Dataset, openDataset } from '../src/data/images.js';
+import { loadPixels, type ModelCard, readModelCard, resolvePreprocess } from '../src/data/preprocess.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const modelsDir = path.join(root, 'models');
@@ -99,7 +99,9 @@ function argmaxRows(t: ort.Tensor): number[] {
 describe('committed demo models', () => {
   it('match models/checksums.sha256, which lists every model and card', () => {
     const sums = checksums();
-    const files = readdirSync(modelsDir).filter((f) => /\.(onnx|json)$/.test(f)).sort();
+    const files = readdirSync(modelsDir)
+      .filter((f) => /\.(onnx|json)$/.test(f))
+      .sort();
     assert.deepEqual([...sums.keys()].sort(), files);
     assert.deepEqual(files, MODELS.flatMap((m) => [m + '.json', m + '.onnx']).sort());
     for (const m of ['concept-world-control', 'concept-world-supervised', 'concept-world-simclr', 'fashion-mnist-supervised']) assert.ok(MODELS.includes(m), `models/${m}.onnx is missing`);
@@ -116,7 +118,12 @@ describe('committed demo models', () => {
       assert.deepEqual(session.outputNames, Object.keys(c.outputs));
       const dims = c.inputs.pixel_values.map((d) => (d === 'N' ? 2 : d));
       const res = await session.run({ pixel_values: new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims) });
-      for (const [name, shape] of Object.entries(c.outputs)) assert.deepEqual(res[name].dims, shape.map((d) => (d === 'N' ? 2 : d)), name);
+      for (const [name, shape] of Object.entries(c.outputs))
+        assert.deepEqual(
+          res[name].dims,
+          shape.map((d) => (d === 'N' ? 2 : d)),
+          name,
+        );
       const layers = await listLayers(await openBackbone(modelFile(stem)), [64, 64]);
       assert.deepEqual(
         layers.map((l) => [l.block, l.name, l.shape]),
@@ -203,6 +210,9 @@ describe('demo model accuracy on fresh data', () => {
     const args = [path.join(modelsDir, 'train_demo.py'), ...kinds, '--world', world, '--stem', 'conv', '--smoke'];
     const { stdout } = await promisify(execFile)('/usr/bin/python3', args, { cwd: tmp });
     for (const m of kinds) assert.match(stdout, new RegExp(`\\[${m}\\] exported \\d+ bytes to memory`));
-    assert.deepEqual(readdirSync(modelsDir).map((f) => [f, sha256(path.join(modelsDir, f))]), before);
+    assert.deepEqual(
+      readdirSync(modelsDir).map((f) => [f, sha256(path.join(modelsDir, f))]),
+      before,
+    );
   });
 });

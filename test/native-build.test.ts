@@ -21,7 +21,10 @@ test('with pkg-config, the include folder holds cblas.h and the libraries link -
   const inc = flags('include');
   assert.equal(inc.status, 0, inc.stderr);
   const dirs = inc.stdout.trim().split(/\s+/);
-  assert.ok(dirs.some((d) => existsSync(path.join(d, 'cblas.h'))), `no cblas.h in ${dirs.join(', ')}`);
+  assert.ok(
+    dirs.some((d) => existsSync(path.join(d, 'cblas.h'))),
+    `no cblas.h in ${dirs.join(', ')}`,
+  );
   assert.ok(flags('libs').stdout.split(/\s+/).includes('-lopenblas'));
 });
 

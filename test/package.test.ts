@@ -38,10 +38,22 @@ test('npm pack + npm install into an empty folder: import("vitsae") works, with 
     // dist/ is built by `npm test`; --ignore-scripts skips `prepare`, which would build it again.
     const packed = JSON.parse((await exec('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], { cwd: ROOT, maxBuffer: 64 << 20 })).stdout)[0];
     const files: string[] = packed.files.map((f: { path: string }) => f.path);
-    for (const f of ['dist/src/index.js', 'dist/src/index.d.ts', 'dist/app/index.html', 'bin/vitsae.js', 'binding.gyp', 'models/concept-world-control.onnx', 'models/fashion-mnist-supervised.onnx', 'models/fashion-mnist-supervised.json']) {
+    for (const f of [
+      'dist/src/index.js',
+      'dist/src/index.d.ts',
+      'dist/app/index.html',
+      'bin/vitsae.js',
+      'binding.gyp',
+      'models/concept-world-control.onnx',
+      'models/fashion-mnist-supervised.onnx',
+      'models/fashion-mnist-supervised.json',
+    ]) {
       assert.ok(files.includes(f), `the package lacks ${f}`);
     }
-    assert.ok(files.some((f) => f.startsWith('src/sae/native/')), 'the package lacks the native sources');
+    assert.ok(
+      files.some((f) => f.startsWith('src/sae/native/')),
+      'the package lacks the native sources',
+    );
     assert.ok(!files.some((f) => f.startsWith('test/') || f.startsWith('dist/test/')), 'the package carries the tests');
 
     const app = path.join(tmp, 'app');
@@ -77,9 +89,30 @@ console.log(JSON.stringify({ resolved: import.meta.resolve('vitsae'), dSae: open
     assert.ok(used.diff < 1e-6, `decode and the core's reconstruction differ by ${used.diff}`);
 
     // The declarations resolve through the exports map: a consumer's TypeScript checks against them.
-    await fsp.writeFile(path.join(app, 'check.ts'), `import { openSae, type Sae, type SaeConfig, type TrainOptions } from 'vitsae';\nconst k: SaeConfig['k'] = 4;\nconst open: (p: string) => Promise<Sae> = openSae;\nexport const t: Partial<TrainOptions> = { out: 'x' };\nexport { k, open };\n`);
+    await fsp.writeFile(
+      path.join(app, 'check.ts'),
+      `import { openSae, type Sae, type SaeConfig, type TrainOptions } from 'vitsae';\nconst k: SaeConfig['k'] = 4;\nconst open: (p: string) => Promise<Sae> = openSae;\nexport const t: Partial<TrainOptions> = { out: 'x' };\nexport { k, open };\n`,
+    );
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-    await exec(process.execPath, [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--skipLibCheck', '--typeRoots', path.join(ROOT, 'node_modules', '@types'), '--types', 'node', 'check.ts'], { cwd: app }).catch((e) => {
+    await exec(
+      process.execPath,
+      [
+        tsc,
+        '--noEmit',
+        '--strict',
+        '--module',
+        'nodenext',
+        '--moduleResolution',
+        'nodenext',
+        '--skipLibCheck',
+        '--typeRoots',
+        path.join(ROOT, 'node_modules', '@types'),
+        '--types',
+        'node',
+        'check.ts',
+      ],
+      { cwd: app },
+    ).catch((e) => {
       throw new Error(`a consumer's TypeScript does not accept the package's types:\n${e.stdout}${e.stderr}`);
     });
 
@@ -113,7 +146,7 @@ function floors(range: string): Map<number, number[]> {
 
 const older = (a: number[], b: number[]) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
 
-test("engines admits no Node that the build or an install script refuses, and this Node", () => {
+test('engines admits no Node that the build or an install script refuses, and this Node', () => {
   const ours = floors(pkg.engines.node);
   // vite and rolldown build the web app (prepare); node-gyp runs our install script; sharp and better-sqlite3 load.
   for (const dep of ['vite', 'rolldown', '@vitejs/plugin-react', 'node-gyp', 'sharp', 'better-sqlite3']) {

@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { EXAMPLES_FILE } from '../src/shards/format.js';
 import { probeTrainCommand } from '../src/cli/commands/probe.js';
 import { defaultsOf } from '../src/util/config.js';
-import { loadProbe, ProbeInfo, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
+import { loadProbe, type ProbeInfo, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
 import { ShardWriter } from '../src/shards/format.js';
 import { Rng } from '../src/util/random.js';
 import { runForJson } from './fixtures/helpers.js';
@@ -47,7 +47,10 @@ test('a classification head on the final CLS token of Fashion-MNIST beats chance
 });
 
 test('on separable features of very different scales the head is near perfect on raw features', async () => {
-  const D = 32, P = 4, N = 400, K = 3;
+  const D = 32,
+    P = 4,
+    N = 400,
+    K = 3;
   const shards = path.join(tmp, 'separable');
   const rng = new Rng(5);
   const centres = Array.from({ length: K * D }, () => rng.normal());
@@ -56,8 +59,16 @@ test('on separable features of very different scales the head is near perfect on
   const scale = Array.from({ length: D }, (_, d) => 10 ** ((d % 5) - 2));
   const offset = Array.from({ length: D }, () => 50 * rng.normal());
   const w = await ShardWriter.create(shards, {
-    family: 'test', ckpt: 'test', layers: [2], content_tokens_per_example: P, cls_token: true, d_model: D, max_tokens_per_shard: 1 << 16,
-    data: { format: 'vitsae-record', tensors: ['last_hidden_state'], classes: ['a', 'b', 'c'] }, dataset: 'separable', pixel_agg: null,
+    family: 'test',
+    ckpt: 'test',
+    layers: [2],
+    content_tokens_per_example: P,
+    cls_token: true,
+    d_model: D,
+    max_tokens_per_shard: 1 << 16,
+    data: { format: 'vitsae-record', tensors: ['last_hidden_state'], classes: ['a', 'b', 'c'] },
+    dataset: 'separable',
+    pixel_agg: null,
   });
   const acts = new Float32Array(N * (P + 1) * D);
   const labels = Array.from({ length: N }, (_, n) => n % K);
@@ -77,7 +88,22 @@ test('a segmentation head on every final patch token reports mIoU (vitsae probe 
   const world = await conceptWorld(tmp, 120);
   const out = path.join(tmp, 'seg-probe');
   const names = ['background', 'circle', 'square', 'triangle', 'cross', 'star', 'heart'];
-  const [info] = (await runForJson(probeTrainCommand, ['--task', 'segment', '--model', model, '--data', world, '--out', out, '--classes', names.join(','), '--epochs', '10', '--no-progress', '--json'])) as ProbeInfo[];
+  const [info] = (await runForJson(probeTrainCommand, [
+    '--task',
+    'segment',
+    '--model',
+    model,
+    '--data',
+    world,
+    '--out',
+    out,
+    '--classes',
+    names.join(','),
+    '--epochs',
+    '10',
+    '--no-progress',
+    '--json',
+  ])) as ProbeInfo[];
   assert.equal(info.pooling, 'patches');
   assert.deepEqual(info.classes, names);
   assert.equal(info.metrics.per_class.length, 7);

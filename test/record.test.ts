@@ -8,22 +8,23 @@ import * as ort from 'onnxruntime-node';
 import sharp from 'sharp';
 import { createSession, openBackbone } from '../src/backbone/backbone.js';
 import { frontModel } from '../src/backbone/graph.js';
-import { DEFAULT_MAX_TOKENS_PER_SHARD, record, RecordingData, RecordOptions } from '../src/backbone/record.js';
+import { DEFAULT_MAX_TOKENS_PER_SHARD, record, type RecordingData, type RecordOptions } from '../src/backbone/record.js';
 import { recordCommand, shardsMergeCommand } from '../src/cli/commands/record.js';
 import { openDataset } from '../src/data/images.js';
-import { loadPixels, Preprocess } from '../src/data/preprocess.js';
+import { loadPixels, type Preprocess } from '../src/data/preprocess.js';
 import { camelKeys } from '../src/util/json-keys.js';
 import { ShardDataset } from '../src/shards/format.js';
 import { mergeShards } from '../src/backbone/merge.js';
 import { idxFile, runForJson } from './fixtures/helpers.js';
 import { fixtureDir, fixtureModel } from './fixtures/models.js';
 
-
 /** A noise image of the given size, deterministic in `seed`. */
 function noisePng(seed: number, w: number, h: number): Promise<Buffer> {
   let s = seed * 2654435761 + 1;
   const px = new Uint8Array(w * h * 3).map(() => ((s = (s * 1103515245 + 12345) >>> 0) >>> 24) & 255);
-  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function writeImages(dir: string, files: string[]): Promise<void> {
@@ -55,7 +56,10 @@ async function expectedActs(dir: string, batch: number): Promise<Float32Array> {
   const bb = await openBackbone(data.model);
   const front = await createSession(frontModel(bb.model, data.tensors), bb);
   const dataset = await openDataset(md.dataset);
-  const keys = readFileSync(path.join(dir, 'examples.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).file as string);
+  const keys = readFileSync(path.join(dir, 'examples.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l).file as string);
   const index = new Map(Array.from({ length: dataset.size }, (_, i) => [dataset.key(i), i]));
   const [H, W] = pp.size;
   const img = 3 * H * W;
@@ -113,23 +117,30 @@ describe('record', () => {
       ['vit', 'vit_hf.onnx', [1, 2], 16, true, 32, 10, null, classes, '2.1'],
     );
     const data = md.data as RecordingData;
-    assert.deepEqual([data.tensors, data.prefix_tokens, data.classes, data.slice], [
-      ['/vision_model/encoder/layers.1/Add_1_output_0', 'last_hidden_state'],
-      3,
-      ['cat', 'dog'],
-      { start: 0, end: 10, worker: 0, workers: 1 },
-    ]);
-    assert.deepEqual(ds.shards.map((s) => s.n_examples), [4, 4, 2]);
+    assert.deepEqual(
+      [data.tensors, data.prefix_tokens, data.classes, data.slice],
+      [['/vision_model/encoder/layers.1/Add_1_output_0', 'last_hidden_state'], 3, ['cat', 'dog'], { start: 0, end: 10, worker: 0, workers: 1 }],
+    );
+    assert.deepEqual(
+      ds.shards.map((s) => s.n_examples),
+      [4, 4, 2],
+    );
     // The dataset order is class by class.
     const sorted = [...files].sort();
-    assert.deepEqual(examples.map((l) => JSON.parse(l)), sorted.map((f) => ({ file: f, label: f.startsWith('cat') ? 0 : 1 })));
+    assert.deepEqual(
+      examples.map((l) => JSON.parse(l)),
+      sorted.map((f) => ({ file: f, label: f.startsWith('cat') ? 0 : 1 })),
+    );
     assert.equal(Buffer.compare(bytes(acts), bytes(await expectedActs(single, 4))), 0);
     // The last layer is the model's own output last_hidden_state: the CLS token matches it directly.
     const hf = await openBackbone(fixtureModel('vit_hf'));
     const full = await createSession(hf.model, hf);
     const x = new Float32Array(3 * 32 * 32);
     // On disk the preprocessing has snake_case keys, as every JSON vitsae writes.
-    assert.deepEqual(Object.keys(data.preprocess).filter((k) => /[A-Z]/.test(k)), []);
+    assert.deepEqual(
+      Object.keys(data.preprocess).filter((k) => /[A-Z]/.test(k)),
+      [],
+    );
     await loadPixels(readFileSync(path.join(classes, sorted[0])), camelKeys<Preprocess>(data.preprocess), x);
     const y = (await full.run({ pixel_values: new ort.Tensor('float32', x, [1, 3, 32, 32]) })).last_hidden_state.data as Float32Array;
     assert.deepEqual([...acts.subarray(17 * 32, 17 * 32 + 32)], [...y.subarray(0, 32)]);
@@ -171,15 +182,24 @@ describe('record', () => {
     const skipped = path.join(root, 'skipped');
     const r = await record({ ...quiet, model: fixtureModel('vit_tv'), layers: ['0'], data: flat, out: skipped, batch: 2, onError: 'skip' });
     assert.deepEqual([r.recorded, r.skipped, r.metadata.n_examples], [4, 3, 4]);
-    const errors = readFileSync(path.join(skipped, 'errors.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(errors.map((e) => [Object.keys(e), e.file]), [
-      [['file', 'error'], 'empty.png'],
-      [['file', 'error'], 'text.jpg'],
-      [['file', 'error'], 'truncated.jpg'],
-    ]);
+    const errors = readFileSync(path.join(skipped, 'errors.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      errors.map((e) => [Object.keys(e), e.file]),
+      [
+        [['file', 'error'], 'empty.png'],
+        [['file', 'error'], 'text.jpg'],
+        [['file', 'error'], 'truncated.jpg'],
+      ],
+    );
     assert.match(errors[2].error, /^not a readable image \(.*premature end of JPEG/);
     const { acts, examples } = await readAll(skipped);
-    assert.deepEqual(examples.map((l) => JSON.parse(l).file), ['a.png', 'c.png', 'e.png', 'f.png']);
+    assert.deepEqual(
+      examples.map((l) => JSON.parse(l).file),
+      ['a.png', 'c.png', 'e.png', 'f.png'],
+    );
     assert.equal(Buffer.compare(bytes(acts), bytes(await expectedActs(skipped, 4))), 0);
   });
 
@@ -222,10 +242,9 @@ describe('record', () => {
     assert.equal(statSync(path.join(merged, 'acts000001.bin')).ino, statSync(path.join(parts[1], 'acts000000.bin')).ino);
     await assert.rejects(mergeShards(parts.slice(0, 2), path.join(root, 'merged2')), { message: /2 parts of a recording split across 3 workers/ });
     await assert.rejects(mergeShards(parts, merged), { message: /is not empty/ });
-    await assert.rejects(
-      record({ ...quiet, model: fixtureModel('vit_hf'), layers: ['-2', '-1'], data: classes, out: path.join(root, 'x'), maxTokensPerShard: shard4, worker: 0, workers: 4 }),
-      { message: /--workers 4 is more than the 3 shards/ },
-    );
+    await assert.rejects(record({ ...quiet, model: fixtureModel('vit_hf'), layers: ['-2', '-1'], data: classes, out: path.join(root, 'x'), maxTokensPerShard: shard4, worker: 0, workers: 4 }), {
+      message: /--workers 4 is more than the 3 shards/,
+    });
   });
 
   it('sizes shards for the workers when no shard size is given, and the merge equals one machine with that size', async () => {
@@ -282,7 +301,10 @@ describe('record', () => {
     for (const [i, c] of cuts.entries()) {
       writeFileSync(path.join(seg, 'images', `${i}.png`), await noisePng(i, 32, 32));
       const m = new Uint8Array(32 * 32).map((_, k) => (k % 32 < c ? 1 : 2));
-      await sharp(m, { raw: { width: 32, height: 32, channels: 1 } }).toColourspace('b-w').png().toFile(path.join(seg, 'masks', `${i}.png`));
+      await sharp(m, { raw: { width: 32, height: 32, channels: 1 } })
+        .toColourspace('b-w')
+        .png()
+        .toFile(path.join(seg, 'masks', `${i}.png`));
     }
     const model = path.join(root, 'seg-model.onnx');
     copyFileSync(fixtureModel('vit_hf'), model);
@@ -292,16 +314,44 @@ describe('record', () => {
     assert.deepEqual([r.metadata.pixel_agg, r.metadata.family, r.metadata.ckpt], ['majority', 'siglip', 'test/vit']);
     const labels = readFileSync(path.join(out, 'labels.bin'));
     const row = (second: number) => [1, second, 2, 2];
-    assert.deepEqual([...labels], [1, 1, 2].flatMap((s) => [0, 1, 2, 3].flatMap(() => row(s))));
+    assert.deepEqual(
+      [...labels],
+      [1, 1, 2].flatMap((s) => [0, 1, 2, 3].flatMap(() => row(s))),
+    );
   });
 
   it('records an IDX dataset with its labels, and runs from the command line', async () => {
     const dir = path.join(root, 'idx');
     mkdirSync(dir);
-    writeFileSync(path.join(dir, 't10k-images-idx3-ubyte.gz'), gzipSync(idxFile([5, 28, 28], new Uint8Array(5 * 784).map((_, i) => (i * 7) % 256))));
+    writeFileSync(
+      path.join(dir, 't10k-images-idx3-ubyte.gz'),
+      gzipSync(
+        idxFile(
+          [5, 28, 28],
+          new Uint8Array(5 * 784).map((_, i) => (i * 7) % 256),
+        ),
+      ),
+    );
     writeFileSync(path.join(dir, 't10k-labels-idx1-ubyte.gz'), gzipSync(idxFile([5], Buffer.from([9, 2, 1, 1, 6]))));
     const out = path.join(root, 'idx-out');
-    const [summary] = await runForJson(recordCommand, ['--model', fixtureModel('vit_tv'), '--layer', '-1', '--layer', '0', '--data', path.join(dir, 't10k-images-idx3-ubyte.gz'), '--out', out, '--no-progress', '--json', '--mean', '0.5,0.5,0.5', '--std', '0.25,0.25,0.25']);
+    const [summary] = await runForJson(recordCommand, [
+      '--model',
+      fixtureModel('vit_tv'),
+      '--layer',
+      '-1',
+      '--layer',
+      '0',
+      '--data',
+      path.join(dir, 't10k-images-idx3-ubyte.gz'),
+      '--out',
+      out,
+      '--no-progress',
+      '--json',
+      '--mean',
+      '0.5,0.5,0.5',
+      '--std',
+      '0.25,0.25,0.25',
+    ]);
     const [merged] = await runForJson(shardsMergeCommand, ['--out', path.join(root, 'idx-merged'), '--json', out]);
     const { images_per_second, first_batch_seconds, ...rest } = summary as { images_per_second: number; first_batch_seconds: number };
     assert.ok(images_per_second > 0);
@@ -311,6 +361,9 @@ describe('record', () => {
     const { ds, examples } = await readAll(out);
     assert.deepEqual(ds.metadata.layers, [2, 0]);
     assert.deepEqual((ds.metadata.data as RecordingData).preprocess.mean, [0.5, 0.5, 0.5]);
-    assert.deepEqual(examples.map((l) => JSON.parse(l).label), [9, 2, 1, 1, 6]);
+    assert.deepEqual(
+      examples.map((l) => JSON.parse(l).label),
+      [9, 2, 1, 1, 6],
+    );
   });
 });

@@ -8,17 +8,20 @@ import assert from 'node:assert/strict';
 import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { native, ComputeKernel } from '../src/sae/native.js';
+import { native, type ComputeKernel } from '../src/sae/native.js';
 import { Rng } from '../src/util/random.js';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
-import { saeSpec, trainSpec, TrainConfig } from '../src/sae/config.js';
+import { saeSpec, trainSpec, type TrainConfig } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';
 import { atomRecovery } from '../src/analysis/atoms.js';
 
 // Sizes that are not multiples of the kernels' 32-row, 32-latent and 32-wide blocks, so the padding is exercised.
-const D = 70, S = 250, B = 77, K = 8;
+const D = 70,
+  S = 250,
+  B = 77,
+  K = 8;
 
 /** Rounds to bf16 (nearest even), as the kernels do. */
 function bf16(x: number): number {
@@ -31,10 +34,7 @@ function bf16(x: number): number {
 /** The bf16 kernels of this CPU, each reachable through the VITSAE_BF16_KERNEL cap. */
 function kernels(): { cap: string; name: ComputeKernel }[] {
   const best = native().bf16Kernel();
-  return [
-    ...(best === 'bf16-amx' ? [{ cap: '', name: 'bf16-amx' as const }] : []),
-    ...(best !== 'fp32' ? [{ cap: 'avx512', name: 'bf16-avx512' as const }] : []),
-  ];
+  return [...(best === 'bf16-amx' ? [{ cap: '', name: 'bf16-amx' as const }] : []), ...(best !== 'fp32' ? [{ cap: 'avx512', name: 'bf16-avx512' as const }] : [])];
 }
 
 function withCap<R>(cap: string, f: () => R): R {
@@ -93,8 +93,10 @@ for (const { cap, name } of kernels()) {
       const [lossTol, gradTol] = round ? [1e-6, 1e-5] : [2e-3, 0.1];
       assert.ok(Math.abs(s1.loss - s2.loss) <= lossTol * s1.loss, `rounded ${round}: loss ${s2.loss} vs ${s1.loss}`);
       for (const t of ['W_enc', 'b_enc', 'W_dec', 'b_dec']) {
-        const g1 = ref.getTensor(`grad.${t}`), g2 = low.getTensor(`grad.${t}`);
-        let diff = 0, norm = 0;
+        const g1 = ref.getTensor(`grad.${t}`),
+          g2 = low.getTensor(`grad.${t}`);
+        let diff = 0,
+          norm = 0;
         for (let i = 0; i < g1.length; i++) {
           diff += (g1[i] - g2[i]) ** 2;
           norm += g1[i] ** 2;
@@ -117,7 +119,8 @@ let shards: string;
 let atoms_AD: Float32Array;
 // d 64 and 128 atoms: at d 32 runs in either precision differ by up to 6% in nmse from seed to seed (chaotic
 // dead-latent revivals), which would drown the comparison; here fp32 and bf16 agreed to 0.1% on three seeds.
-const SD = 64, N_ATOMS = 128;
+const SD = 64,
+  N_ATOMS = 128;
 
 before(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-bf16-'));
@@ -131,7 +134,14 @@ after(async () => {
 
 async function run(out: string, compute: TrainConfig['compute'], log?: (l: string) => void) {
   const t = { ...defaultsOf(trainSpec), batch: 512, tokens: 600_000, lr: 2e-3, scaleTokens: 20_000, compute };
-  const [res] = await train({ shards, out, selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', sae: { ...defaultsOf(saeSpec), expansion: 4, k: 3 }, train: t }], showProgress: false, log });
+  const [res] = await train({
+    shards,
+    out,
+    selection: { layer: -1, tokens: 'patches' },
+    members: [{ name: '', sae: { ...defaultsOf(saeSpec), expansion: 4, k: 3 }, train: t }],
+    showProgress: false,
+    log,
+  });
   const sae = await Sae.load(out);
   return { nmse: res.final!.nmse, atoms: atomRecovery(sae.core.getTensor('W_dec'), atoms_AD, SD) };
 }

@@ -7,13 +7,23 @@ import assert from 'node:assert/strict';
 import { native } from '../src/sae/native.js';
 import { Rng } from '../src/util/random.js';
 
-const D = 5, S = 12, B = 6, K = 3;
+const D = 5,
+  S = 12,
+  B = 6,
+  K = 3;
 const NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 
 function makeCore(activation: number, opts: { prefixes?: number[]; aux?: boolean; sparseRelu?: boolean } = {}) {
   const core = new (native().SaeF64)({
-    d: D, s: S, activation, k: K, prefixes: opts.prefixes ?? [S],
-    kAux: opts.aux ? 4 : 0, auxCoeff: opts.aux ? 0.5 : 0, deadWindow: opts.aux ? 1 : 1e12, thresholdMomentum: 0.9,
+    d: D,
+    s: S,
+    activation,
+    k: K,
+    prefixes: opts.prefixes ?? [S],
+    kAux: opts.aux ? 4 : 0,
+    auxCoeff: opts.aux ? 0.5 : 0,
+    deadWindow: opts.aux ? 1 : 1e12,
+    thresholdMomentum: 0.9,
     sparseReluDensity: opts.sparseRelu ? 1 : 0,
   });
   const rng = new Rng(7, activation);
@@ -35,7 +45,8 @@ function checkGradients(activation: number, l1: number, opts: { prefixes?: numbe
   // Read every analytic gradient before any finite-difference call overwrites the gradient buffers.
   const grads = NAMES.map((name) => core.getTensor(`grad.${name}`));
   const eps = 1e-6;
-  let worst = 0, scale = 0;
+  let worst = 0,
+    scale = 0;
   for (const [n, name] of NAMES.entries()) {
     const grad = grads[n];
     const p = core.getTensor(name);

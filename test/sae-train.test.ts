@@ -9,14 +9,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
-import { saeSpec, trainSpec, SaeConfig, TrainConfig } from '../src/sae/config.js';
+import { saeSpec, trainSpec, type SaeConfig, type TrainConfig } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
 import { Sae } from '../src/sae/model.js';
 import { evaluateSae } from '../src/sae/evaluate.js';
 import { atomRecovery } from '../src/analysis/atoms.js';
 import { ShardDataset, OrderedTokenLoader } from '../src/shards/index.js';
 
-const D = 32, N_ATOMS = 96;
+const D = 32,
+  N_ATOMS = 96;
 let tmp: string;
 let shards: string;
 let atoms_AD: Float32Array;
@@ -145,7 +146,17 @@ test('checkpoints also come by time, so a run with a long step interval can resu
     if (row.step >= 200 && !seen.length) seen.push(JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8')).step);
   };
   const { sae, train: t } = configs({ activation: 'topk' }, { tokens: 200_000 });
-  await train({ shards, out, selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', sae, train: t }], showProgress: false, checkpointEvery: 1_000_000, checkpointMinutes: 1e-4, logEvery: 10, onLog });
+  await train({
+    shards,
+    out,
+    selection: { layer: -1, tokens: 'patches' },
+    members: [{ name: '', sae, train: t }],
+    showProgress: false,
+    checkpointEvery: 1_000_000,
+    checkpointMinutes: 1e-4,
+    logEvery: 10,
+    onLog,
+  });
   assert.ok(seen[0] > 0 && seen[0] <= 200, `the checkpoint at step ${seen[0]} was written by time`);
 });
 
@@ -154,12 +165,24 @@ test('a sweep trains several SAEs on the same batches in one pass', async () => 
   const base = configs({ activation: 'topk' }, { tokens: 100_000 });
   const members = [2, 4].map((k) => ({ name: `k=${k}`, sae: { ...base.sae, k }, train: base.train }));
   const res = await train({ shards, out, selection: { layer: -1, tokens: 'patches' }, members, showProgress: false, windowTokens: 16_384 });
-  assert.deepEqual(res.map((r) => r.final!.l0), [2, 4]);
+  assert.deepEqual(
+    res.map((r) => r.final!.l0),
+    [2, 4],
+  );
   assert.ok(res[1].final!.nmse < res[0].final!.nmse, 'more latents per token reconstruct better');
   const index = JSON.parse(await fsp.readFile(path.join(out, 'sweep.json'), 'utf8'));
-  assert.deepEqual(index.members.map((m: { name: string }) => m.name), ['k=2', 'k=4']);
+  assert.deepEqual(
+    index.members.map((m: { name: string }) => m.name),
+    ['k=2', 'k=4'],
+  );
   await assert.rejects(
-    train({ shards, out: path.join(tmp, 'bad-sweep'), selection: { layer: -1, tokens: 'patches' }, members: [members[0], { ...members[1], train: { ...base.train, batch: 256 } }], showProgress: false }),
+    train({
+      shards,
+      out: path.join(tmp, 'bad-sweep'),
+      selection: { layer: -1, tokens: 'patches' },
+      members: [members[0], { ...members[1], train: { ...base.train, batch: 256 } }],
+      showProgress: false,
+    }),
     /share their batches, so batch must be the same/,
   );
 });
@@ -173,7 +196,13 @@ test('bad input gets a clear error and never damages an existing checkpoint', as
   for (let i = 0; i < bytes.length; i += 4 * 97) bytes.writeFloatLE(NaN, i);
   await fsp.writeFile(f, bytes);
   await assert.rejects(
-    train({ shards: bad, out: path.join(tmp, 'nan-sae'), selection: { layer: -1, tokens: 'patches' }, members: [{ name: '', ...configs({}, { tokens: 20_000, scaleTokens: 1000 }) }], showProgress: false }),
+    train({
+      shards: bad,
+      out: path.join(tmp, 'nan-sae'),
+      selection: { layer: -1, tokens: 'patches' },
+      members: [{ name: '', ...configs({}, { tokens: 20_000, scaleTokens: 1000 }) }],
+      showProgress: false,
+    }),
     /nan-acts\/acts000000\.bin: example \d+.* has a non-finite value \(NaN\) at layer -?\d+, token \d+/,
   );
   // Training into a directory that holds a checkpoint, without --resume, is refused.

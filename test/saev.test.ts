@@ -13,8 +13,8 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { record, RecordingData } from '../src/backbone/record.js';
-import { DETAILS_FILE, METADATA_FILE, readMetadata, saevMetadata, SAEV_DATA_NOTE, ShardDataset, ShardMetadata, SHARDS_FILE } from '../src/shards/format.js';
+import { record, type RecordingData } from '../src/backbone/record.js';
+import { DETAILS_FILE, METADATA_FILE, readMetadata, saevMetadata, SAEV_DATA_NOTE, ShardDataset, type ShardMetadata, SHARDS_FILE } from '../src/shards/format.js';
 import { saevRefusals } from '../src/shards/saev.js';
 import { unpickle } from '../src/interop/index.js';
 import { runCommand } from '../src/cli/command.js';
@@ -53,7 +53,7 @@ async function copyDir(from: string, to: string): Promise<void> {
   await fsp.cp(from, to, { recursive: true });
 }
 
-async function editJson(file: string, edit: (v: any) => unknown): Promise<void> {
+async function editJson<T = Record<string, unknown>>(file: string, edit: (v: T) => unknown): Promise<void> {
   await fsp.writeFile(file, JSON.stringify(edit(JSON.parse(await fsp.readFile(file, 'utf8'))), null, 2) + '\n');
 }
 
@@ -71,9 +71,9 @@ describe('saev round trip', { skip: noTorch && `${PYTHON} has no torch/numpy (in
   });
   after(() => fsp.rm(root, { recursive: true, force: true }));
 
-  it('records a metadata.json saev loads unchanged, with vitsae\'s own details in vitsae.json', async () => {
+  it("records a metadata.json saev loads unchanged, with vitsae's own details in vitsae.json", async () => {
     const disk = JSON.parse(await fsp.readFile(path.join(shards, METADATA_FILE), 'utf8')) as ShardMetadata;
-    assert.equal(disk.family, 'clip', 'a ViT with a CLS token maps to saev\'s clip family');
+    assert.equal(disk.family, 'clip', "a ViT with a CLS token maps to saev's clip family");
     assert.equal(disk.pixel_agg, 'majority');
     assert.equal(typeof disk.data, 'string');
     // data is the base64 of a pickled str pointing to vitsae.json.
@@ -130,23 +130,30 @@ describe('saev round trip', { skip: noTorch && `${PYTHON} has no torch/numpy (in
       ['metadata', (d) => fsp.writeFile(path.join(d, METADATA_FILE), '[]')],
       ['labels', (d) => fsp.writeFile(path.join(d, 'labels.bin'), new Uint8Array(40 * P - 1))],
       ['examples_per_shard', (d) => editJson(path.join(d, METADATA_FILE), (m) => ({ ...m, max_tokens_per_shard: 10 }))],
-      ['shards_json', (d) => editJson(path.join(d, SHARDS_FILE), (l) => [{ ...l[0], bytes: 1 }, ...l.slice(1)])],
+      ['shards_json', (d) => editJson<{ n_examples: number }[]>(path.join(d, SHARDS_FILE), (l) => [{ ...l[0], bytes: 1 }, ...l.slice(1)])],
       ['shard_file', (d) => fsp.rm(path.join(d, 'acts000001.bin'))],
       ['shard_size', (d) => fsp.truncate(path.join(d, 'acts000002.bin'), 100)],
-      ['full_shards', (d) => editJson(path.join(d, SHARDS_FILE), (l) => [{ ...l[0], n_examples: l[0].n_examples - 1 }, ...l.slice(1)])],
+      ['full_shards', (d) => editJson<{ n_examples: number }[]>(path.join(d, SHARDS_FILE), (l) => [{ ...l[0], n_examples: l[0].n_examples - 1 }, ...l.slice(1)])],
     ];
     for (const [rule, spoil] of defects) {
       const dir = path.join(root, 'saev', 'shards', `bad-${rule}`);
       await copyDir(shards, dir);
       await spoil(dir);
-      assert.deepEqual((await saevRefusals(dir)).map((r) => r.rule), [rule], `${rule}: vitsae's check`);
+      assert.deepEqual(
+        (await saevRefusals(dir)).map((r) => r.rule),
+        [rule],
+        `${rule}: vitsae's check`,
+      );
       const r = saevLoad(dir);
       assert.deepEqual([r.ok, r.rule], [false, rule], `${rule}: saev_load.py says ${r.message}`);
     }
     // saev's folder rule: the same files elsewhere.
     const elsewhere = path.join(root, 'elsewhere', 'fmnist');
     await copyDir(shards, elsewhere);
-    assert.deepEqual((await saevRefusals(elsewhere)).map((r) => r.rule), ['path']);
+    assert.deepEqual(
+      (await saevRefusals(elsewhere)).map((r) => r.rule),
+      ['path'],
+    );
     assert.equal(saevLoad(elsewhere).rule, 'path');
   });
 
@@ -159,7 +166,10 @@ describe('saev round trip', { skip: noTorch && `${PYTHON} has no torch/numpy (in
     const reopened = await ShardDataset.open(old);
     assert.deepEqual(reopened.metadata, { ...md, family: 'vit' });
     await reopened.close();
-    assert.deepEqual((await saevRefusals(old)).map((r) => r.rule), ['family', 'data', 'pixel_agg']);
+    assert.deepEqual(
+      (await saevRefusals(old)).map((r) => r.rule),
+      ['family', 'data', 'pixel_agg'],
+    );
     assert.equal(saevLoad(old).rule, 'pixel_agg', 'saev fails first on PixelAgg(None) in Metadata.load');
 
     let out = '';
@@ -173,7 +183,10 @@ describe('saev round trip', { skip: noTorch && `${PYTHON} has no torch/numpy (in
     const info = JSON.parse(out);
     assert.equal(info.valid, true);
     assert.equal(info.saev.loadable, false);
-    assert.deepEqual(info.saev.refusals.map((r: { rule: string }) => r.rule), ['family', 'data', 'pixel_agg']);
+    assert.deepEqual(
+      info.saev.refusals.map((r: { rule: string }) => r.rule),
+      ['family', 'data', 'pixel_agg'],
+    );
     assert.match(info.saev.refusals[0].message, /"vit" is not one of saev's families/);
   });
 
@@ -218,16 +231,22 @@ describe('saev round trip', { skip: noTorch && `${PYTHON} has no torch/numpy (in
     await runCommand(exportCommand, ['--run', run, '--out', exp, '--no-progress']);
     const loaded = JSON.parse(py([path.join(FIXTURES, 'load_export.py'), exp]));
     assert.deepEqual(loaded.latents_shape, [40 * P, S]);
-    assert.deepEqual(loaded.latents_dense, Array.from(dense), 'latents.npz holds vitsae\'s latents');
+    assert.deepEqual(loaded.latents_dense, Array.from(dense), "latents.npz holds vitsae's latents");
     for (let s = 0; s < S; s++) {
       const sum = vis.summary(s);
       assert.deepEqual(loaded.features.fire_tokens[s], vis.stats[s * 4]);
       assert.deepEqual(loaded.features.fire_images[s], vis.stats[s * 4 + 1]);
       assert.deepEqual([loaded.features.frequency[s], loaded.features.mean[s], loaded.features.max[s]], [sum.frequency, sum.mean, sum.max]);
       const f = await vis.feature(s);
-      assert.deepEqual(loaded.exemplars.image[s].slice(0, f.exemplars.length), f.exemplars.map((e) => e.image));
+      assert.deepEqual(
+        loaded.exemplars.image[s].slice(0, f.exemplars.length),
+        f.exemplars.map((e) => e.image),
+      );
       assert.ok(loaded.exemplars.image[s].slice(f.exemplars.length).every((v: number) => v === -1));
-      assert.deepEqual(loaded.exemplars.max[s].slice(0, f.exemplars.length), f.exemplars.map((e) => Math.fround(e.max)));
+      assert.deepEqual(
+        loaded.exemplars.max[s].slice(0, f.exemplars.length),
+        f.exemplars.map((e) => Math.fround(e.max)),
+      );
     }
     assert.equal(loaded.examples_rows, 40);
     assert.equal(loaded.exemplars_csv_rows, loaded.exemplars.image.flat().filter((v: number) => v >= 0).length);

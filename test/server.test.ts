@@ -18,12 +18,12 @@ import { RunData } from '../src/server/run-data.js';
 import { ANNOTATIONS_FILE } from '../src/server/annotations.js';
 import { HIST_BINS } from '../src/analysis/accumulate.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
-import { addConceptReportToRun, ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
-import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, VisualsMeta } from '../src/analysis/visuals-index.js';
+import { addConceptReportToRun, type ConceptReport, writeConceptReport } from '../src/analysis/concepts.js';
+import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, type VisualsMeta } from '../src/analysis/visuals-index.js';
 import { openSae } from '../src/interop/index.js';
 import { ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
-import { makeRun, SmallRun } from './fixtures/web/run.js';
+import { makeRun, type SmallRun } from './fixtures/web/run.js';
 
 let tmp: string;
 let run: SmallRun;
@@ -48,16 +48,25 @@ const get = (url: string, headers: Record<string, string> = {}) => app.inject({ 
 
 test('runs and the feature list: sorted, filtered, paged', async () => {
   const runs = (await get('/api/runs')).json<{ runs: RunInfo[] }>().runs;
-  assert.deepEqual(runs.map((r) => r.id), [ID, `${ID}-2`]);
+  assert.deepEqual(
+    runs.map((r) => r.id),
+    [ID, `${ID}-2`],
+  );
   assert.equal(runs[0].d_sae, 64);
   assert.deepEqual(runs[0].grid, [4, 4]);
   assert.equal(runs[0].files, `/files/${ID}/`);
   const all = (await get(`/api/runs/${ID}/features?sort=frequency&order=desc&limit=500`)).json<FeatureList>();
   assert.equal(all.total, 64);
   const want = Array.from({ length: 64 }, (_, j) => index.summary(j)).sort((a, b) => b.frequency - a.frequency || a.latent - b.latent);
-  assert.deepEqual(all.items.map((f) => f.latent), want.map((f) => f.latent));
+  assert.deepEqual(
+    all.items.map((f) => f.latent),
+    want.map((f) => f.latent),
+  );
   const page2 = (await get(`/api/runs/${ID}/features?sort=frequency&order=desc&offset=10&limit=5`)).json<FeatureList>();
-  assert.deepEqual(page2.items.map((f) => f.latent), want.slice(10, 15).map((f) => f.latent));
+  assert.deepEqual(
+    page2.items.map((f) => f.latent),
+    want.slice(10, 15).map((f) => f.latent),
+  );
   const alive = (await get(`/api/runs/${ID}/features?min_frequency=1e-300&limit=500`)).json<FeatureList>();
   assert.equal(alive.total, want.filter((f) => f.frequency > 0).length);
 });
@@ -71,10 +80,16 @@ test('a feature page holds its statistics, exemplars and co-firing features', as
   const rec = await index.feature(j);
   assert.equal(f.latent, j);
   assert.equal(f.frequency, index.summary(j).frequency);
-  assert.deepEqual(f.exemplars.map((e) => e.image), rec.exemplars.map((e) => e.image));
+  assert.deepEqual(
+    f.exemplars.map((e) => e.image),
+    rec.exemplars.map((e) => e.image),
+  );
   assert.equal(f.exemplars[0].values.length, 16);
   assert.ok(Math.abs(Math.max(...f.exemplars[0].values) - f.max) < 1e-6, 'the top exemplar peaks at the feature max');
-  assert.equal(f.histogram.counts.reduce((a, b) => a + b, 0), Math.round(f.frequency * index.meta.n_tokens));
+  assert.equal(
+    f.histogram.counts.reduce((a, b) => a + b, 0),
+    Math.round(f.frequency * index.meta.n_tokens),
+  );
   assert.ok(f.cofire.every((c) => c.latent !== j && c.count >= 1 && c.count <= f.exemplars.length));
   // Thumbnails are static files with cache validators.
   const thumb = await get(`/files/${ID}/${thumbPath(j, 0)}`);
@@ -104,7 +119,10 @@ test('an image page lists what fires on each patch, as a direct encoding says', 
   assert.deepEqual(page.top, await index.imageTop(7));
   // Concurrent pages share the SAE, which encodes one batch at a time.
   const pages = await Promise.all([11, 12, 13, 14].map((i) => get(`/api/runs/${ID}/images/${i}`)));
-  assert.deepEqual(pages.map((p) => p.statusCode), [200, 200, 200, 200]);
+  assert.deepEqual(
+    pages.map((p) => p.statusCode),
+    [200, 200, 200, 200],
+  );
   const view = await get(page.view);
   assert.equal(view.headers['content-type'], 'image/png');
   assert.match(String(view.headers['cache-control']), /max-age/);
@@ -112,12 +130,14 @@ test('an image page lists what fires on each patch, as a direct encoding says', 
 });
 
 test('names and notes are saved in SQLite and shown everywhere', async () => {
-  const put = (latent: number, body: unknown) =>
-    app.inject({ method: 'PUT', url: `/api/runs/${ID}/features/${latent}/annotation`, headers: { host: '127.0.0.1' }, payload: body as object });
+  const put = (latent: number, body: unknown) => app.inject({ method: 'PUT', url: `/api/runs/${ID}/features/${latent}/annotation`, headers: { host: '127.0.0.1' }, payload: body as object });
   assert.equal((await put(3, { name: ' vertical edge ', notes: 'left side of trousers' })).statusCode, 200);
   assert.equal((await get(`/api/runs/${ID}/features/3`)).json<FeaturePage>().name, 'vertical edge');
   const named = (await get(`/api/runs/${ID}/features?annotated=named`)).json<FeatureList>();
-  assert.deepEqual(named.items.map((f) => [f.latent, f.name]), [[3, 'vertical edge']]);
+  assert.deepEqual(
+    named.items.map((f) => [f.latent, f.name]),
+    [[3, 'vertical edge']],
+  );
   assert.equal((await get(`/api/runs/${ID}/features?q=TROUSERS`)).json<FeatureList>().total, 1);
   const bad = await put(3, { name: 'x'.repeat(201) });
   assert.equal(bad.statusCode, 400);
@@ -145,7 +165,19 @@ test('names and notes are saved in SQLite and shown everywhere', async () => {
 function reportOf(concepts: string[], latents: ConceptMatch[][]): ConceptReport {
   const score = { support: 1, latent: 0, threshold: 0, f1: 0, fires_latent: 0, fires_f1: 0, group: [], group_f1: 0, probe_f1: 0, neuron_f1: 0, random_f1: 0 };
   return {
-    mean_best_f1: 0, mean_fires_f1: 0, mean_group_f1: 0, mean_probe_f1: 0, mean_neuron_f1: 0, mean_random_f1: 0, recovery_ratio: 0, recovery_ratio_fires: 0, recovery_ratio_group3: 0, n_decodable: 0, n_patches: 1, n_fit_patches: 1, n_scored_patches: 1,
+    mean_best_f1: 0,
+    mean_fires_f1: 0,
+    mean_group_f1: 0,
+    mean_probe_f1: 0,
+    mean_neuron_f1: 0,
+    mean_random_f1: 0,
+    recovery_ratio: 0,
+    recovery_ratio_fires: 0,
+    recovery_ratio_group3: 0,
+    n_decodable: 0,
+    n_patches: 1,
+    n_fit_patches: 1,
+    n_scored_patches: 1,
     concepts: concepts.map((concept) => ({ concept, ...score })),
     latents,
   };
@@ -165,7 +197,13 @@ test('concept matches: the list sorts and filters by them, a feature page shows 
     40: [match('shape:circle', 0.25, 0.1)], // 0.143
   };
   const concepts = ['colour:red', 'shape:square', 'shape:circle', 'texture:striped'];
-  await addConceptReportToRun(dir, reportOf(concepts, Array.from({ length: 64 }, (_, j) => known[j] ?? [])));
+  await addConceptReportToRun(
+    dir,
+    reportOf(
+      concepts,
+      Array.from({ length: 64 }, (_, j) => known[j] ?? []),
+    ),
+  );
   assert.equal((await readRun(dir)).concepts, path.join(dir, 'concepts.json'));
   const labelled = await createServer({ runs: await openRuns([dir]), loopbackOnly: true });
   try {
@@ -180,18 +218,39 @@ test('concept matches: the list sorts and filters by them, a feature page shows 
     // Best F1 first, ties by id; features without a match (F1 0) after them, by id.
     const unmatched = [...Array(64).keys()].filter((j) => !known[j]);
     const desc = await list('sort=concept_f1&order=desc');
-    assert.deepEqual(desc.map((f) => f.latent), [5, 20, 9, 12, 40, ...unmatched]);
-    assert.deepEqual(desc.slice(0, 5).map((f) => f.concept), ['colour:red', 'colour:red', 'shape:square', 'colour:red', 'shape:circle']);
+    assert.deepEqual(
+      desc.map((f) => f.latent),
+      [5, 20, 9, 12, 40, ...unmatched],
+    );
+    assert.deepEqual(
+      desc.slice(0, 5).map((f) => f.concept),
+      ['colour:red', 'colour:red', 'shape:square', 'colour:red', 'shape:circle'],
+    );
     const f1s = [0.9, 0.9, 0.6857, 0.5, 0.1429];
     desc.slice(0, 5).forEach((f, i) => assert.ok(Math.abs(f.concept_f1 - f1s[i]) < 1e-4, `latent ${f.latent}: F1 ${f.concept_f1}`));
     assert.deepEqual(desc[5], { ...desc[5], concept: '', concept_f1: 0 });
-    assert.deepEqual((await list('sort=concept_f1&order=asc')).map((f) => f.latent), [...unmatched, 40, 12, 9, 5, 20]);
+    assert.deepEqual(
+      (await list('sort=concept_f1&order=asc')).map((f) => f.latent),
+      [...unmatched, 40, 12, 9, 5, 20],
+    );
     // The concept filter selects by the best match: latent 5 also matches shape:square, but less well than red.
-    assert.deepEqual((await list('sort=concept_f1&order=desc&concept=colour:red')).map((f) => f.latent), [5, 20, 12]);
-    assert.deepEqual((await list('sort=latent&concept=shape:square')).map((f) => f.latent), [9]);
+    assert.deepEqual(
+      (await list('sort=concept_f1&order=desc&concept=colour:red')).map((f) => f.latent),
+      [5, 20, 12],
+    );
+    assert.deepEqual(
+      (await list('sort=latent&concept=shape:square')).map((f) => f.latent),
+      [9],
+    );
     assert.deepEqual(await list('concept=texture:striped'), [], "a concept that is no feature's best");
-    assert.deepEqual((await list('sort=latent&min_concept_f1=0.5')).map((f) => f.latent), [5, 9, 12, 20]);
-    assert.deepEqual((await list('sort=concept_f1&order=desc&concept=colour:red&min_concept_f1=0.6')).map((f) => f.latent), [5, 20]);
+    assert.deepEqual(
+      (await list('sort=latent&min_concept_f1=0.5')).map((f) => f.latent),
+      [5, 9, 12, 20],
+    );
+    assert.deepEqual(
+      (await list('sort=concept_f1&order=desc&concept=colour:red&min_concept_f1=0.6')).map((f) => f.latent),
+      [5, 20],
+    );
     // A feature page lists its matches with precision and recall, best first.
     const page = await ask<FeaturePage>('/api/runs/labelled/features/5');
     assert.deepEqual(page.concepts, known[5]);
@@ -212,7 +271,10 @@ test('two runs compare by the images they share', async () => {
   const c = (await get(`/api/runs/${ID}/compare/${j}?other=${ID}-2`)).json<Comparison>();
   assert.equal(c.images, index.exemplarCount(j));
   // The feature fires on all its own exemplars, so in an identical run it is among the best matches.
-  assert.ok(c.matches.some((m) => m.latent === j && m.count === c.images), JSON.stringify(c.matches.slice(0, 3)));
+  assert.ok(
+    c.matches.some((m) => m.latent === j && m.count === c.images),
+    JSON.stringify(c.matches.slice(0, 3)),
+  );
 });
 
 test('numbers written plainly still pass the strict check', async () => {
@@ -276,7 +338,9 @@ test('bad requests get a 4xx with a message, never a 500, and no file outside th
  */
 async function bigIndex(dir: string, S: number, asked: number[]): Promise<void> {
   const visuals = path.join(dir, 'visuals');
-  const P = 256, K = 20, N = 100_000;
+  const P = 256,
+    K = 20,
+    N = 100_000;
   await fsp.mkdir(path.join(visuals, 'features'), { recursive: true });
   const rng = new Rng(5);
   const stats = new Float64Array(S * STATS_COLUMNS.length);
@@ -325,7 +389,13 @@ async function bigIndex(dir: string, S: number, asked: number[]): Promise<void> 
   const names = Array.from({ length: 22 }, (_, c) => `concept:${c}`);
   const matches = (n: number) => Array.from({ length: n }, () => match(names[rng.nextInt(names.length)], 0.01 + rng.nextFloat(), 0.01 + rng.nextFloat())).sort((a, b) => b.f1 - a.f1);
   const concepts = path.join(dir, 'concepts.json');
-  await writeConceptReport(concepts, reportOf(names, Array.from({ length: S }, () => matches(rng.nextInt(4)))));
+  await writeConceptReport(
+    concepts,
+    reportOf(
+      names,
+      Array.from({ length: S }, () => matches(rng.nextInt(4))),
+    ),
+  );
   await writeRun(dir, { shards: path.join(dir, 'acts'), sae: path.join(dir, 'sae'), visuals, concepts });
 }
 

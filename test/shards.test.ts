@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { DETAILS_FILE, NewShardMetadata, saevMetadata, ShardDataset, ShardMetadata, ShardWriter, readMetadata } from '../src/shards/format.js';
+import { DETAILS_FILE, type NewShardMetadata, saevMetadata, ShardDataset, type ShardMetadata, ShardWriter, readMetadata } from '../src/shards/format.js';
 import { OrderedTokenLoader, ShuffledTokenLoader, meanAndScale } from '../src/shards/loader.js';
 import { Rng } from '../src/util/random.js';
 
@@ -98,7 +98,10 @@ test('writer round trip: acts files byte for byte, shards.json and metadata.json
     const file = await fs.readFile(path.join(dir, `acts00000${i}.bin`));
     assert.equal(file.byteLength, 3 * EXAMPLE_BYTES, 'every shard has the full saev size');
     assert.ok(file.subarray(0, n * EXAMPLE_BYTES).equals(all.subarray(i * 3 * EXAMPLE_BYTES, (i * 3 + n) * EXAMPLE_BYTES)));
-    assert.ok(file.subarray(n * EXAMPLE_BYTES).every((b) => b === 0), 'padding is zeros');
+    assert.ok(
+      file.subarray(n * EXAMPLE_BYTES).every((b) => b === 0),
+      'padding is zeros',
+    );
   }
 
   const ds = await ShardDataset.open(dir);
@@ -292,7 +295,11 @@ async function loaderDataset(): Promise<ShardDataset> {
 
 test('ordered loader covers every selected token once, in file order, with example and patch indices', async () => {
   const ds = await loaderDataset();
-  for (const [tokens, first, per] of [['patches', 1, P], ['cls', 0, 1], ['all', 0, T]] as const) {
+  for (const [tokens, first, per] of [
+    ['patches', 1, P],
+    ['cls', 0, 1],
+    ['all', 0, T],
+  ] as const) {
     const loader = new OrderedTokenLoader(ds, { layer: 7, tokens }, 48);
     assert.equal(loader.nTokens, N_EX * per);
     let row = 0;
@@ -338,7 +345,10 @@ test('shuffled loader: deterministic for a seed, differs across seeds, resumes e
   const sel = { layer: 7, tokens: 'patches' } as const;
   const a = await take(new ShuffledTokenLoader(ds, sel, SHUFFLE), 40); // 40 * 48 rows > 2 epochs of 804 tokens
   const b = await take(new ShuffledTokenLoader(ds, sel, SHUFFLE), 40);
-  assert.deepEqual(a.map((x) => x.index), Array.from({ length: 40 }, (_, i) => i));
+  assert.deepEqual(
+    a.map((x) => x.index),
+    Array.from({ length: 40 }, (_, i) => i),
+  );
   for (let i = 0; i < 40; i++) assert.ok(bytesOf(a[i].acts_BD).equals(bytesOf(b[i].acts_BD)), `batch ${i} is byte-identical`);
   const other = await take(new ShuffledTokenLoader(ds, sel, { ...SHUFFLE, seed: 12 }), 1);
   assert.ok(!bytesOf(other[0].acts_BD).equals(bytesOf(a[0].acts_BD)));
@@ -367,7 +377,11 @@ test('shuffled loader: every token exactly once per epoch, a new order each epoc
   }
   const ids = (e: number) => stream.slice(e * N, (e + 1) * N).map(({ ex, t }) => ex * T + t);
   for (let e = 0; e < 3; e++) {
-    assert.deepEqual([...ids(e)].sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i), `epoch ${e} is a permutation`);
+    assert.deepEqual(
+      [...ids(e)].sort((x, y) => x - y),
+      Array.from({ length: N }, (_, i) => i),
+      `epoch ${e} is a permutation`,
+    );
   }
   assert.notDeepEqual(ids(0), ids(1));
 
@@ -418,8 +432,14 @@ test('Rng: reproducible streams, independent keys, uniform-looking ints and norm
   const a = new Rng(42, 1);
   const b = new Rng(42, 1);
   const seqA = Array.from({ length: 5 }, () => a.nextU32());
-  assert.deepEqual(seqA, Array.from({ length: 5 }, () => b.nextU32()));
-  assert.notDeepEqual(seqA, Array.from({ length: 5 }, () => new Rng(42, 2).nextU32()));
+  assert.deepEqual(
+    seqA,
+    Array.from({ length: 5 }, () => b.nextU32()),
+  );
+  assert.notDeepEqual(
+    seqA,
+    Array.from({ length: 5 }, () => new Rng(42, 2).nextU32()),
+  );
   assert.notEqual(new Rng(1).nextU32(), new Rng(2 ** 32 + 1).nextU32(), 'high bits of the seed matter');
   const r = new Rng(7);
   const counts = new Array(6).fill(0);
@@ -435,5 +455,8 @@ test('Rng: reproducible streams, independent keys, uniform-looking ints and norm
   assert.ok(Math.abs(sum / 60000) < 0.02);
   assert.ok(Math.abs(sq / 60000 - 1) < 0.03);
   const p = new Rng(3).permutation(1000);
-  assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 1000 }, (_, i) => i));
+  assert.deepEqual(
+    [...p].sort((x, y) => x - y),
+    Array.from({ length: 1000 }, (_, i) => i),
+  );
 });

@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { SyntheticConfig, writeSyntheticShards } from '../src/data/synthetic.js';
+import { type SyntheticConfig, writeSyntheticShards } from '../src/data/synthetic.js';
 import { ShardDataset } from '../src/shards/format.js';
 
 const CFG: SyntheticConfig = { nExamples: 50, tokensPerExample: 6, d: 24, nAtoms: 12, atomsPerToken: 3, noise: 0, seed: 7, clsToken: true, maxTokensPerShard: 70 };
@@ -91,7 +91,10 @@ test('synthetic shards: unit atoms saved, right shape and metadata, tokens are s
       activeCounts[i]++;
     }
   }
-  assert.ok(activeCounts.every((c) => c > 30), 'every atom is used'); // expected 300 * 3 / 12 = 75 each
+  assert.ok(
+    activeCounts.every((c) => c > 30),
+    'every atom is used',
+  ); // expected 300 * 3 / 12 = 75 each
   for (let e = 0; e < 50; e++)
     for (let k = 0; k < d; k++) {
       let mean = 0;
@@ -151,7 +154,19 @@ async function cli(exportName: string, file: string, argv: string[]): Promise<{ 
 
 test('CLI: data synthetic writes shards that shards info --json reports as valid', async () => {
   const out = path.join(await tmpDir(), 'synth');
-  const made = await cli('dataSyntheticCommand', '../src/cli/commands/data-synthetic.js', ['--out', out, '--n-examples', '12', '--d', '16', '--n-atoms', '8', '--tokens-per-example', '4', '--no-cls-token']);
+  const made = await cli('dataSyntheticCommand', '../src/cli/commands/data-synthetic.js', [
+    '--out',
+    out,
+    '--n-examples',
+    '12',
+    '--d',
+    '16',
+    '--n-atoms',
+    '8',
+    '--tokens-per-example',
+    '4',
+    '--no-cls-token',
+  ]);
   assert.equal(made.code, 0, made.stdout);
   assert.match(made.stdout, /wrote 12 examples × 4 tokens × d=16/);
   const info = await cli('shardsInfoCommand', '../src/cli/commands/shards.js', [out, '--json']);
@@ -163,7 +178,10 @@ test('CLI: data synthetic writes shards that shards info --json reports as valid
   assert.deepEqual(j.tokens, { per_layer: 48, all_layers: 48, patches_per_layer: 48 });
   assert.equal(j.bytes.data, 12 * 4 * 16 * 4);
   // saev would load it but for the folder rule (.../saev/shards/<name>); the family is vitsae's own, kept in vitsae.json.
-  assert.deepEqual(j.saev.refusals.map((r: { rule: string }) => r.rule), ['path']);
+  assert.deepEqual(
+    j.saev.refusals.map((r: { rule: string }) => r.rule),
+    ['path'],
+  );
   assert.equal(j.metadata.family, 'synthetic');
 
   // --verify reads every value: a NaN that sizes cannot show fails with its place.

@@ -15,7 +15,10 @@ test('web routes: each href parses back to its page and values', () => {
   assert.equal(list.page, 'list');
   assert.deepEqual(list.page === 'list' && [list.run, list.params.get('sort'), list.params.get('q')], ['r', 'freq', 'red']);
   const matches = parseRoute(href.matches({ list: 'missing', page: '2' }));
-  assert.deepEqual(matches.page === 'matches' && [...matches.params], [['list', 'missing'], ['page', '2']]);
+  assert.deepEqual(matches.page === 'matches' && [...matches.params], [
+    ['list', 'missing'],
+    ['page', '2'],
+  ]);
   assert.equal(href.edit('r', 1, 4, 9), '#/r/r/edit/1/4?latent=9');
   assert.deepEqual(parseRoute(href.edit('r', 1, 4, 9)), { page: 'edit', run: 'r', probe: 1, image: 4, latent: 9 });
   assert.deepEqual(parseRoute(href.edit('r', 0)), { page: 'edit', run: 'r', probe: 0, image: undefined, latent: undefined });

@@ -10,6 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { closest, ConfigSpec, parseArgs, UsageError } from '../src/util/config.js';
+import { commands } from '../src/cli/main.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'vitsae.js');
@@ -66,6 +67,17 @@ test('a failing command exits 1; --help marks required options and needs none of
   assert.match(help.stdout, /^ {2}--shards S +activation shard directory .*\(required\)$/m);
   assert.match(help.stdout, /^ {2}--config FILE +options from a JSON file/m);
   assert.doesNotMatch(help.stdout, /--lr N.*\(required\)/);
+});
+
+test('the command list, which runs no module, names and summarises each command as its module does', async () => {
+  for (const entry of commands) {
+    const cmd = await entry.load();
+    assert.deepEqual([cmd.name, cmd.summary], [entry.name, entry.summary]);
+  }
+  const help = await vitsae('--help');
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^ {2}eval concepts +how well SAE latents match ground-truth patch concepts/m);
+  assert.equal(help.stdout.match(/^ {2}\S/gm)?.length, commands.length);
 });
 
 const spec = {

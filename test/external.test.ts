@@ -105,10 +105,10 @@ describe('weights as external data', () => {
 describe('execution providers', () => {
   const bin = path.join(path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', os.platform(), os.arch());
 
-  it('every command that runs a model takes --device, with cpu the default', () => {
+  it('every command that runs a model takes --device, with cpu the default', async () => {
     const running = ['record', 'layers', 'probe train', 'edit', 'eval edits', 'serve', 'demo'];
     for (const name of running) {
-      const cmd = commands.find((c) => c.name === name);
+      const cmd = await commands.find((c) => c.name === name)?.load();
       assert.ok(cmd, name);
       assert.deepEqual({ ...cmd.spec.device, doc: '' }, { kind: 'enum', choices: DEVICES, default: 'cpu', doc: '' }, name);
     }
@@ -125,8 +125,8 @@ describe('execution providers', () => {
     else await assert.rejects(checkDevice('cuda'), /--device cuda: onnxruntime could not start its cuda provider \(.*\); .*ONNXRUNTIME_NODE_INSTALL=cuda12 npm rebuild onnxruntime-node/);
   });
 
-  it('parses --device by its friendly names and refuses others with the list', () => {
-    const layers = commands.find((c) => c.name === 'layers')!;
+  it('parses --device by its friendly names and refuses others with the list', async () => {
+    const layers = await commands.find((c) => c.name === 'layers')!.load();
     assert.equal(parseArgs(layers.spec, ['m.onnx', '--device', 'directml']).config.device, 'directml');
     assert.throws(() => parseArgs(layers.spec, ['m.onnx', '--device', 'gpu']), /--device "gpu": expected one of cpu, cuda, tensorrt, coreml, directml, webgpu/);
   });

@@ -16,6 +16,13 @@ export interface Command<S extends ConfigSpec = ConfigSpec> {
   run(config: ConfigOf<S>, positionals: string[], given: Set<keyof S>, argv: string[]): Promise<void>;
 }
 
+/** A command as the CLI lists it: enough to find it and print the list; `load` imports its module to run it. */
+export interface CommandEntry {
+  name: string;
+  summary: string;
+  load(): Promise<Command>;
+}
+
 export function defineCommand<S extends ConfigSpec>(c: Command<S>): Command<ConfigSpec> {
   return c as unknown as Command<ConfigSpec>;
 }

@@ -17,7 +17,7 @@ import { openBackbone, probeShapes, selectLayers } from '../src/backbone/backbon
 import { defaultsOf } from '../src/util/config.js';
 import { encodePngs, generateImage } from '../src/data/concept-world.js';
 import { EditEngine } from '../src/edit/engine.js';
-import { Probe, probeTrainSpec } from '../src/edit/probe.js';
+import { type Probe, probeTrainSpec } from '../src/edit/probe.js';
 import { saeSpec } from '../src/sae/config.js';
 import { Sae } from '../src/sae/model.js';
 import { Rng } from '../src/util/random.js';
@@ -54,7 +54,18 @@ function randomProbe(features: string, D: number, task: 'classify' | 'segment'):
   const rng = new Rng(1);
   const metrics = { train_images: 0, test_images: 0, accuracy: 0, per_class: [] };
   return {
-    info: { format: 'vitsae-probe', version: 1, task, model: '', features, pooling: task === 'classify' ? 'cls' : 'patches', d_model: D, classes: Array.from({ length: K }, (_, k) => String(k)), metrics, train: { ...defaultsOf(probeTrainSpec), dataset: 'none' } },
+    info: {
+      format: 'vitsae-probe',
+      version: 1,
+      task,
+      model: '',
+      features,
+      pooling: task === 'classify' ? 'cls' : 'patches',
+      d_model: D,
+      classes: Array.from({ length: K }, (_, k) => String(k)),
+      metrics,
+      train: { ...defaultsOf(probeTrainSpec), dataset: 'none' },
+    },
     W_DK: Float32Array.from({ length: D * K }, () => rng.normal() / Math.sqrt(D)),
     b_K: new Float32Array(K),
   };

@@ -66,13 +66,19 @@ async function writeJpegs(dir: string, n: number): Promise<void> {
       }
     const sub = path.join(dir, `class${i % CLASSES}`);
     await fsp.mkdir(sub, { recursive: true });
-    await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(path.join(sub, `${String(i).padStart(4, '0')}.jpg`));
+    await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toFile(path.join(sub, `${String(i).padStart(4, '0')}.jpg`));
   }
 }
 
 /** images/s of the front alone on one pre-filled batch, after a warm-up run. */
 async function bare(front: ort.InferenceSession, input: string, runs: number): Promise<number> {
-  const x = new ort.Tensor('float32', Float32Array.from({ length: BATCH * 3 * 224 * 224 }, (_, i) => Math.sin(i)), [BATCH, 3, 224, 224]);
+  const x = new ort.Tensor(
+    'float32',
+    Float32Array.from({ length: BATCH * 3 * 224 * 224 }, (_, i) => Math.sin(i)),
+    [BATCH, 3, 224, 224],
+  );
   await front.run({ [input]: x });
   const t0 = performance.now();
   for (let r = 0; r < runs; r++) await front.run({ [input]: x });
@@ -82,7 +88,11 @@ async function bare(front: ort.InferenceSession, input: string, runs: number): P
 /** `vitsae record` as a user runs it (the CLI in a child process): its own images/s (after start-up), its first batch, its wall time. */
 function vitsaeRecord(model: string, data: string, out: string): { imagesPerS: number; firstBatchS: number; wallS: number } {
   const t0 = performance.now();
-  const text = execFileSync(process.execPath, [path.join(ROOT, 'bin', 'vitsae.js'), 'record', '--model', model, '--layer', String(LAYER), '--data', data, '--out', out, '--batch', String(BATCH), '--no-progress', '--json'], { encoding: 'utf8' });
+  const text = execFileSync(
+    process.execPath,
+    [path.join(ROOT, 'bin', 'vitsae.js'), 'record', '--model', model, '--layer', String(LAYER), '--data', data, '--out', out, '--batch', String(BATCH), '--no-progress', '--json'],
+    { encoding: 'utf8' },
+  );
   const summary = JSON.parse(text.trim().split('\n').pop()!);
   return { imagesPerS: summary.images_per_second, firstBatchS: summary.first_batch_seconds, wallS: (performance.now() - t0) / 1000 };
 }
@@ -90,7 +100,11 @@ function vitsaeRecord(model: string, data: string, out: string): { imagesPerS: n
 /** PyTorch on 2 threads, one DataLoader worker process decoding beside them (more would only oversubscribe 2 cores). */
 function torchRecord(data: string, out: string): { imagesPerS: number; wallS: number } {
   const t0 = performance.now();
-  const text = execFileSync(PYTHON, [path.join(ROOT, 'bench', 'torch_record.py'), '--data', data, '--out', out, '--layer', String(LAYER), '--batch', String(BATCH), '--threads', '2', '--workers', '1'], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } });
+  const text = execFileSync(
+    PYTHON,
+    [path.join(ROOT, 'bench', 'torch_record.py'), '--data', data, '--out', out, '--layer', String(LAYER), '--batch', String(BATCH), '--threads', '2', '--workers', '1'],
+    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } },
+  );
   return { imagesPerS: JSON.parse(text.trim().split('\n').pop()!).images_per_s, wallS: (performance.now() - t0) / 1000 };
 }
 
@@ -124,7 +138,15 @@ export async function benchRecord(opts: { quick: boolean }): Promise<string[]> {
     const sets = opts.quick ? [SHORT] : [SHORT, LONG];
     for (const n of sets) await writeJpegs(path.join(tmp, `images${n}`), n);
     const bb = await openBackbone(model);
-    const front = await createSession(frontModel(bb.model, selectLayers(bb, [String(LAYER)]).map((l) => l.name), bb.index), bb, FRONT_SESSION_OPTIONS);
+    const front = await createSession(
+      frontModel(
+        bb.model,
+        selectLayers(bb, [String(LAYER)]).map((l) => l.name),
+        bb.index,
+      ),
+      bb,
+      FRONT_SESSION_OPTIONS,
+    );
     // bare, then per repetition and image set (vitsae, bare, PyTorch, bare): each recorder is compared with its neighbours.
     const bares = [await bare(front, bb.input.name, bareRuns)];
     type Round = { images: number; vitsae: ReturnType<typeof vitsaeRecord>; torch: ReturnType<typeof torchRecord>; bare: number };

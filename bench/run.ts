@@ -17,7 +17,7 @@ import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
 import { native } from '../src/sae/native.js';
-import { LogRow, train } from '../src/sae/train.js';
+import { type LogRow, train } from '../src/sae/train.js';
 import { readVitsaeDir } from '../src/sae/checkpoint.js';
 import { Sae } from '../src/sae/model.js';
 import { benchRecord } from './record.js';
@@ -26,7 +26,11 @@ import { benchLarge } from './large.js';
 import { ShardDataset, ShuffledTokenLoader, meanAndScale } from '../src/shards/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const D = 768, EXPANSION = 16, S = D * EXPANSION, B = 4096, K = 32;
+const D = 768,
+  EXPANSION = 16,
+  S = D * EXPANSION,
+  B = 4096,
+  K = 32;
 const args = new Set(process.argv.slice(2));
 const STEPS = args.has('--quick') ? 3 : 8;
 const WHOLE_TOKENS = args.has('--quick') ? 8 * B : 81_920;
@@ -56,7 +60,13 @@ async function vitsaeRelu(shards: string, out: string, init?: string): Promise<{
     out,
     init: init ? { source: init, ...(await readVitsaeDir(init)) } : undefined,
     selection: { layer: -1, tokens: 'patches' },
-    members: [{ name: '', sae: { ...defaultsOf(saeSpec), activation: 'relu', expansion: EXPANSION, k: K }, train: { ...defaultsOf(trainSpec), batch: B, tokens: (STEPS + 1) * B, scaleTokens: B, compute: 'fp32' } }],
+    members: [
+      {
+        name: '',
+        sae: { ...defaultsOf(saeSpec), activation: 'relu', expansion: EXPANSION, k: K },
+        train: { ...defaultsOf(trainSpec), batch: B, tokens: (STEPS + 1) * B, scaleTokens: B, compute: 'fp32' },
+      },
+    ],
     logEvery: 1,
     checkpointEvery: 1_000_000,
     checkpointMinutes: 0,
@@ -78,18 +88,58 @@ interface WholeRun {
 
 /** `vitsae train` as a user runs it (TopK, defaults but for the size), timed from outside. */
 function vitsaeWhole(shards: string, out: string, dSae: number, compute: string): WholeRun {
-  const cmd = ['--import', path.join(ROOT, 'dist', 'bench', 'rss.js'), path.join(ROOT, 'bin', 'vitsae.js'), 'train', '--shards', shards, '--out', out, '--activation', 'topk', '--k', String(K), '--d-sae', String(dSae), '--batch', String(B), '--tokens', String(WHOLE_TOKENS), '--compute', compute];
+  const cmd = [
+    '--import',
+    path.join(ROOT, 'dist', 'bench', 'rss.js'),
+    path.join(ROOT, 'bin', 'vitsae.js'),
+    'train',
+    '--shards',
+    shards,
+    '--out',
+    out,
+    '--activation',
+    'topk',
+    '--k',
+    String(K),
+    '--d-sae',
+    String(dSae),
+    '--batch',
+    String(B),
+    '--tokens',
+    String(WHOLE_TOKENS),
+    '--compute',
+    compute,
+  ];
   const t0 = performance.now();
   const r = spawnSync(process.execPath, cmd, { encoding: 'utf8' });
   const wall = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`vitsae train failed: ${r.stderr}`);
-  const rows = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as LogRow);
+  const rows = readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as LogRow);
   const kb = Number(/peak-rss-kb (\d+)/.exec(r.stderr)![1]);
   return { wall, steps: median(rows.slice(1).map((x) => x.tokens_per_s)), peakMb: kb / 1024, nmse: rows[rows.length - 1].nmse };
 }
 
 const TORCH = path.join(ROOT, 'bench', 'torch_sae.py');
-const torchArgs = (acts: string, activation: string) => [TORCH, '--acts', acts, '--d', String(D), '--s', String(S), '--k', String(K), '--batch', String(B), '--activation', activation, '--threads', String(os.cpus().length)];
+const torchArgs = (acts: string, activation: string) => [
+  TORCH,
+  '--acts',
+  acts,
+  '--d',
+  String(D),
+  '--s',
+  String(S),
+  '--k',
+  String(K),
+  '--batch',
+  String(B),
+  '--activation',
+  activation,
+  '--threads',
+  String(os.cpus().length),
+];
 const torchEnv = { ...process.env, OMP_NUM_THREADS: String(os.cpus().length) };
 
 /** The PyTorch reference's steps alone (after a warm-up step). */
@@ -118,7 +168,17 @@ async function benchTraining(): Promise<string[]> {
   try {
     const shards = path.join(tmp, 'acts');
     const examples = Math.ceil((Math.max(WHOLE_TOKENS, (STEPS + 2) * B) + B) / 256);
-    await writeSyntheticShards(shards, { nExamples: examples, tokensPerExample: 256, d: D, nAtoms: 4 * D, atomsPerToken: 16, noise: 0.05, seed: 0, clsToken: false, maxTokensPerShard: examples * 256 });
+    await writeSyntheticShards(shards, {
+      nExamples: examples,
+      tokensPerExample: 256,
+      d: D,
+      nAtoms: 4 * D,
+      atomsPerToken: 16,
+      noise: 0.05,
+      seed: 0,
+      clsToken: false,
+      maxTokensPerShard: examples * 256,
+    });
     const acts = path.join(shards, 'acts000000.bin');
     // The machine is shared: sample the peak between the runs and keep the best, so that the limit is not
     // lowered by a moment of contention (which would flatter the trainer).
@@ -167,7 +227,15 @@ async function benchTraining(): Promise<string[]> {
       '',
       '| d_sae | fp32 tokens/s | bf16 tokens/s | bf16 / fp32 | nmse fp32 | nmse bf16 | difference | hours fp32 / bf16 | peak MB fp32 / bf16 | target |',
       '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-      ...([[S, fp32, bf16], [2 * S, fp32L, bf16L]] as const).map(([s, a, b]) => `| ${s} | ${a.steps.toFixed(0)} | ${b.steps.toFixed(0)} | ${x(b.steps, a.steps)} | ${a.nmse.toFixed(4)} | ${b.nmse.toFixed(4)} | ${rel(b.nmse, a.nmse)} | ${hours(a.steps)} / ${hours(b.steps)} | ${a.peakMb.toFixed(0)} / ${b.peakMb.toFixed(0)} | >= 1.6x, within 2%${s === 2 * S ? ', >= 3500 tokens/s' : ''} |`),
+      ...(
+        [
+          [S, fp32, bf16],
+          [2 * S, fp32L, bf16L],
+        ] as const
+      ).map(
+        ([s, a, b]) =>
+          `| ${s} | ${a.steps.toFixed(0)} | ${b.steps.toFixed(0)} | ${x(b.steps, a.steps)} | ${a.nmse.toFixed(4)} | ${b.nmse.toFixed(4)} | ${rel(b.nmse, a.nmse)} | ${hours(a.steps)} / ${hours(b.steps)} | ${a.peakMb.toFixed(0)} / ${b.peakMb.toFixed(0)} | >= 1.6x, within 2%${s === 2 * S ? ', >= 3500 tokens/s' : ''} |`,
+      ),
       '',
       `ReLU + L1 steps, d_sae ${S}, fp32:`,
       '',

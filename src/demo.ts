@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { writeConceptWorld, CONCEPTS_FILE, readConceptWorldInfo } from './data/concept-world.js';
 import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
-import { Device } from './backbone/device.js';
-import { Task } from './edit/kinds.js';
+import type { Device } from './backbone/device.js';
+import type { Task } from './edit/kinds.js';
 import { probeTrainSpec, saveProbe, trainProbe } from './edit/probe.js';
 import { readModelCard } from './data/preprocess.js';
 import { defaultsOf } from './util/config.js';
@@ -21,14 +21,14 @@ import { saeSpec, trainSpec } from './sae/config.js';
 import { train } from './sae/train.js';
 import { Sae } from './sae/model.js';
 import { evaluateSae } from './sae/evaluate.js';
-import { SaeMetrics } from './sae/metrics.js';
-import { CONCEPT_REPORT_FILE, ConceptReport, conceptWorldLabels, evaluateConcepts, writeConceptReport } from './analysis/concepts.js';
+import type { SaeMetrics } from './sae/metrics.js';
+import { CONCEPT_REPORT_FILE, type ConceptReport, conceptWorldLabels, evaluateConcepts, writeConceptReport } from './analysis/concepts.js';
 import { computeVisuals } from './analysis/make-visuals.js';
 import { compareRuns, compareSpec } from './analysis/compare/compare.js';
 import { writeRun } from './analysis/run.js';
 import { EditEngine } from './edit/engine.js';
-import { EditEvalReport, evaluateEdits } from './edit/evaluate.js';
-import { readJson, writeFileAtomic } from './util/fs.js';
+import { type EditEvalReport, evaluateEdits } from './edit/evaluate.js';
+import { writeFileAtomic } from './util/fs.js';
 import { UserError } from './util/errors.js';
 import { FASHION_MNIST_ENV, fashionMnistPath } from './data/fashion-mnist.js';
 
@@ -107,14 +107,21 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   if (models.some((m) => m.data === 'fashion-mnist') && !existsSync(fashion)) {
     throw new UserError(
       `${fashion} is missing: the fashion-mnist-supervised demo model records Fashion-MNIST's test images (t10k-images-idx3-ubyte.gz, with t10k-labels-idx1-ubyte.gz beside it). ` +
-        `Install them (Debian: apt install dataset-fashion-mnist) or point --fashion-mnist or ${FASHION_MNIST_ENV} at the file, or leave that model out with --only ${DEMO_MODELS.filter((m) => m.data === 'world').map((m) => m.stem).join(',')}`,
+        `Install them (Debian: apt install dataset-fashion-mnist) or point --fashion-mnist or ${FASHION_MNIST_ENV} at the file, or leave that model out with --only ${DEMO_MODELS.filter(
+          (m) => m.data === 'world',
+        )
+          .map((m) => m.stem)
+          .join(',')}`,
     );
   }
   const world = path.join(opts.out, 'world');
   const testWorld = path.join(opts.out, 'test-world');
   const seeds = worldSeeds(opts.seed);
   if (models.some((m) => m.data === 'world')) {
-    for (const [dir, n, seed] of [[world, opts.worldSize, seeds.train], [testWorld, opts.testSize, seeds.test]] as const) {
+    for (const [dir, n, seed] of [
+      [world, opts.worldSize, seeds.train],
+      [testWorld, opts.testSize, seeds.test],
+    ] as const) {
       const info = existsSync(path.join(dir, CONCEPTS_FILE)) ? await readConceptWorldInfo(dir) : null;
       if (info?.n === n && info.seed === seed) continue;
       log(`generating ${n} concept-world images (seed ${seed}) in ${dir}`);
@@ -167,7 +174,12 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       log(`${m.stem}: checking latents against the ground-truth concepts of the test world`);
       const testActs = path.join(dir, 'test-acts');
       await record({ model, layers: [saeTensor], data: testWorld, out: testActs, device: opts.device, progress: opts.showProgress, log });
-      concepts = await evaluateConcepts(model_, testActs, await conceptWorldLabels(testWorld, testActs), { selection: { layer }, probeExamples: 1000, showProgress: opts.showProgress, seed: opts.seed });
+      concepts = await evaluateConcepts(model_, testActs, await conceptWorldLabels(testWorld, testActs), {
+        selection: { layer },
+        probeExamples: 1000,
+        showProgress: opts.showProgress,
+        seed: opts.seed,
+      });
       await writeConceptReport(conceptsFile, concepts);
       await fsp.rm(testActs, { recursive: true, force: true });
       log(`${m.stem}: causal edits on the test world, against random baselines`);

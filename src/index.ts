@@ -12,7 +12,20 @@ export { ACTIVATIONS, saeSpec, trainSpec, dSaeOf } from './sae/config.js';
 export type { Activation, SaeConfig, TrainConfig, SaeCheckpointConfig } from './sae/config.js';
 
 // Converting and reading SAEs made elsewhere.
-export { OUTPUT_KINDS, convertSae, detectSaeKind, openSae, readAnySae, readSaeOfKind, readSaevFile, readSaeLensDir, readVitsaeDir, writeSae, writeSaeLensDir, writeVitsaeDir } from './interop/index.js';
+export {
+  OUTPUT_KINDS,
+  convertSae,
+  detectSaeKind,
+  openSae,
+  readAnySae,
+  readSaeOfKind,
+  readSaevFile,
+  readSaeLensDir,
+  readVitsaeDir,
+  writeSae,
+  writeSaeLensDir,
+  writeVitsaeDir,
+} from './interop/index.js';
 export type { LoadedSae, OutputKind, SaeKind } from './interop/index.js';
 
 // Models and recording.

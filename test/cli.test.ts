@@ -9,7 +9,7 @@ import { promises as fsp, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { closest, ConfigSpec, parseArgs, UsageError } from '../src/util/config.js';
+import { closest, type ConfigSpec, parseArgs, UsageError } from '../src/util/config.js';
 import { commands } from '../src/cli/main.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -112,11 +112,18 @@ test('--config FILE sets options in any spelling; flags override it wherever the
     ];
     for (const [obj, message] of cases) {
       const p = await file('b.json', obj);
-      assert.throws(() => parseArgs(spec, ['--config', p]), (e: Error) => e instanceof UsageError && message.test(e.message), JSON.stringify(obj));
+      assert.throws(
+        () => parseArgs(spec, ['--config', p]),
+        (e: Error) => e instanceof UsageError && message.test(e.message),
+        JSON.stringify(obj),
+      );
     }
     assert.throws(() => parseArgs(spec, ['--config', path.join(dir, 'none.json')]), /none\.json: no such file/);
     await fsp.writeFile(path.join(dir, 'bad.json'), '{"lr": 1,}');
-    assert.throws(() => parseArgs(spec, ['--config', path.join(dir, 'bad.json')]), (e: Error) => e instanceof UsageError && /bad\.json: .*JSON/.test(e.message));
+    assert.throws(
+      () => parseArgs(spec, ['--config', path.join(dir, 'bad.json')]),
+      (e: Error) => e instanceof UsageError && /bad\.json: .*JSON/.test(e.message),
+    );
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }

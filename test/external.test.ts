@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { Backbone, createSession, openBackbone } from '../src/backbone/backbone.js';
+import { type Backbone, createSession, openBackbone } from '../src/backbone/backbone.js';
 import { checkDevice, DEVICES } from '../src/backbone/device.js';
 import { frontModel } from '../src/backbone/graph.js';
 import { encodeModel } from '../src/backbone/onnx.js';
@@ -82,7 +82,15 @@ describe('weights as external data', () => {
 
   it('records the same shards from the external-data model as from the inline one', async () => {
     const data = path.join(root, 'images-idx3-ubyte.gz');
-    writeFileSync(data, gzipSync(idxFile([5, 20, 20], new Uint8Array(5 * 400).map((_, i) => (i * 13) % 256))));
+    writeFileSync(
+      data,
+      gzipSync(
+        idxFile(
+          [5, 20, 20],
+          new Uint8Array(5 * 400).map((_, i) => (i * 13) % 256),
+        ),
+      ),
+    );
     const opts = { layers: ['-1', '0'], data, batch: 2, progress: false, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], inputSize: [32, 32] as [number, number], log: () => {} };
     await record({ ...opts, model: inline, out: path.join(root, 'rec-inline') });
     await record({ ...opts, model: ext('one'), out: path.join(root, 'rec-one') });
@@ -95,7 +103,10 @@ describe('weights as external data', () => {
     const dir = path.join(root, 'broken');
     mkdirSync(dir);
     copyFileSync(ext('one'), path.join(dir, 'model.onnx'));
-    await assert.rejects(openBackbone(path.join(dir, 'model.onnx')), /tensor .*external data "model\.onnx\.data": cannot open .*model\.onnx\.data \(ENOENT\); keep the data file beside the \.onnx file/);
+    await assert.rejects(
+      openBackbone(path.join(dir, 'model.onnx')),
+      /tensor .*external data "model\.onnx\.data": cannot open .*model\.onnx\.data \(ENOENT\); keep the data file beside the \.onnx file/,
+    );
     copyFileSync(path.join(root, 'one', 'model.onnx.data'), path.join(dir, 'model.onnx.data'));
     truncateSync(path.join(dir, 'model.onnx.data'), 1000);
     await assert.rejects(openBackbone(path.join(dir, 'model.onnx')), /holds 1000 bytes, the tensor needs bytes \d+\.\.\d+; the data file is truncated/);
@@ -116,7 +127,10 @@ describe('execution providers', () => {
 
   it('refuses a provider missing from this build of onnxruntime-node, saying where it exists', async () => {
     if (os.platform() === 'darwin') return;
-    await assert.rejects(openBackbone(fixtureModel('vit_tv'), 'coreml'), /--device coreml: onnxruntime-node [\d.]+ for \w+\/\w+ has no coreml provider \(it has cpu.*\); the CoreML provider exists in the macOS builds/);
+    await assert.rejects(
+      openBackbone(fixtureModel('vit_tv'), 'coreml'),
+      /--device coreml: onnxruntime-node [\d.]+ for \w+\/\w+ has no coreml provider \(it has cpu.*\); the CoreML provider exists in the macOS builds/,
+    );
   });
 
   it('refuses CUDA without its provider libraries, saying how to install them; runs with them', async () => {

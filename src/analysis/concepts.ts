@@ -318,28 +318,12 @@ function probeScores(X_ND: Float32Array, Y_NC: Uint8Array, N: number, D: number,
   // The probe's logit gets a fitted threshold too (and features a sign as well): every detector is fit alike.
   const probe = Float64Array.from({ length: C }, (_, c) => detectorScores(column(logits_NC, C, c), Y_NC, C, nTrain, [1]).test[c]);
   const heldOut = (best: Detector[]) => Float64Array.from(best, (b) => b.test);
-  const neuron = heldOut(
-    bestDetectors(
-      (function* () {
-        for (let d = 0; d < D; d++) yield { x: column(X_ND, D, d) };
-      })(),
-      Y_NC,
-      C,
-      nTrain,
-      [1, -1],
-    ),
-  );
-  const random = heldOut(
-    bestDetectors(
-      (function* () {
-        for (let r = 0; r < R; r++) yield { x: column(proj_NR, R, r) };
-      })(),
-      Y_NC,
-      C,
-      nTrain,
-      [1, -1],
-    ),
-  );
+  /** The columns of a row-major [N, width] matrix as detectors' inputs. */
+  const columnsOf = function* (src: Float32Array, width: number) {
+    for (let j = 0; j < width; j++) yield { x: column(src, width, j) };
+  };
+  const neuron = heldOut(bestDetectors(columnsOf(X_ND, D), Y_NC, C, nTrain, [1, -1]));
+  const random = heldOut(bestDetectors(columnsOf(proj_NR, R), Y_NC, C, nTrain, [1, -1]));
   return { probe, neuron, random, nTrain };
 }
 

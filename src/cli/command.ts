@@ -1,4 +1,4 @@
-import { CONFIG_FLAG, ConfigSpec, ConfigOf, parseArgs, helpText, ConfigError, UsageError, flagOf } from '../util/config.js';
+import { CONFIG_FLAG, type ConfigSpec, type ConfigOf, parseArgs, helpText, ConfigError, UsageError, flagOf } from '../util/config.js';
 import { UserError } from '../util/errors.js';
 
 /** One `vitsae` subcommand: its options are a config spec, so flags and help come from one declaration. */
@@ -41,7 +41,9 @@ export async function runCommand(cmd: Command, argv: string[]): Promise<void> {
 }
 
 export function commandHelp(cmd: Command): string {
-  const required = Object.entries(cmd.spec).filter(([, f]) => f.required).map(([k]) => `${flagOf(k)} ${flagOf(k).slice(2).toUpperCase().replace(/-/g, '_')}`);
+  const required = Object.entries(cmd.spec)
+    .filter(([, f]) => f.required)
+    .map(([k]) => `${flagOf(k)} ${flagOf(k).slice(2).toUpperCase().replace(/-/g, '_')}`);
   const synopsis = ['vitsae', cmd.name, ...required, '[options]', ...(cmd.positionals ? ['[ARGS]'] : [])].join(' ');
   return [
     `vitsae ${cmd.name}: ${cmd.summary}`,

@@ -2,7 +2,7 @@
  * The `vitsae` command line: one subcommand per step of the pipeline, each generated from its typed config.
  */
 import { readFileSync } from 'node:fs';
-import { CommandEntry, commandHelp, exitCodeOf, isUserError, runCommand } from './command.js';
+import { type CommandEntry, commandHelp, exitCodeOf, isUserError, runCommand } from './command.js';
 import { closest } from '../util/config.js';
 /**
  * Every command, listed by name and summary; its module (and what it imports: onnxruntime, sharp, the trainer...)
@@ -11,23 +11,55 @@ import { closest } from '../util/config.js';
  */
 export const commands: CommandEntry[] = [
   { name: 'demo', summary: 'the whole pipeline on the shipped demo models and a generated concept world, then the browser', load: async () => (await import('./commands/demo.js')).demoCommand },
-  { name: 'data concept-world', summary: 'write the concept world: images of objects with known concepts, masks, per-patch labels and classes', load: async () => (await import('./commands/data-concept-world.js')).dataConceptWorldCommand },
+  {
+    name: 'data concept-world',
+    summary: 'write the concept world: images of objects with known concepts, masks, per-patch labels and classes',
+    load: async () => (await import('./commands/data-concept-world.js')).dataConceptWorldCommand,
+  },
   { name: 'data synthetic', summary: 'write synthetic activation shards with known ground-truth atoms', load: async () => (await import('./commands/data-synthetic.js')).dataSyntheticCommand },
   { name: 'layers', summary: "list a model's residual-stream tensors, one per block", load: async () => (await import('./commands/layers.js')).layersCommand },
   { name: 'record', summary: "record patch activations of a model's layers over an image dataset into shards", load: async () => (await import('./commands/record.js')).recordCommand },
   { name: 'shards info', summary: 'describe and validate a shard directory (saev protocol 2.1)', load: async () => (await import('./commands/shards.js')).shardsInfoCommand },
   { name: 'shards merge', summary: 'join the shard directories of a recording split across workers', load: async () => (await import('./commands/record.js')).shardsMergeCommand },
   { name: 'train', summary: 'train a sparse autoencoder (or a sweep of them) on activation shards', load: async () => (await import('./commands/train.js')).trainCommand },
-  { name: 'eval', summary: 'reconstruction and sparsity metrics of an SAE on activation shards (nmse, explained variance, l0, dead, dense)', load: async () => (await import('./commands/eval.js')).evalCommand },
-  { name: 'eval concepts', summary: 'how well SAE latents match ground-truth patch concepts, against a linear probe and baselines', load: async () => (await import('./commands/eval-concepts.js')).evalConceptsCommand },
-  { name: 'probe train', summary: "train a linear task head (classification or segmentation) on a frozen model's final representation", load: async () => (await import('./commands/probe.js')).probeTrainCommand },
-  { name: 'edit', summary: "edit SAE latents on chosen patches of an image and see the frozen task head's answer before and after", load: async () => (await import('./commands/edit.js')).editCommand },
-  { name: 'eval edits', summary: "do SAE latents causally drive a frozen task head? Suppression edits against random-latent and random-direction baselines", load: async () => (await import('./commands/eval-edits.js')).evalEditsCommand },
+  {
+    name: 'eval',
+    summary: 'reconstruction and sparsity metrics of an SAE on activation shards (nmse, explained variance, l0, dead, dense)',
+    load: async () => (await import('./commands/eval.js')).evalCommand,
+  },
+  {
+    name: 'eval concepts',
+    summary: 'how well SAE latents match ground-truth patch concepts, against a linear probe and baselines',
+    load: async () => (await import('./commands/eval-concepts.js')).evalConceptsCommand,
+  },
+  {
+    name: 'probe train',
+    summary: "train a linear task head (classification or segmentation) on a frozen model's final representation",
+    load: async () => (await import('./commands/probe.js')).probeTrainCommand,
+  },
+  {
+    name: 'edit',
+    summary: "edit SAE latents on chosen patches of an image and see the frozen task head's answer before and after",
+    load: async () => (await import('./commands/edit.js')).editCommand,
+  },
+  {
+    name: 'eval edits',
+    summary: 'do SAE latents causally drive a frozen task head? Suppression edits against random-latent and random-direction baselines',
+    load: async () => (await import('./commands/eval-edits.js')).evalEditsCommand,
+  },
   { name: 'convert', summary: 'convert an SAE between vitsae, saev and SAELens layouts', load: async () => (await import('./commands/convert.js')).convertCommand },
-  { name: 'visuals', summary: "compute every feature's top exemplar images, statistics and highlighted thumbnails for the browser", load: async () => (await import('./commands/visuals.js')).visualsCommand },
+  {
+    name: 'visuals',
+    summary: "compute every feature's top exemplar images, statistics and highlighted thumbnails for the browser",
+    load: async () => (await import('./commands/visuals.js')).visualsCommand,
+  },
   { name: 'serve', summary: 'browse and name features: the web app over one or more runs (vitsae visuals writes them)', load: async () => (await import('./commands/serve.js')).serveCommand },
-  { name: 'site', summary: "write the feature browser of a run as a static site (no server, no editing) to publish its features", load: async () => (await import('./commands/site.js')).siteCommand },
-  { name: 'compare', summary: 'what two SAEs on the same images share and what only one has: matched latents, spectra, abstraction', load: async () => (await import('./commands/compare.js')).compareCommand },
+  { name: 'site', summary: 'write the feature browser of a run as a static site (no server, no editing) to publish its features', load: async () => (await import('./commands/site.js')).siteCommand },
+  {
+    name: 'compare',
+    summary: 'what two SAEs on the same images share and what only one has: matched latents, spectra, abstraction',
+    load: async () => (await import('./commands/compare.js')).compareCommand,
+  },
   { name: 'export', summary: "write a run's latents, feature statistics and exemplars for numpy, scipy and pandas (npz, CSV)", load: async () => (await import('./commands/export.js')).exportCommand },
 ];
 

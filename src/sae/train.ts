@@ -13,13 +13,13 @@ import { UserError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { snakeKeys } from '../util/json-keys.js';
 import { progress } from '../util/progress.js';
-import { ShardDataset, ShuffledTokenLoader, TokenSelection, meanAndScale } from '../shards/index.js';
+import { ShardDataset, ShuffledTokenLoader, type TokenSelection, meanAndScale } from '../shards/index.js';
 import { traitsOf } from './activations.js';
-import { LoadedSae } from './checkpoint.js';
-import { SaeConfig, TrainConfig, resolveRunLength } from './config.js';
+import type { LoadedSae } from './checkpoint.js';
+import { type SaeConfig, type TrainConfig, resolveRunLength } from './config.js';
 import { Sae } from './model.js';
-import { SaeMetrics, summarize } from './metrics.js';
-import { Hyper, StepStats, native } from './native.js';
+import { type SaeMetrics, summarize } from './metrics.js';
+import { type Hyper, type StepStats, native } from './native.js';
 
 export interface SweepMember {
   /** Subdirectory of the output for this SAE ('' when training one SAE into the output directory itself). */
@@ -87,7 +87,8 @@ function checkShared(members: SweepMember[]): void {
   const first = members[0].train;
   for (const m of members) {
     for (const key of ['batch', 'tokens', 'seed', 'scaleTokens'] as const) {
-      if (m.train[key] !== first[key]) throw new UserError(`sweep member ${m.name} has ${key} = ${m.train[key]} but ${members[0].name} has ${first[key]}: SAEs in one sweep share their batches, so ${key} must be the same`);
+      if (m.train[key] !== first[key])
+        throw new UserError(`sweep member ${m.name} has ${key} = ${m.train[key]} but ${members[0].name} has ${first[key]}: SAEs in one sweep share their batches, so ${key} must be the same`);
     }
   }
 }
@@ -137,7 +138,10 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
     );
   }
   for (const m of members) {
-    const taken = await fsp.access(path.join(dirOf(m), 'config.json')).then(() => true, () => false);
+    const taken = await fsp.access(path.join(dirOf(m), 'config.json')).then(
+      () => true,
+      () => false,
+    );
     if (taken) throw new UserError(`${dirOf(m)} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
   }
   const first = members[0].train;
@@ -227,7 +231,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
         for (const m of members) {
           if (!m.interval.steps) continue;
           const raw = m.model.core.takeMetrics();
-          const metrics = summarize(raw, { inputScale: m.model.config.input_scale, denseThreshold: m.train.denseThreshold, sinceFired: m.model.core.getTensor('since_fired'), deadWindow: Math.min(m.train.deadWindow, (step + 1) * t0.batch) });
+          const metrics = summarize(raw, {
+            inputScale: m.model.config.input_scale,
+            denseThreshold: m.train.denseThreshold,
+            sinceFired: m.model.core.getTensor('since_fired'),
+            deadWindow: Math.min(m.train.deadWindow, (step + 1) * t0.batch),
+          });
           const k = m.interval.steps;
           const row: LogRow = {
             step: step + 1,

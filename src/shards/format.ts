@@ -97,10 +97,7 @@ const isInt = (v: unknown, min: number): boolean => typeof v === 'number' && Num
 const FIELD_CHECKS: Record<keyof ShardMetadata, [(v: unknown) => boolean, string]> = {
   family: [(v) => typeof v === 'string' && v !== '', 'must be a non-empty string (the model family, e.g. "dinov2")'],
   ckpt: [(v) => typeof v === 'string', 'must be a string (the model checkpoint)'],
-  layers: [
-    (v) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isSafeInteger(x)) && new Set(v).size === v.length,
-    'must be a non-empty list of distinct integers (the recorded layers)',
-  ],
+  layers: [(v) => Array.isArray(v) && v.length > 0 && v.every((x) => Number.isSafeInteger(x)) && new Set(v).size === v.length, 'must be a non-empty list of distinct integers (the recorded layers)'],
   content_tokens_per_example: [(v) => isInt(v, 1), 'must be a positive integer (patch tokens per example)'],
   cls_token: [(v) => typeof v === 'boolean', 'must be true or false'],
   d_model: [(v) => isInt(v, 1), 'must be a positive integer'],
@@ -143,9 +140,7 @@ export async function readMetadata(dir: string): Promise<ShardMetadata> {
   const unfinished = (await fileSize(path.join(dir, PROGRESS_FILE))) !== null;
   const obj = await readJson(
     file,
-    unfinished
-      ? `${dir} holds an unfinished recording (${PROGRESS_FILE} exists); resume it or re-record`
-      : `${dir} is not a complete shard directory (metadata.json is written last); re-record it`,
+    unfinished ? `${dir} holds an unfinished recording (${PROGRESS_FILE} exists); resume it or re-record` : `${dir} is not a complete shard directory (metadata.json is written last); re-record it`,
   );
   const fix = 'fix the file or re-record the shards';
   checkMetadata(obj, Object.keys(FIELD_CHECKS) as (keyof ShardMetadata)[], file, fix);
@@ -402,7 +397,8 @@ export class ShardDataset {
   async readLabels(): Promise<Uint8Array | null> {
     if (this.labelsBytes === null) return null;
     const buf = await fs.readFile(path.join(this.dir, LABELS_FILE));
-    if (buf.byteLength !== this.labelsBytes) throw new UserError(`${path.join(this.dir, LABELS_FILE)} changed size while open (${buf.byteLength} bytes, expected ${this.labelsBytes}); re-open the shards`);
+    if (buf.byteLength !== this.labelsBytes)
+      throw new UserError(`${path.join(this.dir, LABELS_FILE)} changed size while open (${buf.byteLength} bytes, expected ${this.labelsBytes}); re-open the shards`);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
@@ -446,9 +442,7 @@ export class ShardDataset {
         await readFully(h, bytesOf(span), filePos(0), name);
         for (let i = 0; i < n; i++) dest.set(span.subarray(i * E, i * E + blockFloats), destAt + i * blockFloats);
       } else {
-        await Promise.all(
-          Array.from({ length: n }, (_, i) => readFully(h, bytesOf(dest.subarray(destAt + i * blockFloats, destAt + (i + 1) * blockFloats)), filePos(i), name)),
-        );
+        await Promise.all(Array.from({ length: n }, (_, i) => readFully(h, bytesOf(dest.subarray(destAt + i * blockFloats, destAt + (i + 1) * blockFloats)), filePos(i), name)));
       }
       ex += n;
     }
@@ -502,7 +496,10 @@ export class ShardDataset {
  * overflow it: 2^32 of them at most 3.4e38 stay far below 1.8e308). Four sums let the additions overlap.
  */
 function allFinite(values: Float32Array): boolean {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   const n4 = values.length - (values.length % 4);
   for (let i = 0; i < n4; i += 4) {
     s0 += values[i];
@@ -534,8 +531,7 @@ export async function readProgress(dir: string): Promise<{ metadata: NewShardMet
   if ((await fileSize(file)) === null) return null;
   const fix = 'the recording cannot be resumed; delete the directory and re-record';
   const p = (await readJson(file, fix)) as Partial<Progress> | null;
-  if (typeof p !== 'object' || p === null || p.format !== PROGRESS_FORMAT || p.version !== PROGRESS_VERSION)
-    throw new UserError(`${file}: not a ${PROGRESS_FORMAT} v${PROGRESS_VERSION} file; ${fix}`);
+  if (typeof p !== 'object' || p === null || p.format !== PROGRESS_FORMAT || p.version !== PROGRESS_VERSION) throw new UserError(`${file}: not a ${PROGRESS_FORMAT} v${PROGRESS_VERSION} file; ${fix}`);
   checkMetadata(p.metadata, WRITER_FIELDS, `${file} (metadata)`, fix);
   const md = p.metadata as NewShardMetadata;
   const shards = checkShardEntries(p.shards, md, `${file} (shards)`, null);
@@ -696,8 +692,7 @@ export class ShardWriter {
     return this.exclusive(async () => {
       const n = this.nExamples;
       if (n === 0) throw new UserError(`close: no examples were appended to ${this.dir}; a shard directory needs at least one`);
-      if (this.labelsEnd !== 0 && this.labelsEnd !== n)
-        throw new UserError(`close: labels cover ${this.labelsEnd} examples but ${n} examples were appended; label every example or none`);
+      if (this.labelsEnd !== 0 && this.labelsEnd !== n) throw new UserError(`close: labels cover ${this.labelsEnd} examples but ${n} examples were appended; label every example or none`);
       if (this.current) await this.finishShard();
       if (this.labels) {
         await this.labels.sync();

@@ -2,7 +2,7 @@
  * The `vitsae` command line: one subcommand per step of the pipeline, each generated from its typed config.
  */
 import { readFileSync } from 'node:fs';
-import { type CommandEntry, commandHelp, exitCodeOf, isUserError, runCommand } from './command.js';
+import { type CommandEntry, exitCodeOf, isUserError, runCommand } from './command.js';
 import { closest } from '../util/config.js';
 /**
  * Every command, listed by name and summary; its module (and what it imports: onnxruntime, sharp, the trainer...)
@@ -135,4 +135,3 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-export { commandHelp };

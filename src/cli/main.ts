@@ -134,4 +134,3 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
 }
-

@@ -4,8 +4,9 @@
  * (TopK, k 32) and a linear head. A trained demo model is used when models/ holds one; otherwise the same
  * architecture with random weights (latency does not depend on the weights).
  *
- * "Edit" is what a slider move costs: the cached image's latents are edited and the tail, the head and the probe
- * rerun. "Prepare" is a new image: decode, the model's head, the SAE and the unedited tail. Target: edit < 100 ms.
+ * "Edit" is what a slider move costs: the cached image's latents are edited and the model's back (the layer -> the
+ * head's features) and the head rerun. "Prepare" is a new image: decode, the model's front, the SAE and the
+ * unedited back. Target: edit < 100 ms.
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -17,7 +18,7 @@ import { openBackbone, probeShapes, selectLayers } from '../src/backbone/backbon
 import { defaultsOf } from '../src/util/config.js';
 import { encodePngs, generateImage } from '../src/data/concept-world.js';
 import { EditEngine } from '../src/edit/engine.js';
-import { type Probe, probeTrainSpec } from '../src/edit/probe.js';
+import { type Head, headTrainSpec } from '../src/edit/head.js';
 import { saeSpec } from '../src/sae/config.js';
 import { Sae } from '../src/sae/model.js';
 import { Rng } from '../src/util/random.js';
@@ -49,13 +50,13 @@ torch.manual_seed(0); t.export(t.Classifier(12).eval(), ${JSON.stringify(path.jo
 }
 
 /** A random linear head on `features` (classes of the concept world, or its 7 mask classes per patch). */
-function randomProbe(features: string, D: number, task: 'classify' | 'segment'): Probe {
+function randomHead(features: string, D: number, task: 'classify' | 'segment'): Head {
   const K = task === 'classify' ? 12 : 7;
   const rng = new Rng(1);
   const metrics = { train_images: 0, test_images: 0, accuracy: 0, per_class: [] };
   return {
     info: {
-      format: 'vitsae-probe',
+      format: 'vitsae-head',
       version: 1,
       task,
       model: '',
@@ -64,7 +65,7 @@ function randomProbe(features: string, D: number, task: 'classify' | 'segment'):
       d_model: D,
       classes: Array.from({ length: K }, (_, k) => String(k)),
       metrics,
-      train: { ...defaultsOf(probeTrainSpec), dataset: 'none' },
+      train: { ...defaultsOf(headTrainSpec), dataset: 'none' },
     },
     W_DK: Float32Array.from({ length: D * K }, () => rng.normal() / Math.sqrt(D)),
     b_K: new Float32Array(K),
@@ -87,7 +88,7 @@ export async function benchEdit(): Promise<string[]> {
     for (const task of ['classify', 'segment'] as const) {
       const [l] = selectLayers(bb, [layer]);
       const sae = Sae.create(D, { ...defaultsOf(saeSpec), activation: 'topk', k: 32, expansion: 16 }, { mean: new Float32Array(D), inputScale: 1, seed: 0 });
-      const engine = await EditEngine.open({ model: file, sae, probe: randomProbe(features.name, D, task), layer: l.name });
+      const engine = await EditEngine.open({ model: file, sae, head: randomHead(features.name, D, task), layer: l.name });
       try {
         const prepare: number[] = [];
         for (let i = 0; i < 10; i++) {

@@ -14,7 +14,7 @@ import { record } from './backbone/record.js';
 import { openBackbone, selectLayers } from './backbone/backbone.js';
 import type { Device } from './backbone/device.js';
 import type { Task } from './edit/kinds.js';
-import { probeTrainSpec, saveProbe, trainProbe } from './edit/probe.js';
+import { headTrainSpec, saveHead, trainHead } from './edit/head.js';
 import { readModelCard } from './data/preprocess.js';
 import { defaultsOf } from './util/config.js';
 import { saeSpec, trainSpec } from './sae/config.js';
@@ -157,15 +157,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     await writeFileAtomic(path.join(dir, 'eval.json'), JSON.stringify(metrics, null, 2) + '\n');
     log(`${m.stem}: exemplars for every feature`);
     await computeVisuals({ sae: saeDir, shards: acts, out: visuals, model, showProgress: opts.showProgress });
-    const probeDir = (task: Task) => path.join(dir, `probe-${task}`);
-    const probes: string[] = [];
+    const headDir = (task: Task) => path.join(dir, `head-${task}`);
+    const heads: string[] = [];
     for (const task of (m.data === 'world' ? ['classify', 'segment'] : ['classify']) as Task[]) {
       log(`${m.stem}: a ${task} head on the last block, for the edit demos`);
-      const out = probeDir(task);
+      const out = headDir(task);
       // IDX labels are bare numbers; the model card names the classes its own head was trained on (the same ones).
       const classes = task === 'classify' && m.data !== 'world' ? cardClassNames(model) : undefined;
-      await saveProbe(out, await trainProbe({ task, model, shards: acts, features: lastTensor, classes, train: { ...defaultsOf(probeTrainSpec), seed: opts.seed }, progress: opts.showProgress }));
-      probes.push(out);
+      await saveHead(out, await trainHead({ task, model, shards: acts, features: lastTensor, classes, train: { ...defaultsOf(headTrainSpec), seed: opts.seed }, progress: opts.showProgress }));
+      heads.push(out);
     }
     let concepts: ConceptReport | null = null;
     let edits: DemoRun['edits'] = null;
@@ -183,18 +183,18 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       await writeConceptReport(conceptsFile, concepts);
       await fsp.rm(testActs, { recursive: true, force: true });
       log(`${m.stem}: causal edits on the test world, against random baselines`);
-      const test = async (probe: string, data: string, concepts?: string) => {
-        const engine = await EditEngine.open({ model, sae: saeDir, probe, device: opts.device });
+      const test = async (head: string, data: string, concepts?: string) => {
+        const engine = await EditEngine.open({ model, sae: saeDir, head, device: opts.device });
         try {
           return await evaluateEdits(engine, { data, concepts, images: opts.testSize, seed: opts.seed, progress: opts.showProgress });
         } finally {
           await engine.close();
         }
       };
-      edits = { segment: await test(probeDir('segment'), testWorld), classify: await test(probeDir('classify'), path.join(testWorld, 'labels.csv'), testWorld) };
+      edits = { segment: await test(headDir('segment'), testWorld), classify: await test(headDir('classify'), path.join(testWorld, 'labels.csv'), testWorld) };
       await writeFileAtomic(path.join(dir, 'edits.json'), JSON.stringify(edits, null, 2) + '\n');
     }
-    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, probes, ...(concepts ? { concepts: conceptsFile } : {}) });
+    await writeRun(dir, { model, shards: acts, sae: saeDir, visuals, heads, ...(concepts ? { concepts: conceptsFile } : {}) });
     runs.push({ model: m.stem, dir, metrics, concepts, edits });
   }
   const pair = COMPARED.map((stem) => runs.find((r) => r.model === stem));

@@ -71,8 +71,8 @@ export { compareRuns, compareSpec } from './analysis/compare/compare.js';
 export type { CompareOptions } from './analysis/compare/compare.js';
 
 // Task heads, the edit engine and edit evaluation.
-export { loadProbe, probeTrainSpec, saveProbe, trainProbe } from './edit/probe.js';
-export type { Probe, ProbeTrainConfig, ProbeTrainOptions } from './edit/probe.js';
+export { loadHead, headTrainSpec, saveHead, trainHead } from './edit/head.js';
+export type { Head, HeadTrainConfig, HeadTrainOptions } from './edit/head.js';
 export { EditEngine } from './edit/engine.js';
 export type { Edit, EditResult, EngineOptions, Predictions, Prepared } from './edit/engine.js';
 export { EDIT_MODES, TASKS } from './edit/kinds.js';

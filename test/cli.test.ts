@@ -129,6 +129,32 @@ test('--config FILE sets options in any spelling; flags override it wherever the
   }
 });
 
+test('old names of a renamed command and option still work, with a note on stderr, and no command list shows them', async () => {
+  const command = await vitsae('probe', 'train', '--help');
+  assert.equal(command.code, 0, command.stderr);
+  assert.match(command.stdout, /^vitsae head train: /);
+  assert.equal(command.stderr, 'vitsae: "vitsae probe train" is now "vitsae head train"\n');
+  assert.doesNotMatch((await vitsae('--help')).stdout, /probe train/);
+  for (const name of ['edit', 'eval edits']) {
+    const option = await vitsae(...name.split(' '), '--probe', 'dir', '--help');
+    assert.equal(option.code, 0, option.stderr);
+    assert.equal(option.stderr, `vitsae ${name}: --probe is now --head\n`);
+    assert.match(option.stdout, /^ {2}--head S +the task head: .*\(required; formerly --probe\)$/m);
+  }
+  const renamed = { head: { kind: 'string', required: true, aliases: ['probe'], default: '', doc: 'the head' } } as const satisfies ConfigSpec;
+  const flag = parseArgs(renamed, ['--probe', 'a']);
+  assert.deepEqual([flag.config, flag.notes], [{ head: 'a' }, ['--probe is now --head']]);
+  const dir = await tmpdir();
+  try {
+    const cfg = path.join(dir, 'old.json');
+    await fsp.writeFile(cfg, JSON.stringify({ probe: 'b' }));
+    const file = parseArgs(renamed, ['--config', cfg]);
+    assert.deepEqual([file.config, file.notes], [{ head: 'b' }, ['probe is now --head']]);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('a training sweep from a config file, with a flag overriding it', async () => {
   const dir = await tmpdir();
   try {

@@ -12,7 +12,7 @@ import { runDemo } from '../src/demo.js';
 import { readRun, writeRun } from '../src/analysis/run.js';
 import { readConceptReport } from '../src/analysis/concepts.js';
 import { openSae } from '../src/interop/index.js';
-import { loadProbe } from '../src/edit/probe.js';
+import { loadHead } from '../src/edit/head.js';
 import { evalConceptsCommand } from '../src/cli/commands/eval-concepts.js';
 import { runForJson } from './fixtures/helpers.js';
 
@@ -40,10 +40,10 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     assert.ok(existsSync(path.join(run.dir, 'eval.json')));
     // Task heads for the edit demos, on the last block (recorded in the same pass), with the world's class names.
     assert.deepEqual(
-      r.probes,
-      ['classify', 'segment'].map((t) => path.join(run.dir, `probe-${t}`)),
+      r.heads,
+      ['classify', 'segment'].map((t) => path.join(run.dir, `head-${t}`)),
     );
-    const [classify, segment] = await Promise.all(r.probes!.map(loadProbe));
+    const [classify, segment] = await Promise.all(r.heads!.map(loadHead));
     assert.deepEqual([classify.info.task, classify.info.classes.length, classify.info.classes[0]], ['classify', 12, 'red-solid']);
     assert.deepEqual([segment.info.task, segment.info.classes], ['segment', ['background', 'circle', 'square', 'triangle', 'cross', 'star', 'heart']]);
     assert.equal(classify.info.features, '/vit/blocks.3/Add_1_output_0');

@@ -44,21 +44,21 @@ after(async () => {
   if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
 });
 
-async function answer(probe: number, edits: EditSpec[], patches?: 'all'): Promise<EditAnswer> {
-  const res = await app.inject({ method: 'POST', url: '/api/runs/world/edit', headers: { host: '127.0.0.1' }, payload: { probe, image: IMAGE, edits, patches } });
+async function answer(head: number, edits: EditSpec[], patches?: 'all'): Promise<EditAnswer> {
+  const res = await app.inject({ method: 'POST', url: '/api/runs/world/edit', headers: { host: '127.0.0.1' }, payload: { head, image: IMAGE, edits, patches } });
   assert.equal(res.statusCode, 200, res.body);
   return res.json<EditAnswer>();
 }
 
 /**
- * Of the latents firing on the test image, the one whose edit to `value` x its maximum everywhere changes `probe`'s
+ * Of the latents firing on the test image, the one whose edit to `value` x its maximum everywhere changes `head`'s
  * answer most (by `change`), so that the slider's effect must show.
  */
-async function mostEffective(probe: number, value: number, change: (a: EditAnswer) => number): Promise<number> {
-  const unedited = await answer(probe, [], 'all');
+async function mostEffective(head: number, value: number, change: (a: EditAnswer) => number): Promise<number> {
+  const unedited = await answer(head, [], 'all');
   let best = { latent: -1, change: 0 };
   for (const latent of new Set(Object.values(unedited.patches).flatMap((row) => row.map(([j]) => j)))) {
-    const c = change(await answer(probe, [{ latent, patches: 'all', value, mode: 'add', relative: true }]));
+    const c = change(await answer(head, [{ latent, patches: 'all', value, mode: 'add', relative: true }]));
     if (c > best.change) best = { latent, change: c };
   }
   assert.ok(best.latent >= 0, 'some latent changes the answer');

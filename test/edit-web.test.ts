@@ -13,9 +13,9 @@ import * as path from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import { readRun, RUN_FILE, writeRun } from '../src/analysis/run.js';
-import { probeTrainCommand } from '../src/cli/commands/probe.js';
+import { headTrainCommand } from '../src/cli/commands/head.js';
 import { createServer, openRuns } from '../src/server/app.js';
-import type { EditAnswer, EditRequest, ProbeList, Upload } from '../src/server/edit-api.js';
+import type { EditAnswer, EditRequest, HeadList, Upload } from '../src/server/edit-api.js';
 import { runForJson } from './fixtures/helpers.js';
 import { makeEditRun, type EditRun } from './fixtures/web/edit-run.js';
 
@@ -28,7 +28,7 @@ const host = { host: '127.0.0.1' };
 before(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-edit-web-'));
   run = await makeEditRun(path.join(tmp, 'world'));
-  // The same run without probes: no demos.
+  // The same run without heads: no demos.
   await writeRun(path.join(tmp, 'plain'), { model: path.join(tmp, 'x.onnx'), shards: run.shards, sae: run.sae, visuals: run.visuals });
   app = await createServer({ runs: await openRuns([run.dir, path.join(tmp, 'plain')]), loopbackOnly: true, editLimits: { uploadBytes: UPLOAD_BYTES } });
   await app.ready();
@@ -52,25 +52,25 @@ async function answer(body: EditRequest): Promise<EditAnswer> {
 /** Probabilities by class name of a classification answer's before or after list. */
 const probs = (list: { name: string; prob: number }[]) => new Map(list.map((c) => [c.name, c.prob]));
 
-test('a run lists its probes; a run without probes none', async () => {
-  const { probes } = (await app.inject({ url: '/api/runs/world/probes', headers: host })).json<ProbeList>();
+test('a run lists its heads; a run without heads none', async () => {
+  const { heads } = (await app.inject({ url: '/api/runs/world/heads', headers: host })).json<HeadList>();
   assert.deepEqual(
-    probes.map((p) => [p.id, p.name, p.task]),
+    heads.map((p) => [p.id, p.name, p.task]),
     [
-      [0, 'probe-classify', 'classify'],
-      [1, 'probe-segment', 'segment'],
+      [0, 'head-classify', 'classify'],
+      [1, 'head-segment', 'segment'],
     ],
   );
-  assert.equal(probes[0].classes.length, 12);
-  assert.ok(probes[1].miou! > 0 && probes[1].miou! <= 1);
-  assert.deepEqual((await app.inject({ url: '/api/runs/plain/probes', headers: host })).json<ProbeList>(), { probes: [] });
-  const none = await app.inject({ method: 'POST', url: '/api/runs/plain/edit', headers: host, payload: { probe: 0, image: 0, edits: [] } });
+  assert.equal(heads[0].classes.length, 12);
+  assert.ok(heads[1].miou! > 0 && heads[1].miou! <= 1);
+  assert.deepEqual((await app.inject({ url: '/api/runs/plain/heads', headers: host })).json<HeadList>(), { heads: [] });
+  const none = await app.inject({ method: 'POST', url: '/api/runs/plain/edit', headers: host, payload: { head: 0, image: 0, edits: [] } });
   assert.equal(none.statusCode, 404);
-  assert.match(none.json<{ message: string }>().message, /no probes/);
+  assert.match(none.json<{ message: string }>().message, /no heads/);
 });
 
 test('an empty edit answers the unedited prediction; the requested patches list their latents', async () => {
-  const cls = await answer({ probe: 0, image: 3, edits: [], patches: [0, 5] });
+  const cls = await answer({ head: 0, image: 3, edits: [], patches: [0, 5] });
   assert.equal(cls.task, 'classify');
   assert.deepEqual(cls.grid, [4, 4]);
   if (cls.task !== 'classify') return;
@@ -87,7 +87,7 @@ test('an empty edit answers the unedited prediction; the requested patches list 
     );
     for (const [j] of row) assert.ok(cls.latents[j].max > 0 && cls.latents[j].latent === j);
   }
-  const seg = await answer({ probe: 1, image: 3, edits: [] });
+  const seg = await answer({ head: 1, image: 3, edits: [] });
   if (seg.task !== 'segment') return assert.fail('a segmentation answer');
   assert.equal(seg.before.length, 16);
   assert.deepEqual(seg.after, seg.before);
@@ -96,7 +96,7 @@ test('an empty edit answers the unedited prediction; the requested patches list 
 });
 
 test('a strong edit changes the prediction', async () => {
-  const all = await answer({ probe: 0, image: 3, edits: [], patches: 'all' });
+  const all = await answer({ head: 0, image: 3, edits: [], patches: 'all' });
   // The image's strongest latents pushed to the slider's end, -20x their maxima, everywhere: on this mostly
   // background image they are background features, and boosting them would only confirm "background".
   const strongest = [
@@ -108,11 +108,11 @@ test('a strong edit changes the prediction', async () => {
     ),
   ].slice(0, 3);
   const edits = strongest.map((latent) => ({ latent, patches: 'all' as const, value: -20, mode: 'add' as const, relative: true }));
-  const cls = await answer({ probe: 0, image: 3, edits });
+  const cls = await answer({ head: 0, image: 3, edits });
   if (cls.task !== 'classify') return assert.fail('a classification answer');
   const moved = Math.max(...cls.before.map((c) => Math.abs(c.prob - (probs(cls.after).get(c.name) ?? 0))));
   assert.ok(moved > 0.01, `the top classes moved by ${moved}`);
-  const seg = await answer({ probe: 1, image: 3, edits });
+  const seg = await answer({ head: 1, image: 3, edits });
   if (seg.task !== 'segment') return assert.fail('a segmentation answer');
   assert.ok(seg.changed.length > 0, `some patch changed class: ${JSON.stringify(seg.before)} -> ${JSON.stringify(seg.after)}`);
   assert.deepEqual(
@@ -120,15 +120,15 @@ test('a strong edit changes the prediction', async () => {
     seg.before.flatMap((l, p) => (l !== seg.after[p] ? [p] : [])),
   );
   // Editing only patch 0 can change nothing but what attends to it; the answer names the edited latents.
-  const one = await answer({ probe: 1, image: 3, edits: [{ latent: strongest[0], patches: [0], value: -20, mode: 'set', relative: true }] });
+  const one = await answer({ head: 1, image: 3, edits: [{ latent: strongest[0], patches: [0], value: -20, mode: 'set', relative: true }] });
   assert.ok(one.latents[strongest[0]].max > 0);
 });
 
 test('bad requests get a 4xx with a message, never a 500', async () => {
-  const ok = { probe: 0, image: 0, edits: [] };
+  const ok = { head: 0, image: 0, edits: [] };
   const e = (over: object) => ({ latent: 0, patches: 'all', value: 1, mode: 'set', ...over });
   const cases: [unknown, number, RegExp][] = [
-    [{ ...ok, probe: 7 }, 404, /probe 7 does not exist/],
+    [{ ...ok, head: 7 }, 404, /head 7 does not exist/],
     [{ ...ok, image: 100_000 }, 404, /image 100000 does not exist/],
     [{ ...ok, image: -1 }, 400, /image/],
     [{ ...ok, edits: [e({ latent: 64 })] }, 400, /latent 64 does not exist/],
@@ -137,7 +137,7 @@ test('bad requests get a 4xx with a message, never a 500', async () => {
     [{ ...ok, edits: [e({ mode: 'multiply' })] }, 400, /mode/],
     [{ ...ok, edits: [e({ value: 1e9 })] }, 400, /value/],
     // Numbers are JSON numbers: a string is not coerced (" " would read as 0).
-    [{ ...ok, probe: ' ' }, 400, /body\.probe must be a JSON number, got the string " "/],
+    [{ ...ok, head: ' ' }, 400, /body\.head must be a JSON number, got the string " "/],
     [{ ...ok, image: '0' }, 400, /body\.image must be a JSON number/],
     [{ ...ok, edits: [e({ latent: '3' })] }, 400, /body\.edits\[0\]\.latent must be a JSON number/],
     [{ ...ok, edits: [e({ patches: ['1'] })] }, 400, /body\.edits\[0\]\.patches\[0\] must be a JSON number/],
@@ -146,7 +146,7 @@ test('bad requests get a 4xx with a message, never a 500', async () => {
     [{ ...ok, patches: [99] }, 400, /patch 99 does not exist/],
     [{ ...ok, image: { upload: 'f'.repeat(64) } }, 404, /upload the image again/],
     [{ ...ok, image: { upload: '../../etc/passwd' } }, 400, /upload/],
-    [{ probe: 0, edits: [] }, 400, /image/],
+    [{ head: 0, edits: [] }, 400, /image/],
   ];
   for (const [body, code, message] of cases) {
     const res = await edit(body);
@@ -154,11 +154,33 @@ test('bad requests get a 4xx with a message, never a 500', async () => {
     assert.match(res.json<{ message: string }>().message, message, JSON.stringify(body));
   }
   // Values that JSON turns into Infinity, and bodies that are not JSON.
-  for (const payload of ['{"probe":0,"image":0,"edits":[{"latent":0,"patches":"all","value":1e999,"mode":"set"}]}', '{"probe":0,', 'null']) {
+  for (const payload of ['{"head":0,"image":0,"edits":[{"latent":0,"patches":"all","value":1e999,"mode":"set"}]}', '{"head":0,', 'null']) {
     const res = await app.inject({ method: 'POST', url: '/api/runs/world/edit', headers: { ...host, 'content-type': 'application/json' }, payload });
     assert.equal(res.statusCode, 400, `${payload}: ${res.body}`);
   }
   assert.equal((await app.inject({ method: 'POST', url: '/api/runs/nope/edit', headers: host, payload: ok })).statusCode, 404);
+});
+
+test('clients from before the rename: /probes lists the heads, and an edit may name its head `probe`', async () => {
+  const { heads } = (await app.inject({ url: '/api/runs/world/heads', headers: host })).json<HeadList>();
+  assert.deepEqual((await app.inject({ url: '/api/runs/world/probes', headers: host })).json(), { probes: heads });
+  const edits = [{ latent: 0, patches: [1, 2], value: 5, mode: 'add' as const, relative: true }];
+  for (const id of [0, 1]) {
+    const old = await edit({ probe: id, image: 3, edits, patches: [1] });
+    assert.equal(old.statusCode, 200, old.body);
+    assert.deepEqual(old.json(), await answer({ head: id, image: 3, edits, patches: [1] }), `probe ${id} answers as head ${id}`);
+  }
+  const cases: [unknown, number, RegExp][] = [
+    [{ probe: 7, image: 0, edits: [] }, 404, /head 7 does not exist/],
+    [{ probe: ' ', image: 0, edits: [] }, 400, /body\.probe must be a JSON number/],
+    [{ head: 0, probe: 0, image: 0, edits: [] }, 400, /both head and probe/],
+    [{ image: 0, edits: [] }, 400, /required property 'head'/],
+  ];
+  for (const [body, code, message] of cases) {
+    const res = await edit(body);
+    assert.equal(res.statusCode, code, `${JSON.stringify(body)}: ${res.body}`);
+    assert.match(res.json<{ message: string }>().message, message, JSON.stringify(body));
+  }
 });
 
 test('an upload answers as the same image from the run does, and has a view', async () => {
@@ -169,8 +191,8 @@ test('an upload answers as the same image from the run does, and has a view', as
   assert.deepEqual([up.width, up.height], [64, 64]);
   assert.match(up.upload, /^[0-9a-f]{64}$/);
   const edits = [{ latent: 0, patches: [1, 2], value: 5, mode: 'add' as const, relative: true }];
-  const fromRun = await answer({ probe: 0, image: 3, edits, patches: [1] });
-  const fromUpload = await answer({ probe: 0, image: { upload: up.upload }, edits, patches: [1] });
+  const fromRun = await answer({ head: 0, image: 3, edits, patches: [1] });
+  const fromUpload = await answer({ head: 0, image: { upload: up.upload }, edits, patches: [1] });
   assert.deepEqual(fromUpload, fromRun);
   const view = await app.inject({ url: `/api/runs/world/uploads/${up.upload}/view.png`, headers: host });
   assert.equal(view.statusCode, 200);
@@ -226,21 +248,25 @@ test('uploads: a decompression bomb is refused from its header, oversize and cor
   }
 });
 
-test('run.json lists probes relative to the run when inside it; probe train --run adds one', async () => {
+test('run.json lists heads relative to the run when inside it; head train --run adds one, also to an old run.json', async () => {
   const dir = path.join(tmp, 'registered');
   const { model } = await readRun(run.dir);
-  await writeRun(dir, { model, shards: run.shards, sae: run.sae, visuals: run.visuals, probes: [run.probes[0]] });
-  await runForJson(probeTrainCommand, ['--run', dir, '--task', 'segment', '--data', path.join(run.dir, 'world'), '--out', path.join(dir, 'seg'), '--epochs', '1', '--no-progress', '--json']);
-  const raw = JSON.parse(await fsp.readFile(path.join(dir, RUN_FILE), 'utf8')) as { probes: string[] };
-  assert.deepEqual(raw.probes, [run.probes[0], 'seg']);
-  assert.deepEqual((await readRun(dir)).probes, [run.probes[0], path.join(dir, 'seg')]);
+  await writeRun(dir, { model, shards: run.shards, sae: run.sae, visuals: run.visuals });
+  // A run.json from before the task head's rename, which listed the heads as "probes".
+  const file = path.join(dir, RUN_FILE);
+  await fsp.writeFile(file, JSON.stringify({ ...JSON.parse(await fsp.readFile(file, 'utf8')), probes: [run.heads[0]] }));
+  assert.deepEqual((await readRun(dir)).heads, [run.heads[0]]);
+  await runForJson(headTrainCommand, ['--run', dir, '--task', 'segment', '--data', path.join(run.dir, 'world'), '--out', path.join(dir, 'seg'), '--epochs', '1', '--no-progress', '--json']);
+  const raw = JSON.parse(await fsp.readFile(file, 'utf8')) as { heads: string[]; probes?: string[] };
+  assert.deepEqual([raw.heads, raw.probes], [[run.heads[0], 'seg'], undefined], 'written back as "heads"');
+  assert.deepEqual((await readRun(dir)).heads, [run.heads[0], path.join(dir, 'seg')]);
 });
 
 test('a burst of 50 edits gets answers and 503s from the bounded queue, nothing else', async () => {
   // A fresh server: its first edit opens the engine, so the burst meets a busy queue.
   const server = await createServer({ runs: await openRuns([run.dir]), editLimits: { editConcurrency: 1, editQueue: 4 } });
   try {
-    const body = { probe: 1, image: 7, edits: [{ latent: 1, patches: 'all', value: -3, mode: 'set', relative: true }] };
+    const body = { head: 1, image: 7, edits: [{ latent: 1, patches: 'all', value: -3, mode: 'set', relative: true }] };
     const replies = await Promise.all(Array.from({ length: 50 }, () => edit(body, server)));
     const codes = replies.map((r) => r.statusCode);
     assert.deepEqual([...new Set(codes)].sort(), [200, 503], `codes ${codes}`);

@@ -20,21 +20,21 @@ import { openDataset } from '../src/data/images.js';
 import { loadPixels } from '../src/data/preprocess.js';
 import { EditEngine, latentMaxima, type Prepared } from '../src/edit/engine.js';
 import { alongRows, type EditEvalReport, evaluateEdits } from '../src/edit/evaluate.js';
-import { type Probe, probeProbabilities, probeTrainSpec, saveProbe, trainProbe } from '../src/edit/probe.js';
+import { type Head, headProbabilities, headTrainSpec, saveHead, trainHead } from '../src/edit/head.js';
 import { addToPatches, readPatches, taskRows } from '../src/edit/tokens.js';
 import type { Sae } from '../src/sae/model.js';
 import { runForJson } from './fixtures/helpers.js';
 import { cardModel, conceptWorld, fashionSubset, tinySae } from './fixtures/edit/setup.js';
 
 const quiet = { progress: false, log: () => {} };
-const train = { ...defaultsOf(probeTrainSpec), epochs: 10 };
+const train = { ...defaultsOf(headTrainSpec), epochs: 10 };
 let tmp: string;
 let model: string;
 let fashion: string;
 let shards: string;
 let saeDir: string;
-let probeDir: string;
-let probe: Probe;
+let headDir: string;
+let head: Head;
 let engine: EditEngine;
 let images: Buffer[];
 
@@ -43,10 +43,10 @@ before(async () => {
   model = cardModel(tmp);
   fashion = fashionSubset(tmp, 240);
   ({ shards, sae: saeDir } = await tinySae(tmp, model, fashion, '1'));
-  probe = await trainProbe({ task: 'classify', model, data: fashion, train, ...quiet });
-  probeDir = path.join(tmp, 'probe');
-  await saveProbe(probeDir, probe);
-  engine = await EditEngine.open({ model, sae: saeDir, probe: probeDir });
+  head = await trainHead({ task: 'classify', model, data: fashion, train, ...quiet });
+  headDir = path.join(tmp, 'head');
+  await saveHead(headDir, head);
+  engine = await EditEngine.open({ model, sae: saeDir, head: headDir });
   const ds = await openDataset(fashion);
   images = await Promise.all(
     Array.from({ length: 5 }, async (_, i) => {
@@ -79,14 +79,14 @@ test("the engine splits the model at the SAE's training layer, found from its sh
 test('an empty edit reproduces the unedited model and task head to 1e-5', async () => {
   const prepared = await engine.prepare(images);
   const { before, after } = await engine.edit(prepared, []);
-  // The reference: the whole model up to the probe's tensor, no split, and the head applied by hand.
+  // The reference: the whole model up to the head's tensor, no split, and the head applied by hand.
   const pp = engine.preprocess;
   const pixels = new Float32Array(images.length * 3 * 32 * 32);
   for (const [i, img] of images.entries()) await loadPixels(img, pp, pixels.subarray(i * 3072, (i + 1) * 3072));
   const session = await createSession(frontModel(engine.bb.model, ['last_hidden_state']), engine.bb);
   const out = await session.run({ [engine.bb.input.name]: new ort.Tensor('float32', pixels, [images.length, 3, 32, 32]) });
   await session.release();
-  const reference = probeProbabilities(probe, taskRows(out.last_hidden_state.data as Float32Array, engine.featureLayout, images.length, 'cls'), images.length);
+  const reference = headProbabilities(head, taskRows(out.last_hidden_state.data as Float32Array, engine.featureLayout, images.length, 'cls'), images.length);
   assert.ok(maxAbsDiff(after.probs, reference) < 1e-5, `edited-nothing probabilities differ by ${maxAbsDiff(after.probs, reference)}`);
   assert.deepEqual(after.probs, before.probs);
   assert.equal(await engine.prepare(images), prepared, 'the same images reuse their front activations');
@@ -158,7 +158,7 @@ test("suppressing a latent that fires on a patch moves x' and the head's probabi
 test('a model exported with a fixed batch of 2 gives the same answers for 3 images', async () => {
   const dir = path.join(tmp, 'batch2');
   mkdirSync(dir);
-  const fixed = await EditEngine.open({ model: cardModel(dir, 'vit_hf_batch2'), sae: saeDir, probe, layer: '1' });
+  const fixed = await EditEngine.open({ model: cardModel(dir, 'vit_hf_batch2'), sae: saeDir, head, layer: '1' });
   try {
     const three = images.slice(0, 3);
     const edits = [{ latent: 3, patches: [0, 7], value: 4, mode: 'add' as const }];
@@ -199,7 +199,7 @@ test('vitsae edit --json: top classes before and after, relative values from the
   await sharp(images[1]).toFile(file);
   const prepared: Prepared = await engine.prepare([images[1]]);
   const [{ latent }] = engine.patchLatents(prepared, 0, 5);
-  const [out] = (await runForJson(editCommand, ['--model', model, '--sae', saeDir, '--probe', probeDir, '--image', file, '--edit', `${latent}:all:-20x`, '--top', '3', '--json'])) as {
+  const [out] = (await runForJson(editCommand, ['--model', model, '--sae', saeDir, '--head', headDir, '--image', file, '--edit', `${latent}:all:-20x`, '--top', '3', '--json'])) as {
     task: string;
     images: { file: string; before: { class: number; prob: number }[]; after: { class: number; prob: number }[]; changed: boolean }[];
   }[];
@@ -226,7 +226,7 @@ test('edit baselines move each patch exactly as far as the latent edit: along on
 });
 
 test('vitsae eval edits --json: change rates of the target class, the other classes and both baselines', async () => {
-  const [r] = (await runForJson(evalEditsCommand, ['--model', model, '--sae', saeDir, '--probe', probeDir, '--data', fashion, '--images', '80', '--no-progress', '--json'])) as EditEvalReport[];
+  const [r] = (await runForJson(evalEditsCommand, ['--model', model, '--sae', saeDir, '--head', headDir, '--data', fashion, '--images', '80', '--no-progress', '--json'])) as EditEvalReport[];
   assert.equal(r.unit, 'images');
   assert.equal(r.n_select_images + r.n_test_images, 80);
   for (const rates of [r, r.random_latent, r.random_direction]) assert.ok(inUnit(rates.target_change_rate) && inUnit(rates.other_change_rate));
@@ -240,8 +240,8 @@ test('vitsae eval edits --json: change rates of the target class, the other clas
 
 test('on the concept world: segmentation edits per patch, and the class rule for a classification head', async () => {
   const world = await conceptWorld(tmp, 100);
-  const segment = await trainProbe({ task: 'segment', model, data: world, train, ...quiet });
-  const seg = await EditEngine.open({ model, sae: saeDir, probe: segment });
+  const segment = await trainHead({ task: 'segment', model, data: world, train, ...quiet });
+  const seg = await EditEngine.open({ model, sae: saeDir, head: segment });
   try {
     const r = await evaluateEdits(seg, { data: world, images: 40, progress: false });
     assert.equal(r.unit, 'patches');
@@ -255,8 +255,8 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     await seg.close();
   }
   const labels = path.join(world, 'labels.csv');
-  const classify = await trainProbe({ task: 'classify', model, data: labels, train, ...quiet });
-  const cls = await EditEngine.open({ model, sae: saeDir, probe: classify });
+  const classify = await trainHead({ task: 'classify', model, data: labels, train, ...quiet });
+  const cls = await EditEngine.open({ model, sae: saeDir, head: classify });
   try {
     const r = await evaluateEdits(cls, { data: labels, concepts: world, images: 60, progress: false });
     assert.equal(r.rule!.length, 6 + 6 + 4 + 3, 'every shape, colour, texture and size concept');

@@ -117,7 +117,7 @@ describe('execution providers', () => {
   const bin = path.join(path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', os.platform(), os.arch());
 
   it('every command that runs a model takes --device, with cpu the default', async () => {
-    const running = ['record', 'layers', 'probe train', 'edit', 'eval edits', 'serve', 'demo'];
+    const running = ['record', 'layers', 'head train', 'edit', 'eval edits', 'serve', 'demo'];
     for (const name of running) {
       const cmd = await commands.find((c) => c.name === name)?.load();
       assert.ok(cmd, name);

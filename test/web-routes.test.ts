@@ -20,9 +20,9 @@ test('web routes: each href parses back to its page and values', () => {
     ['page', '2'],
   ]);
   assert.equal(href.edit('r', 1, 4, 9), '#/r/r/edit/1/4?latent=9');
-  assert.deepEqual(parseRoute(href.edit('r', 1, 4, 9)), { page: 'edit', run: 'r', probe: 1, image: 4, latent: 9 });
-  assert.deepEqual(parseRoute(href.edit('r', 0)), { page: 'edit', run: 'r', probe: 0, image: undefined, latent: undefined });
-  assert.deepEqual(parseRoute(href.edit('r', 0, { upload })), { page: 'edit', run: 'r', probe: 0, image: { upload }, latent: undefined });
+  assert.deepEqual(parseRoute(href.edit('r', 1, 4, 9)), { page: 'edit', run: 'r', head: 1, image: 4, latent: 9 });
+  assert.deepEqual(parseRoute(href.edit('r', 0)), { page: 'edit', run: 'r', head: 0, image: undefined, latent: undefined });
+  assert.deepEqual(parseRoute(href.edit('r', 0, { upload })), { page: 'edit', run: 'r', head: 0, image: { upload }, latent: undefined });
 });
 
 test('web routes: malformed hashes name no page', () => {

@@ -22,10 +22,10 @@ export interface RunSpec {
   /** The SAE's concept report (src/analysis/concepts.ts), when its latents were checked against known concepts. */
   concepts?: string;
   /**
-   * Task heads trained on the run's model (directories written by `vitsae probe train`): with a model, they make
+   * Task heads trained on the run's model (directories written by `vitsae head train`): with a model, they make
    * the browser offer edit demos.
    */
-  probes?: string[];
+  heads?: string[];
 }
 
 /** A run as read: every path absolute. */
@@ -36,6 +36,8 @@ export interface Run extends RunSpec {
 interface RunFile extends RunSpec {
   format: 'vitsae-run';
   version: 1;
+  /** The old name of `heads`, read but not written. */
+  probes?: string[];
 }
 
 /** Reads DIR/run.json and resolves its paths against DIR. */
@@ -47,7 +49,10 @@ export async function readRun(dir: string): Promise<Run> {
   const abs = (p: string) => path.resolve(dir, p);
   for (const k of ['shards', 'sae', 'visuals'] as const) if (typeof raw[k] !== 'string' || !raw[k]) throw new UserError(`${file}: "${k}" must name a directory`);
   for (const k of ['model', 'images', 'concepts'] as const) if (raw[k] !== undefined && typeof raw[k] !== 'string') throw new UserError(`${file}: "${k}" must be a path`);
-  if (raw.probes !== undefined && !(Array.isArray(raw.probes) && raw.probes.every((p) => typeof p === 'string' && p))) throw new UserError(`${file}: "probes" must be a list of probe directories`);
+  // Compatibility: run.json files written before the task head's rename list the heads as "probes" (writeRun
+  // writes them back as "heads").
+  const [headsKey, heads] = raw.heads === undefined && raw.probes !== undefined ? ['probes', raw.probes] : ['heads', raw.heads];
+  if (heads !== undefined && !(Array.isArray(heads) && heads.every((p) => typeof p === 'string' && p))) throw new UserError(`${file}: "${headsKey}" must be a list of head directories`);
   return {
     dir: path.resolve(dir),
     ...(raw.model ? { model: abs(raw.model) } : {}),
@@ -56,7 +61,7 @@ export async function readRun(dir: string): Promise<Run> {
     ...(raw.images ? { images: abs(raw.images) } : {}),
     visuals: abs(raw.visuals!),
     ...(raw.concepts ? { concepts: abs(raw.concepts) } : {}),
-    ...(raw.probes?.length ? { probes: raw.probes.map(abs) } : {}),
+    ...(heads?.length ? { heads: heads.map(abs) } : {}),
   };
 }
 
@@ -85,7 +90,7 @@ export async function writeRun(dir: string, spec: RunSpec): Promise<void> {
     ...(spec.images ? { images: rel(spec.images) } : {}),
     visuals: rel(spec.visuals),
     ...(spec.concepts ? { concepts: rel(spec.concepts) } : {}),
-    ...(spec.probes?.length ? { probes: spec.probes.map(rel) } : {}),
+    ...(spec.heads?.length ? { heads: spec.heads.map(rel) } : {}),
   };
   await writeFileAtomic(path.join(root, RUN_FILE), JSON.stringify(out, null, 2) + '\n');
 }

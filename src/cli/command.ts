@@ -20,6 +20,8 @@ export interface Command<S extends ConfigSpec = ConfigSpec> {
 export interface CommandEntry {
   name: string;
   summary: string;
+  /** Old names of a renamed command, still run with a note on stderr and listed in no command list. */
+  aliases?: string[];
   load(): Promise<Command>;
 }
 
@@ -31,6 +33,7 @@ export { UserError, UsageError };
 
 export async function runCommand(cmd: Command, argv: string[]): Promise<void> {
   const parsed = parseArgs(cmd.spec, argv);
+  for (const note of parsed.notes) process.stderr.write(`vitsae ${cmd.name}: ${note}\n`);
   if (parsed.help) {
     process.stdout.write(commandHelp(cmd) + '\n');
     return;

@@ -33,9 +33,10 @@ export const commands: CommandEntry[] = [
     load: async () => (await import('./commands/eval-concepts.js')).evalConceptsCommand,
   },
   {
-    name: 'probe train',
+    name: 'head train',
+    aliases: ['probe train'],
     summary: "train a linear task head (classification or segmentation) on a frozen model's final representation",
-    load: async () => (await import('./commands/probe.js')).probeTrainCommand,
+    load: async () => (await import('./commands/head.js')).headTrainCommand,
   },
   {
     name: 'edit',
@@ -76,12 +77,16 @@ ${commands.map((c) => `  ${c.name.padEnd(w)}${c.summary}`).join('\n')}
 `;
 }
 
-/** Finds the command whose name words start argv (longest match first, so `eval concepts` beats `eval`). */
-function findCommand(argv: string[]): { cmd: CommandEntry; rest: string[] } | null {
-  const sorted = [...commands].sort((a, b) => b.name.split(' ').length - a.name.split(' ').length);
-  for (const cmd of sorted) {
-    const words = cmd.name.split(' ');
-    if (words.every((w, i) => argv[i] === w)) return { cmd, rest: argv.slice(words.length) };
+/**
+ * Finds the command whose name words start argv (longest match first, so `eval concepts` beats `eval`); `alias` is
+ * the old name it was called by, if any.
+ */
+function findCommand(argv: string[]): { cmd: CommandEntry; rest: string[]; alias?: string } | null {
+  const names = commands.flatMap((cmd): { cmd: CommandEntry; name: string; alias?: string }[] => [{ cmd, name: cmd.name }, ...(cmd.aliases ?? []).map((alias) => ({ cmd, name: alias, alias }))]);
+  names.sort((a, b) => b.name.split(' ').length - a.name.split(' ').length);
+  for (const { cmd, name, alias } of names) {
+    const words = name.split(' ');
+    if (words.every((w, i) => argv[i] === w)) return { cmd, rest: argv.slice(words.length), alias };
   }
   return null;
 }
@@ -114,6 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(unknownCommand(argv));
     return 2;
   }
+  if (found.alias) process.stderr.write(`vitsae: "vitsae ${found.alias}" is now "vitsae ${found.cmd.name}"\n`);
   const cmd = await found.cmd.load();
   // `eval concept` finds `eval`; a stray word after a command that has subcommands is a mistyped subcommand.
   const word = found.rest[0];

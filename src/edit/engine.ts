@@ -1,8 +1,8 @@
 /**
  * The edit engine: does the model's frozen task head change its answer when an SAE latent is changed on chosen
  * patches? The model is split at the SAE's layer: the front (image -> layer tensor) runs once per image and is
- * cached; an edit changes the layer's patch tokens and reruns only the back (layer tensor -> the probe's feature
- * tensor) and the probe, so a slider costs one back run.
+ * cached; an edit changes the layer's patch tokens and reruns only the back (layer tensor -> the head's feature
+ * tensor) and the head, so a slider costs one back run.
  *
  * For an edited patch token x with SAE latents f, reconstruction x_hat = decode(f) and edited latents f':
  *   x' = x - x_hat + decode(f') = x + (f' - f) @ W_dec / input_scale
@@ -23,7 +23,7 @@ import type { SparseActs } from '../sae/native.js';
 import { OrderedTokenLoader, ShardDataset } from '../shards/index.js';
 import { UserError } from '../util/errors.js';
 import type { EditMode, Task } from './kinds.js';
-import { argmaxRows, loadProbe, type Probe, probeProbabilities } from './probe.js';
+import { argmaxRows, loadHead, type Head, headProbabilities } from './head.js';
 import { addToPatches, readPatches, rowsPerImage, taskRows } from './tokens.js';
 
 /** One intervention on one latent: f'[latent] = value (set), f + value (add) or f * value (scale) on `patches`. */
@@ -41,8 +41,8 @@ export interface EngineOptions {
   model: string;
   /** An SAE (or its path) trained on the layer's patch tokens. */
   sae: string | Sae;
-  /** A probe (or its directory) on a tensor computed from the layer. */
-  probe: string | Probe;
+  /** A head (or its directory) on a tensor computed from the layer. */
+  head: string | Head;
   /** The SAE's layer: block index or tensor name; default the layer of the shards the SAE was trained on. */
   layer?: string;
   inputSize?: [number, number];
@@ -122,9 +122,9 @@ export class EditEngine {
     readonly layout: TokenLayout,
     readonly featureLayout: TokenLayout,
     readonly sae: Sae,
-    readonly probe: Probe,
+    readonly head: Head,
     private readonly front: ort.InferenceSession,
-    /** Layer tensor (+ model input) -> feature tensor; null when the probe reads the layer itself. */
+    /** Layer tensor (+ model input) -> feature tensor; null when the head reads the layer itself. */
     private readonly back: ort.InferenceSession | null,
     private readonly backReadsPixels: boolean,
     /** Decoder rows in raw units: W_dec / input_scale, [S, D]. */
@@ -136,28 +136,28 @@ export class EditEngine {
   static async open(opts: EngineOptions): Promise<EditEngine> {
     const bb = await openBackbone(opts.model, opts.device);
     const sae = typeof opts.sae === 'string' ? await openSae(opts.sae) : opts.sae;
-    const probe = typeof opts.probe === 'string' ? await loadProbe(opts.probe) : opts.probe;
+    const head = typeof opts.head === 'string' ? await loadHead(opts.head) : opts.head;
     const card = readModelCard(opts.model);
     const pp = resolvePreprocess(card, opts, declaredSize(bb), inputChannels(bb));
     inputSize(bb, pp.size);
     const layerSpec = opts.layer ?? (await saeLayerTensor(sae));
     if (!layerSpec) throw new UserError('the SAE does not name the layer it was trained on (its shards are gone or were not recorded by vitsae); give --layer');
     const [layer] = selectLayers(bb, [layerSpec]);
-    const [features] = selectLayers(bb, [probe.info.features]);
+    const [features] = selectLayers(bb, [head.info.features]);
     const layout = await tokenLayout(bb, [layer], pp.size, card?.prefix_tokens);
     const featureLayout = await tokenLayout(bb, [features], pp.size, card?.prefix_tokens);
     if (sae.dModel !== layout.dModel) throw new UserError(`the SAE reads ${sae.dModel} values per token but layer ${layer.name} has ${layout.dModel}`);
-    if (probe.info.d_model !== featureLayout.dModel) throw new UserError(`the probe reads ${probe.info.d_model} values per row but ${features.name} has ${featureLayout.dModel}`);
-    if (probe.info.pooling === 'cls' && featureLayout.prefixTokens === 0) throw new UserError(`the probe reads a CLS token but ${features.name} has none`);
-    if (probe.info.pooling === 'patches' && featureLayout.patchTokens !== layout.patchTokens)
-      throw new UserError(`the probe labels ${featureLayout.patchTokens} patches of ${features.name} but the SAE's layer has ${layout.patchTokens}; edits and patch predictions must share a grid`);
+    if (head.info.d_model !== featureLayout.dModel) throw new UserError(`the head reads ${head.info.d_model} values per row but ${features.name} has ${featureLayout.dModel}`);
+    if (head.info.pooling === 'cls' && featureLayout.prefixTokens === 0) throw new UserError(`the head reads a CLS token but ${features.name} has none`);
+    if (head.info.pooling === 'patches' && featureLayout.patchTokens !== layout.patchTokens)
+      throw new UserError(`the head labels ${featureLayout.patchTokens} patches of ${features.name} but the SAE's layer has ${layout.patchTokens}; edits and patch predictions must share a grid`);
 
     let back: ort.InferenceSession | null = null;
     let backReadsPixels = false;
     if (features.name !== layer.name) {
       const model = extractModel(bb.model, [layer.name], [features.name], bb.index);
       if (!indexGraph(model.graph!).consumers.has(layer.name))
-        throw new UserError(`${features.name} (the probe's features) is not computed from ${layer.name}: an edit there cannot change the probe's answer`);
+        throw new UserError(`${features.name} (the head's features) is not computed from ${layer.name}: an edit there cannot change the head's answer`);
       backReadsPixels = (model.graph!.input ?? []).some((v) => v.name === bb.input.name);
       back = await createSession(model, bb);
     }
@@ -165,22 +165,22 @@ export class EditEngine {
     const decoder_SD = sae.core.getTensor('W_dec').slice();
     const inv = 1 / sae.config.input_scale;
     for (let i = 0; i < decoder_SD.length; i++) decoder_SD[i] *= inv;
-    const engine = new EditEngine(bb, pp, layer, layout, featureLayout, sae, probe, front, back, backReadsPixels, decoder_SD, null, opts.cacheSize ?? 32);
+    const engine = new EditEngine(bb, pp, layer, layout, featureLayout, sae, head, front, back, backReadsPixels, decoder_SD, null, opts.cacheSize ?? 32);
     if (opts.maxima) engine.setMaxima(opts.maxima);
     return engine;
   }
 
   get task(): Task {
-    return this.probe.info.task;
+    return this.head.info.task;
   }
 
   get classes(): string[] {
-    return this.probe.info.classes;
+    return this.head.info.classes;
   }
 
   /** Head rows per image: 1 (classify) or the patch count (segment). */
   get rows(): number {
-    return rowsPerImage(this.probe.info.pooling, this.featureLayout);
+    return rowsPerImage(this.head.info.pooling, this.featureLayout);
   }
 
   /** The maxima relative edits scale by, one per latent. */
@@ -298,10 +298,10 @@ export class EditEngine {
       const [H, W] = this.preprocess.size;
       const feeds: Feed[] = [{ name: this.layer.name, data: x, dims: layoutDims(this.layout) }];
       if (this.backReadsPixels) feeds.push({ name: this.bb.input.name, data: prepared.pixels, dims: [this.preprocess.channels, H, W] });
-      features = await this.runBatched(this.back, feeds, this.probe.info.features, N);
+      features = await this.runBatched(this.back, feeds, this.head.info.features, N);
     }
     const R = this.rows;
-    const probs = probeProbabilities(this.probe, taskRows(features, this.featureLayout, N, this.probe.info.pooling), N * R);
+    const probs = headProbabilities(this.head, taskRows(features, this.featureLayout, N, this.head.info.pooling), N * R);
     return { rows: R, probs, labels: argmaxRows(probs, this.classes.length) };
   }
 

@@ -253,7 +253,7 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
           worldIndex.push(w);
         }
       }
-      for (const y of labels_NP) if (y >= K) throw new UserError(`${opts.data} has label ${y} but the probe knows ${K} classes`);
+      for (const y of labels_NP) if (y >= K) throw new UserError(`${opts.data} has label ${y} but the head knows ${K} classes`);
       const C = world?.concepts.length ?? 0;
       const concepts_NPC = new Uint8Array(indices.length * P * C);
       worldIndex.forEach((w, j) => concepts_NPC.set(world!.patchConcepts(w), j * P * C));

@@ -1,5 +1,5 @@
 /**
- * The JSON of the edit demos' API (`/api/runs/:run/probes`, `/api/uploads`, `/api/runs/:run/edit`). Types only,
+ * The JSON of the edit demos' API (`/api/runs/:run/heads`, `/api/uploads`, `/api/runs/:run/edit`). Types only,
  * with no Node imports, so the web app shares them.
  */
 import type { EditMode, Task } from '../edit/kinds.js';
@@ -7,11 +7,11 @@ import type { LatentRef } from './api.js';
 
 export type { EditMode } from '../edit/kinds.js';
 
-/** A task head of a run (run.json's `probes`), as the demos list it. */
-export interface ProbeSummary {
-  /** Its index in run.json's `probes`: what edit requests name. */
+/** A task head of a run (run.json's `heads`), as the demos list it. */
+export interface HeadSummary {
+  /** Its index in run.json's `heads`: what edit requests name. */
   id: number;
-  /** The probe directory's name. */
+  /** The head directory's name. */
   name: string;
   task: Task;
   classes: string[];
@@ -22,8 +22,8 @@ export interface ProbeSummary {
   miou?: number;
 }
 
-export interface ProbeList {
-  probes: ProbeSummary[];
+export interface HeadList {
+  heads: HeadSummary[];
 }
 
 /** `POST /api/uploads`: an accepted image, kept by the server under `upload` (its SHA-256) for later edits. */
@@ -46,7 +46,7 @@ export interface EditSpec {
 
 /** `POST /api/runs/:run/edit`. */
 export interface EditRequest {
-  probe: number;
+  head: number;
   /** An image of the run (its index) or an upload. */
   image: number | { upload: string };
   /** Applied in order; none gives the unedited prediction. */
@@ -69,7 +69,7 @@ export type EditPrediction =
   | { task: 'segment'; before: number[]; after: number[]; changed: number[] };
 
 export type EditAnswer = EditPrediction & {
-  probe: number;
+  head: number;
   classes: string[];
   grid: [number, number];
   /** For each requested patch, the latents firing there before the edit as [latent, value], strongest first. */

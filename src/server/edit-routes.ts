@@ -5,13 +5,13 @@
  * allows. Uploads are limited in bytes (checked from Content-Length before the body is read, and by the body
  * limit while it is) and in pixels (from the header, before decoding; see uploads.ts).
  */
-import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { type Static, Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NotFound, type RunData } from './run-data.js';
-import type { EditRequest, ProbeList, Upload } from './edit-api.js';
+import type { EditRequest, HeadList, Upload } from './edit-api.js';
 import type { Device } from '../backbone/device.js';
-import { RunEdits } from './edits.js';
+import { BadRequest, RunEdits } from './edits.js';
 import { RunParam } from './params.js';
 import { BoundedQueue, QueueFull } from './queue.js';
 import { checkUpload, UploadRejected, UploadStore } from './uploads.js';
@@ -36,9 +36,12 @@ const RETRY_AFTER = 1;
 
 const SHA256 = Type.String({ pattern: '^[0-9a-f]{64}$' });
 const Patches = Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 65_536 });
+const HeadId = Type.Integer({ minimum: 0 });
 const EditBody = Type.Object(
   {
-    probe: Type.Integer({ minimum: 0 }),
+    // Required; optional here only because `probe` may stand for it (headOf).
+    head: Type.Optional(HeadId),
+    probe: Type.Optional(HeadId),
     image: Type.Union([Type.Integer({ minimum: 0 }), Type.Object({ upload: SHA256 }, { additionalProperties: false })]),
     edits: Type.Array(
       Type.Object(
@@ -58,6 +61,17 @@ const EditBody = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/**
+ * Compatibility: clients written before the task head was renamed from "probe" name it `probe` in edit requests
+ * and list heads at /api/runs/:run/probes (answered below as { probes }).
+ */
+function headOf({ head, probe, ...rest }: Static<typeof EditBody>): EditRequest {
+  if (head !== undefined && probe !== undefined) throw new BadRequest('body names both head and probe (its old name); send head');
+  const id = head ?? probe;
+  if (id === undefined) throw new BadRequest("body must have required property 'head'");
+  return { head: id, ...rest };
+}
 
 export interface EditRoutesOptions extends EditLimits {
   runs: RunData[];
@@ -89,7 +103,9 @@ export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOption
 
   for (const type of [/^image\//, 'application/octet-stream']) app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: opts.uploadBytes }, (_req, body, done) => done(null, body));
 
-  app.get('/api/runs/:run/probes', { schema: { params: RunParam } }, async (req): Promise<ProbeList> => ({ probes: await editsOf(req.params.run).probes() }));
+  app.get('/api/runs/:run/heads', { schema: { params: RunParam } }, async (req): Promise<HeadList> => ({ heads: await editsOf(req.params.run).heads() }));
+  // Compatibility: the list's old path and key (headOf).
+  app.get('/api/runs/:run/probes', { schema: { params: RunParam } }, async (req) => ({ probes: await editsOf(req.params.run).heads() }));
 
   app.post(
     '/api/uploads',
@@ -122,7 +138,7 @@ export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOption
 
   app.post('/api/runs/:run/edit', { schema: { params: RunParam, body: EditBody } }, async (req, reply) => {
     const run = editsOf(req.params.run);
-    const body: EditRequest = req.body;
+    const body = headOf(req.body);
     const upload = typeof body.image === 'number' ? undefined : uploadOf(body.image.upload);
     return queued(reply, () => run.edit(body, upload));
   });

@@ -1,5 +1,5 @@
 /**
- * The edit demos of one run: its task heads (run.json's `probes`), one EditEngine per head (opened on first use
+ * The edit demos of one run: its task heads (run.json's `heads`), one EditEngine per head (opened on first use
  * and kept), and the answers to edit requests. Requests are checked against the run here, so that a client gets a
  * 400 or 404 naming its mistake rather than an engine error worded for CLI flags.
  */
@@ -7,11 +7,11 @@ import * as path from 'node:path';
 import type { ImageInput } from '../data/preprocess.js';
 import type { Device } from '../backbone/device.js';
 import { EditEngine, type Predictions, topClasses } from '../edit/engine.js';
-import { loadProbe, type Probe } from '../edit/probe.js';
+import { loadHead, type Head } from '../edit/head.js';
 import { UserError } from '../util/errors.js';
 import type { LatentRef } from './api.js';
 import { NotFound, type RunData } from './run-data.js';
-import type { EditAnswer, EditPrediction, EditRequest, ProbeSummary } from './edit-api.js';
+import type { EditAnswer, EditPrediction, EditRequest, HeadSummary } from './edit-api.js';
 
 /** A request that the run cannot answer as asked (HTTP 400). */
 export class BadRequest extends Error {
@@ -22,7 +22,7 @@ export class BadRequest extends Error {
 const TOP_CLASSES = 5;
 
 export class RunEdits {
-  private probeList: Promise<{ summary: ProbeSummary; probe: Probe }[]> | null = null;
+  private headList: Promise<{ summary: HeadSummary; head: Head }[]> | null = null;
   private readonly engines = new Map<number, Promise<EditEngine>>();
   /** Per engine, the last image preparation: an SAE core takes one call at a time. */
   private readonly preparing = new Map<number, Promise<unknown>>();
@@ -33,32 +33,32 @@ export class RunEdits {
   ) {}
 
   /** The run's heads; none without a model, which the engine splits. */
-  private loadProbes(): Promise<{ summary: ProbeSummary; probe: Probe }[]> {
-    const { model, probes = [] } = this.data.run;
+  private loadHeads(): Promise<{ summary: HeadSummary; head: Head }[]> {
+    const { model, heads = [] } = this.data.run;
     if (!model) return Promise.resolve([]);
-    if (!this.probeList) {
-      this.probeList = Promise.all(
-        probes.map(async (dir, id) => {
-          const probe = await loadProbe(dir);
-          const { task, classes, features, metrics } = probe.info;
-          const summary: ProbeSummary = { id, name: path.basename(dir), task, classes, features, accuracy: metrics.accuracy, ...(metrics.miou !== undefined ? { miou: metrics.miou } : {}) };
-          return { summary, probe };
+    if (!this.headList) {
+      this.headList = Promise.all(
+        heads.map(async (dir, id) => {
+          const head = await loadHead(dir);
+          const { task, classes, features, metrics } = head.info;
+          const summary: HeadSummary = { id, name: path.basename(dir), task, classes, features, accuracy: metrics.accuracy, ...(metrics.miou !== undefined ? { miou: metrics.miou } : {}) };
+          return { summary, head };
         }),
       );
-      this.probeList.catch(() => (this.probeList = null));
+      this.headList.catch(() => (this.headList = null));
     }
-    return this.probeList;
+    return this.headList;
   }
 
-  async probes(): Promise<ProbeSummary[]> {
-    return (await this.loadProbes()).map((p) => p.summary);
+  async heads(): Promise<HeadSummary[]> {
+    return (await this.loadHeads()).map((p) => p.summary);
   }
 
-  private async probe(id: number): Promise<{ summary: ProbeSummary; probe: Probe }> {
-    const list = await this.loadProbes();
+  private async head(id: number): Promise<{ summary: HeadSummary; head: Head }> {
+    const list = await this.loadHeads();
     if (!list[id])
       throw new NotFound(
-        list.length ? `probe ${id} does not exist: run ${this.data.id} has ${list.length} (0..${list.length - 1})` : `run ${this.data.id} has no probes (run.json's "probes", and a model)`,
+        list.length ? `head ${id} does not exist: run ${this.data.id} has ${list.length} (0..${list.length - 1})` : `run ${this.data.id} has no heads (run.json's "heads", and a model)`,
       );
     return list[id];
   }
@@ -67,12 +67,12 @@ export class RunEdits {
     let e = this.engines.get(id);
     if (!e) {
       e = (async () => {
-        const { probe } = await this.probe(id);
-        const engine = await EditEngine.open({ model: this.data.run.model!, sae: this.data.run.sae, probe, device: this.device });
+        const { head } = await this.head(id);
+        const engine = await EditEngine.open({ model: this.data.run.model!, sae: this.data.run.sae, head, device: this.device });
         const { index } = this.data;
         if (engine.layout.patchTokens !== index.meta.patches) {
           await engine.close();
-          throw new UserError(`the model splits images into ${engine.layout.patchTokens} patches for probe ${id}, but the run's visuals have ${index.meta.patches}`);
+          throw new UserError(`the model splits images into ${engine.layout.patchTokens} patches for head ${id}, but the run's visuals have ${index.meta.patches}`);
         }
         // Relative edits are multiples of each latent's largest value over the run's images.
         engine.setMaxima(Float32Array.from({ length: index.nLatents }, (_, s) => index.summary(s).max));
@@ -103,12 +103,12 @@ export class RunEdits {
   /** The head's answers before and after `req.edits` on `image` (an upload's bytes, or the run's image req.image). */
   async edit(req: EditRequest, upload?: Buffer): Promise<EditAnswer> {
     this.check(req);
-    const { summary } = await this.probe(req.probe);
+    const { summary } = await this.head(req.head);
     const input: ImageInput = upload ?? (await this.data.source(req.image as number));
-    const engine = await this.engine(req.probe);
-    const prepare = (this.preparing.get(req.probe) ?? Promise.resolve()).then(() => engine.prepare([input]));
+    const engine = await this.engine(req.head);
+    const prepare = (this.preparing.get(req.head) ?? Promise.resolve()).then(() => engine.prepare([input]));
     this.preparing.set(
-      req.probe,
+      req.head,
       prepare.catch(() => undefined),
     );
     const prepared = await prepare;
@@ -121,7 +121,7 @@ export class RunEdits {
     const describe = (j: number) => (latents[j] ??= { ...this.data.ref(j), max: this.data.index.summary(j).max });
     for (const row of Object.values(patches)) for (const [j] of row) describe(j);
     for (const e of req.edits) describe(e.latent);
-    return { ...prediction(summary.task, before, after, summary.classes), probe: req.probe, classes: summary.classes, grid: this.data.index.meta.grid, patches, latents };
+    return { ...prediction(summary.task, before, after, summary.classes), head: req.head, classes: summary.classes, grid: this.data.index.meta.grid, patches, latents };
   }
 
   async close(): Promise<void> {
@@ -131,7 +131,7 @@ export class RunEdits {
 }
 
 /** The answer's prediction part for the single image of a batch. */
-function prediction(task: ProbeSummary['task'], before: Predictions, after: Predictions, classes: string[]): EditPrediction {
+function prediction(task: HeadSummary['task'], before: Predictions, after: Predictions, classes: string[]): EditPrediction {
   if (task === 'classify') return { task, before: topClasses(before, 0, classes, TOP_CLASSES), after: topClasses(after, 0, classes, TOP_CLASSES), changed: before.labels[0] !== after.labels[0] };
   const b = Array.from(before.labels);
   const a = Array.from(after.labels);

@@ -5,7 +5,10 @@
 
 import { readFileSync } from 'node:fs';
 
-/** `required`: the CLI refuses to run without the option (a usage error) and `--help` marks it. */
+/**
+ * `required`: the CLI refuses to run without the option (a usage error) and `--help` marks it. `aliases`: old
+ * names of a renamed option, still accepted as flags and config-file keys with a note that the name changed.
+ */
 export type FieldSpec = (
   | { kind: 'number'; default: number; doc: string; int?: boolean; min?: number; max?: number }
   | { kind: 'string'; default: string; doc: string }
@@ -13,7 +16,7 @@ export type FieldSpec = (
   | { kind: 'enum'; choices: readonly string[]; default: string; doc: string }
   | { kind: 'numbers'; default: number[]; doc: string }
   | { kind: 'strings'; default: string[]; doc: string }
-) & { required?: boolean };
+) & { required?: boolean; aliases?: readonly string[] };
 
 export type ConfigSpec = Record<string, FieldSpec>;
 
@@ -131,8 +134,16 @@ function parseFileValue(field: string, f: FieldSpec, v: unknown, source: string)
   }
 }
 
-/** The fields a JSON config file sets. Keys are field names in any spelling (`expansionFactor`, `expansion-factor`). */
-function readConfigFile(spec: ConfigSpec, file: string): [string, unknown][] {
+/** Flags of the fields' old names (FieldSpec.aliases), each to its field. */
+function aliasFlags(spec: ConfigSpec): Map<string, string> {
+  return new Map(Object.entries(spec).flatMap(([k, f]) => (f.aliases ?? []).map((a): [string, string] => [flagOf(a), k])));
+}
+
+/**
+ * The fields a JSON config file sets. Keys are field names in any spelling (`expansionFactor`, `expansion-factor`);
+ * an old name adds a note to `notes`.
+ */
+function readConfigFile(spec: ConfigSpec, file: string, notes: Set<string>): [string, unknown][] {
   let obj: unknown;
   try {
     obj = JSON.parse(readFileSync(file, 'utf8'));
@@ -142,9 +153,12 @@ function readConfigFile(spec: ConfigSpec, file: string): [string, unknown][] {
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new UsageError(`${CONFIG_FLAG} ${file}: expected a JSON object of options, e.g. {"lr": 0.0004, "k": 32}`);
   const byFlag = new Map(Object.keys(spec).map((k) => [flagOf(k), k]));
+  const aliases = aliasFlags(spec);
   return Object.entries(obj).map(([key, v]) => {
-    const field = byFlag.get(flagOf(key.replace(/^-+/, '')));
-    if (!field) throw new UsageError(`${file}: unknown option "${key}"${didYouMean(flagOf(key.replace(/^-+/, '')), byFlag.keys())}`);
+    const flag = flagOf(key.replace(/^-+/, ''));
+    const field = byFlag.get(flag) ?? aliases.get(flag);
+    if (field && !byFlag.has(flag)) notes.add(renamed(key, field));
+    if (!field) throw new UsageError(`${file}: unknown option "${key}"${didYouMean(flag, byFlag.keys())}`);
     return [field, parseFileValue(field, spec[field], v, file)];
   });
 }
@@ -175,6 +189,12 @@ export interface ParsedArgs<S extends ConfigSpec> {
   positionals: string[];
   /** `--help` was given (required options are then not checked). */
   help: boolean;
+  /** One line per old option name used (FieldSpec.aliases), saying its new name. */
+  notes: string[];
+}
+
+function renamed(old: string, field: string): string {
+  return `${old} is now ${flagOf(field)}`;
 }
 
 /**
@@ -190,6 +210,8 @@ export function parseArgs<S extends ConfigSpec>(spec: S, argv: string[]): Parsed
   const positionals: string[] = [];
   const byFlag = new Map<string, string>();
   for (const k of Object.keys(spec)) byFlag.set(flagOf(k), k);
+  const aliases = aliasFlags(spec);
+  const notes = new Set<string>();
   let help = false;
   const flags: [string, string, string | undefined][] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -207,13 +229,17 @@ export function parseArgs<S extends ConfigSpec>(spec: S, argv: string[]): Parsed
     let raw: string | undefined = eq >= 0 ? arg.slice(eq + 1) : undefined;
     if (flag === CONFIG_FLAG) {
       if (raw === undefined && i + 1 >= argv.length) throw new UsageError(`${CONFIG_FLAG} needs a file (a JSON object of options)`);
-      for (const [field, v] of readConfigFile(spec, raw ?? argv[++i])) {
+      for (const [field, v] of readConfigFile(spec, raw ?? argv[++i], notes)) {
         config[field] = v;
         given.add(field);
       }
       continue;
     }
     let field = byFlag.get(flag);
+    if (!field && aliases.has(flag)) {
+      field = aliases.get(flag)!;
+      notes.add(renamed(flag, field));
+    }
     if (!field && flag.startsWith('--no-')) {
       const pos = byFlag.get('--' + flag.slice(5));
       if (pos && spec[pos].kind === 'boolean' && raw === undefined) {
@@ -246,7 +272,7 @@ export function parseArgs<S extends ConfigSpec>(spec: S, argv: string[]): Parsed
     const missing = Object.entries(spec).filter(([k, f]) => f.required && (!given.has(k) || config[k] === '' || (Array.isArray(config[k]) && !(config[k] as unknown[]).length)));
     if (missing.length) throw new UsageError(missing.map(([k, f]) => `${flagOf(k)} is required (${f.doc})`).join('; '));
   }
-  return { config: config as ConfigOf<S>, given, positionals, help };
+  return { config: config as ConfigOf<S>, given, positionals, help, notes: [...notes] };
 }
 
 /** `--help` text: one line per field with its flag, value kind, default and doc, then `extra` [flag, doc] rows. */
@@ -254,7 +280,8 @@ export function helpText(spec: ConfigSpec, extra: [string, string][] = []): stri
   const rows = Object.entries(spec).map(([k, f]) => {
     const kind = f.kind === 'boolean' ? '' : f.kind === 'enum' ? ` ${f.choices.join('|')}` : f.kind === 'numbers' ? ' N,N' : f.kind === 'strings' ? ' S,S' : f.kind === 'number' ? ' N' : ' S';
     const def = Array.isArray(f.default) ? f.default.join(',') : String(f.default);
-    return [`  ${flagOf(k)}${kind}`, `${f.doc}${f.required ? ' (required)' : def === '' ? '' : ` (default: ${def})`}`];
+    const notes = [f.required ? 'required' : def === '' ? '' : `default: ${def}`, ...(f.aliases ?? []).map((a) => `formerly ${flagOf(a)}`)].filter(Boolean);
+    return [`  ${flagOf(k)}${kind}`, `${f.doc}${notes.length ? ` (${notes.join('; ')})` : ''}`];
   });
   rows.push(...extra.map(([flag, doc]) => [`  ${flag}`, doc]));
   const w = Math.min(36, Math.max(...rows.map((r) => r[0].length)) + 2);

@@ -52,7 +52,7 @@ function Routes({ app, hash }: { app: AppData; hash: string }) {
     }
     case 'edit': {
       const r = run(route.run);
-      if (r && (route.latent === undefined || route.latent < r.d_sae)) return <EditDemo run={r} probe={route.probe} image={route.image} latent={route.latent} />;
+      if (r && (route.latent === undefined || route.latent < r.d_sae)) return <EditDemo run={r} head={route.head} image={route.image} latent={route.latent} />;
       break;
     }
   }

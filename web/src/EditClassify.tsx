@@ -5,7 +5,7 @@
  */
 import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
-import type { ClassProb, EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
+import type { ClassProb, EditMode, EditSpec, HeadSummary } from '../../src/server/edit-api.js';
 import { type Chosen, FiringList, LatentSlider, ModeSelect } from './EditParts.js';
 import { cellsOf, PatchView, type Rect } from './PatchView.js';
 import { useEditSession } from './edits.js';
@@ -29,7 +29,7 @@ function ClassBars({ title, classes, testid, changed }: { title: string; classes
   );
 }
 
-export function EditClassify({ run, probe, image, latent }: { run: RunInfo; probe: ProbeSummary; image: DemoImage; latent?: number }) {
+export function EditClassify({ run, head, image, latent }: { run: RunInfo; head: HeadSummary; image: DemoImage; latent?: number }) {
   const [selected, setSelected] = useState<Rect | null>(null);
   const [hover, setHover] = useState<number | null>(null);
   const [chosen, setChosen] = useState<Chosen[]>(latent === undefined ? [] : [{ latent, value: 0 }]);
@@ -37,7 +37,7 @@ export function EditClassify({ run, probe, image, latent }: { run: RunInfo; prob
   const cells = cellsOf(selected, run.grid[1]);
   // Adding 0 changes nothing, so such sliders are left out; setting to 0 removes the feature.
   const edits: EditSpec[] = chosen.filter((c) => mode === 'set' || c.value !== 0).map((c) => ({ latent: c.latent, patches: cells.length ? cells : 'all', value: c.value, mode, relative: true }));
-  const session = useEditSession(run, probe.id, image, edits);
+  const session = useEditSession(run, head.id, image, edits);
   const { base, edited, page } = session;
   const refs = { ...base?.latents, ...edited?.latents };
   const setValue = (j: number, value: number) => setChosen((cs) => cs.map((c) => (c.latent === j ? { ...c, value } : c)));

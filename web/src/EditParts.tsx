@@ -21,10 +21,10 @@ export interface Chosen {
 }
 
 /** Step through the run's images, jump to one, or upload one. */
-export function ImageChooser({ run, probe, image, latent }: { run: RunInfo; probe: number; image: DemoImage; latent?: number }) {
+export function ImageChooser({ run, head, image, latent }: { run: RunInfo; head: number; image: DemoImage; latent?: number }) {
   const { source } = useApp();
   const [status, setStatus] = useState('');
-  const go = (img: DemoImage) => (location.hash = href.edit(run.id, probe, img, latent));
+  const go = (img: DemoImage) => (location.hash = href.edit(run.id, head, img, latent));
   const upload = async (e: ChangeEvent<HTMLInputElement>) => {
     const file = e.target.files?.[0];
     if (!file) return;
@@ -40,7 +40,7 @@ export function ImageChooser({ run, probe, image, latent }: { run: RunInfo; prob
   const index = typeof image === 'number' ? image : undefined;
   return (
     <div className="toolbar">
-      {index !== undefined && index > 0 && <a href={href.edit(run.id, probe, index - 1, latent)}>← image {index - 1}</a>}
+      {index !== undefined && index > 0 && <a href={href.edit(run.id, head, index - 1, latent)}>← image {index - 1}</a>}
       <form
         onSubmit={(e) => {
           e.preventDefault();
@@ -52,7 +52,7 @@ export function ImageChooser({ run, probe, image, latent }: { run: RunInfo; prob
           image <input key={String(index)} name="image" className="narrow" type="number" min={0} max={run.n_images - 1} defaultValue={index} placeholder="upload" data-testid="image-index" />
         </label>
       </form>
-      {index !== undefined && index + 1 < run.n_images && <a href={href.edit(run.id, probe, index + 1, latent)}>image {index + 1} →</a>}
+      {index !== undefined && index + 1 < run.n_images && <a href={href.edit(run.id, head, index + 1, latent)}>image {index + 1} →</a>}
       {index !== undefined && <a href={href.image(run.id, index)}>image page</a>}
       <label className="upload">
         or upload an image <input type="file" accept="image/png,image/jpeg,image/webp,image/gif,image/tiff,image/avif" onChange={upload} data-testid="upload" />

@@ -4,7 +4,7 @@
  */
 import { useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
-import type { EditMode, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
+import type { EditMode, EditSpec, HeadSummary } from '../../src/server/edit-api.js';
 import { FiringList, LatentSlider, ModeSelect } from './EditParts.js';
 import { cellsOf, PatchView, type Rect } from './PatchView.js';
 import { imageView } from './data.js';
@@ -35,7 +35,7 @@ function MaskView({ run, view, labels, classes, changed, title, testid }: { run:
   );
 }
 
-export function EditSegment({ run, probe, image, latent }: { run: RunInfo; probe: ProbeSummary; image: DemoImage; latent?: number }) {
+export function EditSegment({ run, head, image, latent }: { run: RunInfo; head: HeadSummary; image: DemoImage; latent?: number }) {
   const [selected, setSelected] = useState<Rect | null>(null);
   const [hover, setHover] = useState<number | null>(null);
   const [chosen, setChosen] = useState<number | undefined>(latent);
@@ -43,7 +43,7 @@ export function EditSegment({ run, probe, image, latent }: { run: RunInfo; probe
   const [mode, setMode] = useState<EditMode>('add');
   const cells = cellsOf(selected, run.grid[1]);
   const edits: EditSpec[] = chosen === undefined || (mode === 'add' && value === 0) ? [] : [{ latent: chosen, patches: cells.length ? cells : 'all', value, mode, relative: true }];
-  const session = useEditSession(run, probe.id, image, edits);
+  const session = useEditSession(run, head.id, image, edits);
   const { base, edited, page } = session;
   const refs = { ...base?.latents, ...edited?.latents };
   const changed = new Set(edited?.task === 'segment' ? edited.changed : []);

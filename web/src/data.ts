@@ -4,7 +4,7 @@
  * server's own query code; no edit demos).
  */
 import type { Comparison, FeatureList, FeaturePage, FeatureQuery, FeatureRow, ImagePage, RunComparison, RunInfo } from '../../src/server/api.js';
-import type { EditAnswer, EditRequest, ProbeList, ProbeSummary, Upload } from '../../src/server/edit-api.js';
+import type { EditAnswer, EditRequest, HeadList, HeadSummary, Upload } from '../../src/server/edit-api.js';
 import { FeatureTable } from '../../src/server/query.js';
 import { thumbPath } from '../../src/analysis/layout.js';
 import type { DemoImage } from './routes.js';
@@ -21,7 +21,7 @@ export interface Source {
   comparison(): Promise<RunComparison>;
   annotate(run: string, latent: number, name: string, notes: string): Promise<void>;
   /** The run's task heads for the edit demos (none on a static site). */
-  probes(run: string): Promise<ProbeSummary[]>;
+  heads(run: string): Promise<HeadSummary[]>;
   edit(run: string, req: EditRequest): Promise<EditAnswer>;
   upload(file: File): Promise<Upload>;
 }
@@ -52,7 +52,7 @@ const live: Source = {
   annotate: async (run, latent, name, notes) => {
     await getJson(`/api/runs/${run}/features/${latent}/annotation`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, notes }) });
   },
-  probes: async (run) => (await getJson<ProbeList>(`/api/runs/${run}/probes`)).probes,
+  heads: async (run) => (await getJson<HeadList>(`/api/runs/${run}/heads`)).heads,
   edit: (run, req) => getJson(`/api/runs/${run}/edit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) }),
   upload: (file) => getJson('/api/uploads', { method: 'POST', headers: { 'content-type': file.type || 'application/octet-stream' }, body: file }),
 };
@@ -83,7 +83,7 @@ function staticSource(runs: RunInfo[]): Source {
     annotate: async () => {
       throw new Error('this is a read-only site');
     },
-    probes: async () => [],
+    heads: async () => [],
     edit: async () => {
       throw new Error('edits need the server (vitsae serve)');
     },

@@ -4,36 +4,36 @@
  */
 import { useEffect, useRef, useState } from 'react';
 import type { RunInfo } from '../../src/server/api.js';
-import type { EditAnswer, EditSpec, ProbeSummary } from '../../src/server/edit-api.js';
+import type { EditAnswer, EditSpec, HeadSummary } from '../../src/server/edit-api.js';
 import { useApp } from './app.js';
 import { imageView } from './data.js';
 import type { PatchData } from './PatchView.js';
 import type { DemoImage } from './routes.js';
 
-const probeLists = new Map<string, Promise<ProbeSummary[]>>();
+const headLists = new Map<string, Promise<HeadSummary[]>>();
 
 /** The run's task heads (undefined while loading); none on a static site. Asked once per run and page load. */
-export function useProbes(run: RunInfo): ProbeSummary[] | undefined {
+export function useHeads(run: RunInfo): HeadSummary[] | undefined {
   const { source } = useApp();
-  const [probes, setProbes] = useState<ProbeSummary[] | undefined>(source.isStatic ? [] : undefined);
+  const [heads, setHeads] = useState<HeadSummary[] | undefined>(source.isStatic ? [] : undefined);
   useEffect(() => {
     if (source.isStatic) return;
-    let list = probeLists.get(run.id);
+    let list = headLists.get(run.id);
     if (!list) {
-      list = source.probes(run.id);
-      list.catch(() => probeLists.delete(run.id));
-      probeLists.set(run.id, list);
+      list = source.heads(run.id);
+      list.catch(() => headLists.delete(run.id));
+      headLists.set(run.id, list);
     }
     let live = true;
     list.then(
-      (p) => live && setProbes(p),
-      () => live && setProbes([]),
+      (p) => live && setHeads(p),
+      () => live && setHeads([]),
     );
     return () => {
       live = false;
     };
   }, [run.id, source.isStatic]);
-  return probes;
+  return heads;
 }
 
 /** Milliseconds a slider must rest before its edit is sent. */
@@ -51,12 +51,12 @@ export interface EditSession {
 }
 
 /**
- * Loads the unedited answer of `image` under `probe`, then answers `edits` as they change: debounced, and only the
+ * Loads the unedited answer of `image` under `head`, then answers `edits` as they change: debounced, and only the
  * answer to the latest edits is kept (earlier ones arriving late are dropped).
  */
-export function useEditSession(run: RunInfo, probe: number, image: DemoImage, edits: EditSpec[]): EditSession {
+export function useEditSession(run: RunInfo, head: number, image: DemoImage, edits: EditSpec[]): EditSession {
   const { source } = useApp();
-  const imageKey = `${run.id} ${probe} ${JSON.stringify(image)}`;
+  const imageKey = `${run.id} ${head} ${JSON.stringify(image)}`;
   // The state carries the image it belongs to: in the render after the image changes, before the effect below
   // resets it, the old image's answers must not be shown as this one's.
   const [state, setState] = useState<EditSession & { of?: string }>({ pending: true });
@@ -66,7 +66,7 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
     // Answers to edits of the previous image, still on their way, must not land on this one.
     latest.current++;
     setState({ pending: true, of: imageKey });
-    source.edit(run.id, { probe, image, edits: [], patches: 'all' }).then(
+    source.edit(run.id, { head, image, edits: [], patches: 'all' }).then(
       (base) => {
         if (!live) return;
         const [gh, gw] = base.grid;
@@ -98,7 +98,7 @@ export function useEditSession(run: RunInfo, probe: number, image: DemoImage, ed
     }
     setState((s) => ({ ...s, pending: true }));
     const timer = setTimeout(() => {
-      source.edit(run.id, { probe, image, edits }).then(
+      source.edit(run.id, { head, image, edits }).then(
         (edited) => id === latest.current && setState((s) => ({ ...s, edited, pending: false, error: undefined })),
         (e: Error) => id === latest.current && setState((s) => ({ ...s, pending: false, error: e.message })),
       );

@@ -17,10 +17,10 @@ export const href = {
   compare: (a: string, latent: number, b: string, other?: number) => `#/compare/${a}/${latent}/${b}${other === undefined ? '' : `/${other}`}`,
   /** The matched and unmatched latents of the comparison the server or site was given. */
   matches: (params?: Record<string, string>) => withParams('#/matches', params),
-  /** The demo of `probe`, on an image, with a latent chosen; the image is an index or `upload-<id>` in the route. */
-  edit: (run: string, probe: number, image?: DemoImage, latent?: number) => {
+  /** The demo of `head`, on an image, with a latent chosen; the image is an index or `upload-<id>` in the route. */
+  edit: (run: string, head: number, image?: DemoImage, latent?: number) => {
     const img = image === undefined ? '' : `/${typeof image === 'number' ? image : UPLOAD_PREFIX + image.upload}`;
-    return withParams(`#/r/${run}/edit/${probe}${img}`, latent === undefined ? undefined : { latent: String(latent) });
+    return withParams(`#/r/${run}/edit/${head}${img}`, latent === undefined ? undefined : { latent: String(latent) });
   },
 };
 
@@ -39,7 +39,7 @@ export type Route =
   | { page: 'list'; run: string; params: URLSearchParams }
   | { page: 'feature'; run: string; latent: number }
   | { page: 'image'; run: string; image: number }
-  | { page: 'edit'; run: string; probe: number; image?: DemoImage; latent?: number }
+  | { page: 'edit'; run: string; head: number; image?: DemoImage; latent?: number }
   | { page: 'unknown' };
 
 export function parseRoute(hash: string): Route {
@@ -62,7 +62,7 @@ export function parseRoute(hash: string): Route {
     if (parts[2] === 'edit' && n !== undefined) {
       const image = parseDemoImage(parts[4]);
       const latent = params.has('latent') ? int(params.get('latent')) : undefined;
-      if ((parts[4] === undefined || image !== undefined) && (latent !== undefined || !params.has('latent'))) return { page: 'edit', run, probe: n, image, latent };
+      if ((parts[4] === undefined || image !== undefined) && (latent !== undefined || !params.has('latent'))) return { page: 'edit', run, head: n, image, latent };
     }
   }
   return { page: 'unknown' };

@@ -33,7 +33,7 @@ feature's exemplars and trains linear task heads (classification; on the world a
 demos. On a second world with a seed none of them saw, it then tests each concept-world SAE: its latents against
 the ground-truth concepts beside a linear probe's ceiling, and causal edits (segmentation, classification by class
 and by concept) against random-latent and random-direction edits of the same size. Writes OUT/world,
-OUT/test-world and OUT/<model>/ (run.json, acts, sae, visuals, eval.json, concepts.json, edits.json, probe-*),
+OUT/test-world and OUT/<model>/ (run.json, acts, sae, visuals, eval.json, concepts.json, edits.json, head-*),
 compares the two objectives (vitsae compare: OUT/compare/report.html), prints one table per model and opens the
 browser app on the runs and the comparison (unless --no-serve); its edit demos open on the first run.`,
   spec,

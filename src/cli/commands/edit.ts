@@ -16,7 +16,7 @@ export const engineSpec = {
   model: { kind: 'string', default: '', doc: 'the ONNX model' },
   layer: { kind: 'string', default: '', doc: "the SAE's layer: block index or tensor name (default: the layer the SAE was trained on)" },
   sae: { kind: 'string', default: '', doc: 'the SAE: a vitsae checkpoint directory, a saev checkpoint file, or a SAELens directory' },
-  probe: { kind: 'string', required: true, default: '', doc: 'the task head: a directory written by vitsae probe train' },
+  head: { kind: 'string', required: true, aliases: ['probe'], default: '', doc: 'the task head: a directory written by vitsae head train' },
   ...preprocessSpec,
   ...deviceSpec,
 } as const satisfies ConfigSpec;
@@ -33,7 +33,7 @@ export async function openEngine(c: EngineConfig): Promise<{ engine: EditEngine;
   const engine = await EditEngine.open({
     model,
     sae,
-    probe: c.probe,
+    head: c.head,
     layer: c.layer || undefined,
     ...overridesOf(c),
     device: c.device,
@@ -87,15 +87,15 @@ export const editCommand = defineCommand({
   name: 'edit',
   summary: "edit SAE latents on chosen patches of an image and see the frozen task head's answer before and after",
   usage: `
-vitsae edit --model M.onnx --sae DIR --probe DIR --image FILE --edit LATENT:PATCHES:VALUE[:MODE] ... [--json]
+vitsae edit --model M.onnx --sae DIR --head DIR --image FILE --edit LATENT:PATCHES:VALUE[:MODE] ... [--json]
 
 Each edit sets (default), adds to or scales an SAE latent on some patches of the SAE's layer: the patch token x
-becomes x - x_hat + decode(f'), keeping the SAE's reconstruction error; the rest of the model and the probe run
+becomes x - x_hat + decode(f'), keeping the SAE's reconstruction error; the rest of the model and the head run
 on the result. PATCHES is all or indices (row-major over the patch grid) and ranges joined by +. A VALUE ending
 in x is relative to the latent's maximum activation (from --run's visuals, or a pass over --shards, default the
 SAE's training shards). Several --image flags edit a batch; several --edit flags apply in order.
 
-Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/world/sae --probe runs/world/probe \\
+Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/world/sae --head runs/world/head \\
            --image data/world/images/000017.png --edit 301:all:-2x --edit 88:27+28+35+36:3x`,
   spec: {
     ...engineSpec,
@@ -122,7 +122,7 @@ Example: vitsae edit --model models/concept-world-supervised.onnx --sae runs/wor
         const changed = labels(before).flatMap((l, p) => (l !== after.labels[n * R + p] ? [p] : []));
         return { file, before: labels(before), after: labels(after), changed_patches: changed };
       });
-      const out = { task: engine.task, layer: engine.layer.name, features: engine.probe.info.features, grid: engine.layout.grid, classes: engine.classes, edits, images: results };
+      const out = { task: engine.task, layer: engine.layer.name, features: engine.head.info.features, grid: engine.layout.grid, classes: engine.classes, edits, images: results };
       if (c.json) {
         process.stdout.write(JSON.stringify(out) + '\n');
         return;

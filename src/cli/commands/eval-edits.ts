@@ -6,7 +6,7 @@ export const evalEditsCommand = defineCommand({
   name: 'eval edits',
   summary: 'do SAE latents causally drive a frozen task head? Suppression edits against random-latent and random-direction baselines',
   usage: `
-vitsae eval edits --model M.onnx --sae DIR --probe DIR --data DATASET [--concepts WORLD] [--json]
+vitsae eval edits --model M.onnx --sae DIR --head DIR --data DATASET [--concepts WORLD] [--json]
 
 Samples --images images of DATASET and splits them. On the selection part each class gets the SAE latent with the
 best F1 against its patches (segmentation: the patches of that class; classification: the patches of images of
@@ -21,7 +21,7 @@ becomes the one the world's rule gives without that concept, rule_random_latent_
 edit of the same norm along a random latent. This tests that a concept's latent means the concept to the model.
 
 Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae runs/world/sae \\
-           --probe runs/world/probe --data data/world/labels.csv --concepts data/world`,
+           --head runs/world/head --data data/world/labels.csv --concepts data/world`,
   spec: {
     ...engineSpec,
     ...editEvalSpec,

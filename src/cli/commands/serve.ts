@@ -16,7 +16,7 @@ Serves the feature browser at http://127.0.0.1:PORT/: the feature list (sort, fi
 pages (click or drag over patches to see what fires there) and, with two runs, a side-by-side comparison. Names and
 notes are saved in DIR/annotations.sqlite. Binds to 127.0.0.1 unless --host says otherwise.
 
-A run whose run.json lists probes (vitsae probe train --run DIR) also gets the edit demos: change features on
+A run whose run.json lists heads (vitsae head train --run DIR) also gets the edit demos: change features on
 chosen patches of an image (the run's, or an upload) and see the task head's classes or mask before and after.
 
 With --compare CMP (a directory written by vitsae compare, or its compare.json) the browser also lists the

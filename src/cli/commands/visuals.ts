@@ -80,8 +80,8 @@ Example: vitsae visuals --sae runs/fmnist/sae --run runs/fmnist && vitsae serve 
       // A concept report stays valid as long as the SAE is the same one.
       const concepts = run?.concepts && run.sae === path.resolve(sae) ? { concepts: run.concepts } : {};
       // Task heads belong to the model, so they stay while it does.
-      const probes = run?.probes && run.model === meta.source.model ? { probes: run.probes } : {};
-      const spec: RunSpec = { shards, sae, visuals: out, ...(images ? { images } : {}), ...(meta.source.model ? { model: meta.source.model } : {}), ...concepts, ...probes };
+      const heads = run?.heads && run.model === meta.source.model ? { heads: run.heads } : {};
+      const spec: RunSpec = { shards, sae, visuals: out, ...(images ? { images } : {}), ...(meta.source.model ? { model: meta.source.model } : {}), ...concepts, ...heads };
       await writeRun(runDir, spec);
       if (c.json) process.stdout.write(JSON.stringify(meta) + '\n');
       else process.stderr.write(`visuals of ${meta.d_sae} latents over ${meta.n_images} images in ${out}\nNext: vitsae serve --run ${runDir}\n`);

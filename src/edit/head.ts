@@ -6,7 +6,7 @@
  * Training records the feature tensor over the dataset with the recorder (its decoding, batching, labels and
  * per-patch mask labels), fits the head with AdamW on standardised features, folds the standardisation into the
  * weights (the saved head works on raw features) and reports held-out accuracy and, for segmentation, mIoU. The
- * probe directory format is in README.md.
+ * head directory format is in README.md.
  *
  * Shape letters: N rows (images or patches), D feature width, K classes, B batch rows.
  */
@@ -25,16 +25,17 @@ import { Adam } from '../util/adam.js';
 import { camelKeys, snakeKeys } from '../util/json-keys.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
-import { readJson, writeFileAtomic } from '../util/fs.js';
+import { exists, readJson, writeFileAtomic } from '../util/fs.js';
 import { progress } from '../util/progress.js';
 import type { Task } from './kinds.js';
 import { type Pooling, rowsPerImage, taskRows } from './tokens.js';
 
-export const PROBE_FILE = 'probe.json';
-export const PROBE_WEIGHTS = 'probe.safetensors';
+export const HEAD_FILE = 'head.json';
+export const HEAD_WEIGHTS = 'head.safetensors';
+const HEAD_FORMAT = 'vitsae-head';
 
-/** The head's training hyperparameters, declared once for the library, the CLI flags and probe.json. */
-export const probeTrainSpec = {
+/** The head's training hyperparameters, declared once for the library, the CLI flags and head.json. */
+export const headTrainSpec = {
   epochs: { kind: 'number', int: true, min: 1, default: 30, doc: 'passes over the training rows' },
   batch: { kind: 'number', int: true, min: 1, default: 256, doc: 'rows (images or patches) per AdamW step' },
   lr: { kind: 'number', min: 0, default: 3e-3, doc: 'AdamW learning rate (features are standardised)' },
@@ -42,7 +43,7 @@ export const probeTrainSpec = {
   testFraction: { kind: 'number', min: 0.01, max: 0.9, default: 0.2, doc: 'share of the images held out for the reported metrics' },
   seed: { kind: 'number', int: true, min: 0, default: 0, doc: 'seed of the train/test split and the batch order' },
 } as const satisfies ConfigSpec;
-export type ProbeTrainConfig = ConfigOf<typeof probeTrainSpec>;
+export type HeadTrainConfig = ConfigOf<typeof headTrainSpec>;
 
 export interface ClassMetrics {
   class: string;
@@ -54,7 +55,7 @@ export interface ClassMetrics {
   iou?: number;
 }
 
-export interface ProbeMetrics {
+export interface HeadMetrics {
   train_images: number;
   test_images: number;
   /** Held-out rows predicted correctly: images (classify) or patches (segment). */
@@ -64,9 +65,9 @@ export interface ProbeMetrics {
   per_class: ClassMetrics[];
 }
 
-/** probe.json. */
-export interface ProbeInfo {
-  format: 'vitsae-probe';
+/** head.json. */
+export interface HeadInfo {
+  format: typeof HEAD_FORMAT;
   version: 1;
   task: Task;
   /** The ONNX model whose feature tensor the head reads (absolute path when trained). */
@@ -76,46 +77,53 @@ export interface ProbeInfo {
   pooling: Pooling;
   d_model: number;
   classes: string[];
-  metrics: ProbeMetrics;
-  train: ProbeTrainConfig & { dataset: string };
+  metrics: HeadMetrics;
+  train: HeadTrainConfig & { dataset: string };
 }
 
-export interface Probe {
-  info: ProbeInfo;
+export interface Head {
+  info: HeadInfo;
   /** Weights on raw features [D, K] and bias [K]: logits = x @ W + b. */
   W_DK: Float32Array;
   b_K: Float32Array;
 }
 
-export async function saveProbe(dir: string, probe: Probe): Promise<void> {
-  const { d_model: D, classes } = probe.info;
+export async function saveHead(dir: string, head: Head): Promise<void> {
+  const { d_model: D, classes } = head.info;
   await fsp.mkdir(dir, { recursive: true });
-  await writeSafetensors(path.join(dir, PROBE_WEIGHTS), { W: tensor(probe.W_DK, [D, classes.length]), b: tensor(probe.b_K, [classes.length]) }, { format: 'vitsae-probe' });
-  await writeFileAtomic(path.join(dir, PROBE_FILE), JSON.stringify({ ...probe.info, train: snakeKeys(probe.info.train) }, null, 2) + '\n');
+  await writeSafetensors(path.join(dir, HEAD_WEIGHTS), { W: tensor(head.W_DK, [D, classes.length]), b: tensor(head.b_K, [classes.length]) }, { format: HEAD_FORMAT });
+  await writeFileAtomic(path.join(dir, HEAD_FILE), JSON.stringify({ ...head.info, train: snakeKeys(head.info.train) }, null, 2) + '\n');
 }
 
-export async function loadProbe(dir: string): Promise<Probe> {
-  const raw = await readJson<ProbeInfo>(path.join(dir, PROBE_FILE), `${dir} is not a probe directory (train one with vitsae probe train)`);
-  const info: ProbeInfo = { ...raw, train: camelKeys(raw.train ?? {}) };
-  if (info.format !== 'vitsae-probe' || info.version !== 1) throw new UserError(`${dir}/${PROBE_FILE} is not a vitsae-probe version 1 file`);
-  const { tensors } = await readSafetensors(path.join(dir, PROBE_WEIGHTS));
+/**
+ * Compatibility: heads written before the task head was renamed from "probe" (by `vitsae probe train`) are
+ * probe.json and probe.safetensors with the format "vitsae-probe"; they load as they are.
+ */
+const OLD_HEAD = { file: 'probe.json', weights: 'probe.safetensors', format: 'vitsae-probe' };
+
+export async function loadHead(dir: string): Promise<Head> {
+  const old = !(await exists(path.join(dir, HEAD_FILE))) && (await exists(path.join(dir, OLD_HEAD.file)));
+  const { file, weights, format } = old ? OLD_HEAD : { file: HEAD_FILE, weights: HEAD_WEIGHTS, format: HEAD_FORMAT };
+  const raw = await readJson<Omit<HeadInfo, 'format'> & { format: string }>(path.join(dir, file), `${dir} is not a head directory (train one with vitsae head train)`);
+  if (raw.format !== format || raw.version !== 1) throw new UserError(`${dir}/${file} is not a ${format} version 1 file`);
+  const info: HeadInfo = { ...raw, format: HEAD_FORMAT, train: camelKeys(raw.train ?? {}) };
+  const { tensors } = await readSafetensors(path.join(dir, weights));
   const K = info.classes.length;
   const W = tensors.W;
   const b = tensors.b;
-  if (!W || !b || W.shape.join() !== `${info.d_model},${K}` || b.shape.join() !== `${K}`)
-    throw new UserError(`${dir}/${PROBE_WEIGHTS} must hold W [${info.d_model}, ${K}] and b [${K}] as ${PROBE_FILE} says`);
+  if (!W || !b || W.shape.join() !== `${info.d_model},${K}` || b.shape.join() !== `${K}`) throw new UserError(`${dir}/${weights} must hold W [${info.d_model}, ${K}] and b [${K}] as ${file} says`);
   return { info, W_DK: toFloat32(W), b_K: toFloat32(b) };
 }
 
 /** Class probabilities of rows_ND under the head, probs_NK (softmax of x @ W + b). */
-export function probeProbabilities(probe: Pick<Probe, 'W_DK' | 'b_K'>, rows_ND: Float32Array, N: number): Float32Array {
-  const K = probe.b_K.length;
-  const D = probe.W_DK.length / K;
+export function headProbabilities(head: Pick<Head, 'W_DK' | 'b_K'>, rows_ND: Float32Array, N: number): Float32Array {
+  const K = head.b_K.length;
+  const D = head.W_DK.length / K;
   const probs_NK = new Float32Array(N * K);
-  if (N) native().sgemm(false, false, N, K, D, rows_ND, probe.W_DK, probs_NK);
+  if (N) native().sgemm(false, false, N, K, D, rows_ND, head.W_DK, probs_NK);
   for (let n = 0; n < N; n++) {
     const row = probs_NK.subarray(n * K, (n + 1) * K);
-    for (let k = 0; k < K; k++) row[k] += probe.b_K[k];
+    for (let k = 0; k < K; k++) row[k] += head.b_K[k];
     softmaxInPlace(row);
   }
   return probs_NK;
@@ -143,7 +151,7 @@ export function argmaxRows(probs_NK: Float32Array, K: number): Int32Array {
 const CLASSIFY_DATA = 'classification heads need a labelled dataset (class folders, a .csv with a label column, IDX with labels)';
 const SEGMENT_DATA = 'segmentation heads are trained on a segmentation dataset (a folder with images/ and masks/)';
 
-export interface ProbeTrainOptions {
+export interface HeadTrainOptions {
   task: Task;
   model: string;
   /** The labelled dataset (class labels for classify, images/ + masks/ for segment). */
@@ -154,7 +162,7 @@ export interface ProbeTrainOptions {
   features?: string;
   /** Class names; default the dataset's (folder names) or the class numbers. */
   classes?: string[];
-  train: ProbeTrainConfig;
+  train: HeadTrainConfig;
   /** Recording settings when `data` is given (see RecordOptions). */
   inputSize?: [number, number];
   mean?: number[];
@@ -170,7 +178,7 @@ export interface ProbeTrainOptions {
  * Records the feature tensor over the dataset into a temporary directory (unless `shards` is given), fits the head
  * on a split of the images and measures it on the rest.
  */
-export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
+export async function trainHead(opts: HeadTrainOptions): Promise<Head> {
   const bb = await openBackbone(opts.model, opts.device);
   const [features] = selectLayers(bb, [opts.features ?? '-1']);
   if (!opts.shards && !opts.data) throw new UserError('give the labelled dataset (--data) or a recording of the features (--shards)');
@@ -180,7 +188,7 @@ export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
     if (opts.task === 'segment' && !ds.mask) throw new UserError(`${opts.data} has no masks: ${SEGMENT_DATA}`);
     if (opts.task === 'classify' && ds.label(0) === null) throw new UserError(`${opts.data} has no class labels: ${CLASSIFY_DATA}`);
   }
-  const tmp = opts.shards ? null : await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-probe-'));
+  const tmp = opts.shards ? null : await fsp.mkdtemp(path.join(os.tmpdir(), 'vitsae-head-'));
   try {
     const shards = opts.shards ?? path.join(tmp!, 'features');
     if (!opts.shards)
@@ -215,10 +223,10 @@ export async function trainProbe(opts: ProbeTrainOptions): Promise<Probe> {
       const testRows = rowsOf(test);
       const X_ND = new Float32Array(testRows.length * ds.d);
       testRows.forEach((r, i) => X_ND.set(rows_ND.subarray(r * ds.d, (r + 1) * ds.d), i * ds.d));
-      const predicted = argmaxRows(probeProbabilities({ W_DK, b_K }, X_ND, testRows.length), classes.length);
+      const predicted = argmaxRows(headProbabilities({ W_DK, b_K }, X_ND, testRows.length), classes.length);
       const truth = Int32Array.from(testRows, (r) => labels_N[r]);
-      const info: ProbeInfo = {
-        format: 'vitsae-probe',
+      const info: HeadInfo = {
+        format: HEAD_FORMAT,
         version: 1,
         task: opts.task,
         model: path.resolve(opts.model),
@@ -272,7 +280,7 @@ async function loadRows(ds: ShardDataset, layerIdx: number, task: Task): Promise
 }
 
 /** A seeded split of whole images, so that the patches of one image never sit on both sides. */
-function splitImages(n: number, cfg: ProbeTrainConfig): { train: Int32Array; test: Int32Array } {
+function splitImages(n: number, cfg: HeadTrainConfig): { train: Int32Array; test: Int32Array } {
   const order = new Rng(cfg.seed, 0x9b0e).permutation(n);
   const nTest = Math.round(n * cfg.testFraction);
   if (nTest < 1 || n - nTest < 1) throw new UserError(`${n} images cannot be split into training and held-out images (--test-fraction ${cfg.testFraction}); use more data`);
@@ -283,7 +291,7 @@ function splitImages(n: number, cfg: ProbeTrainConfig): { train: Int32Array; tes
  * Multinomial logistic regression on rows `train` of X_ND with AdamW (decoupled weight decay) on standardised
  * features; returns the weights on raw features: W_raw[d] = W[d] / sd[d], b_raw = b - sum_d mu[d] W_raw[d].
  */
-function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: number, K: number, cfg: ProbeTrainConfig, showProgress: boolean): { W_DK: Float32Array; b_K: Float32Array } {
+function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: number, K: number, cfg: HeadTrainConfig, showProgress: boolean): { W_DK: Float32Array; b_K: Float32Array } {
   const mu_D = new Float64Array(D);
   const sd_D = new Float64Array(D);
   for (const r of train) for (let d = 0; d < D; d++) mu_D[d] += X_ND[r * D + d] / train.length;
@@ -304,7 +312,7 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
   const rng = new Rng(cfg.seed, 0xada);
   const adam = new Adam({ lr: cfg.lr });
   const sgemm = native().sgemm;
-  const bar = progress('probe', cfg.epochs, { enabled: showProgress, unit: 'epochs' });
+  const bar = progress('head', cfg.epochs, { enabled: showProgress, unit: 'epochs' });
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
     const order = rng.shuffle(train.slice());
     for (let s = 0; s + B <= order.length; s += B) {
@@ -336,7 +344,7 @@ function fitSoftmax(X_ND: Float32Array, y_N: Int32Array, train: Int32Array, D: n
 }
 
 /** Accuracy and per-class recall; for segmentation also per-class IoU and their mean over classes that occur. */
-function heldOutMetrics(task: Task, truth: Int32Array, predicted: Int32Array, classes: string[]): Omit<ProbeMetrics, 'train_images' | 'test_images'> {
+function heldOutMetrics(task: Task, truth: Int32Array, predicted: Int32Array, classes: string[]): Omit<HeadMetrics, 'train_images' | 'test_images'> {
   const K = classes.length;
   const tp = new Float64Array(K),
     support = new Float64Array(K),

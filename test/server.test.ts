@@ -23,6 +23,8 @@ import { CHUNK_SIZE, HISTOGRAM_LAYOUT, STATS_COLUMNS, thumbPath, VisualsIndex, t
 import { openSae } from '../src/interop/index.js';
 import { ShardDataset } from '../src/shards/index.js';
 import { Rng } from '../src/util/random.js';
+import { type ConfigOf, type ConfigSpec, helpText, parseArgs } from '../src/util/config.js';
+import { jsonSchemaOf } from '../src/server/schema.js';
 import { makeRun, type SmallRun } from './fixtures/web/run.js';
 
 let tmp: string;
@@ -275,6 +277,38 @@ test('two runs compare by the images they share', async () => {
     c.matches.some((m) => m.latent === j && m.count === c.images),
     JSON.stringify(c.matches.slice(0, 3)),
   );
+});
+
+test("a flat option set is a config spec: its JSON Schema, its type and the CLI's reading agree", () => {
+  const spec = {
+    run: { kind: 'string', required: true, maxLength: 100, doc: 'the run' },
+    limit: { kind: 'number', int: true, min: 1, max: 500, default: 100, doc: 'rows' },
+    freq: { kind: 'number', min: 0, max: 1, doc: 'a frequency' },
+    order: { kind: 'enum', choices: ['asc', 'desc'], default: 'asc', doc: 'the order' },
+    id: { kind: 'string', pattern: '^[0-9a-f]+$', doc: 'an id' },
+  } as const satisfies ConfigSpec;
+  assert.deepEqual(jsonSchemaOf(spec), {
+    type: 'object',
+    properties: {
+      run: { type: 'string', description: 'the run', maxLength: 100 },
+      limit: { type: 'integer', description: 'rows', default: 100, minimum: 1, maximum: 500 },
+      freq: { type: 'number', description: 'a frequency', minimum: 0, maximum: 1 },
+      order: { type: 'string', description: 'the order', default: 'asc', enum: ['asc', 'desc'] },
+      id: { type: 'string', description: 'an id', pattern: '^[0-9a-f]+$' },
+    },
+    required: ['run'],
+    additionalProperties: false,
+  });
+  // A field with no default may be absent (type and value); a required one may not.
+  const given: ConfigOf<typeof spec> = { run: 'r', limit: 1, order: 'desc' };
+  // @ts-expect-error run is required
+  const missing: ConfigOf<typeof spec> = { limit: 1, order: 'desc' };
+  assert.ok(given && missing);
+  assert.deepEqual(parseArgs(spec, ['--run', 'r']).config, { run: 'r', limit: 100, order: 'asc' });
+  assert.throws(() => parseArgs(spec, ['--limit', '5']), /--run is required/);
+  assert.throws(() => parseArgs(spec, ['--run', 'x'.repeat(101)]), /--run "x+": longer than 100 characters/);
+  assert.throws(() => parseArgs(spec, ['--run', 'r', '--id', 'XY']), /--id "XY": must match \^\[0-9a-f\]\+\$/);
+  assert.match(helpText(spec), /^ {2}--freq N +a frequency$/m);
 });
 
 test('numbers written plainly still pass the strict check', async () => {

@@ -1,10 +1,11 @@
 /**
- * The JSON the feature browser reads, from the server (`/api/...`) or from a static site's files alike. Types only,
- * with no Node imports, so the web app shares them.
+ * The JSON the feature browser reads, from the server (`/api/...`) or from a static site's files alike. Types (and
+ * the feature list's query spec) with no Node imports, so the web app shares them.
  */
 import type { ConceptMatch } from '../analysis/concept-matches.js';
 import type { CompareJson } from '../analysis/compare/format.js';
 import type { VisualsMeta } from '../analysis/layout.js';
+import type { ConfigOf, ConfigSpec } from '../util/spec.js';
 
 export type { ConceptMatch };
 
@@ -50,21 +51,21 @@ export const SORT_KEYS = ['latent', 'frequency', 'image_frequency', 'max', 'mean
 export type SortKey = (typeof SORT_KEYS)[number];
 export const ANNOTATED = ['any', 'named', 'unnamed'] as const;
 
-export interface FeatureQuery {
-  sort: SortKey;
-  order: 'asc' | 'desc';
-  offset: number;
-  limit: number;
-  /** Case-insensitive text in the name or notes. */
-  q?: string;
-  annotated?: (typeof ANNOTATED)[number];
-  min_frequency?: number;
-  max_frequency?: number;
-  /** Only features whose best-matching concept is this one. */
-  concept?: string;
-  /** Only features whose best concept match has at least this F1. */
-  min_concept_f1?: number;
-}
+/** `GET /api/runs/:run/features`'s query string; a static site runs the same query in the browser (query.ts). */
+export const featureQuerySpec = {
+  sort: { kind: 'enum', choices: SORT_KEYS, default: 'latent', doc: 'the column to sort by' },
+  order: { kind: 'enum', choices: ['asc', 'desc'], default: 'asc', doc: 'the sort order' },
+  offset: { kind: 'number', int: true, min: 0, default: 0, doc: 'rows to skip' },
+  limit: { kind: 'number', int: true, min: 1, max: 500, default: 100, doc: 'rows to answer' },
+  q: { kind: 'string', maxLength: 200, doc: 'case-insensitive text in the name or notes' },
+  annotated: { kind: 'enum', choices: ANNOTATED, default: 'any', doc: 'named features, unnamed ones, or any' },
+  min_frequency: { kind: 'number', min: 0, max: 1, doc: 'the least fraction of patch tokens a feature fires on' },
+  max_frequency: { kind: 'number', min: 0, max: 1, doc: 'the largest fraction of patch tokens a feature fires on' },
+  concept: { kind: 'string', maxLength: 200, doc: 'only features whose best-matching concept is this one' },
+  min_concept_f1: { kind: 'number', min: 0, max: 1, doc: 'only features whose best concept match has at least this F1' },
+} as const satisfies ConfigSpec;
+
+export type FeatureQuery = ConfigOf<typeof featureQuerySpec>;
 
 export interface FeatureList {
   total: number;

@@ -5,20 +5,20 @@
  * Server-Timing header with the time spent in the server.
  */
 import fastifyStatic from '@fastify/static';
-import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { existsSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UserError } from '../util/errors.js';
-import { ANNOTATED, type RunComparison, SORT_KEYS } from './api.js';
+import type { RunComparison } from './api.js';
 import { NotFound, RunData, type Urls } from './run-data.js';
 import { THUMBS_DIR } from '../analysis/visuals-index.js';
 import type { Device } from '../backbone/device.js';
 import { DEFAULT_EDIT_LIMITS, type EditLimits, editRoutes } from './edit-routes.js';
 import { lenientNumber, numberAsString } from './strict-params.js';
-import { ImageParams, LatentParams, RunParam } from './params.js';
+import { AnnotationBody, CompareQuerystring, FeatureQuerystring, ImageParams, LatentParams, RunParam } from './params.js';
+import type { SpecTypeProvider } from './schema.js';
 
 /** The built web app: dist/app next to dist/src (see web/vite.config.ts). */
 export const WEB_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../app');
@@ -66,7 +66,7 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 const LONE_SURROGATE = /\p{Cs}/u;
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
-  const app = Fastify({ logger: opts.logger ?? false, ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } } }).withTypeProvider<TypeBoxTypeProvider>();
+  const app = Fastify({ logger: opts.logger ?? false, ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } } }).withTypeProvider<SpecTypeProvider>();
   const runs = new Map(opts.runs.map((r) => [r.id, r]));
   const runOf = (id: string): RunData => {
     const r = runs.get(id);
@@ -114,50 +114,18 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     return opts.comparison;
   });
 
-  app.get(
-    '/api/runs/:run/features',
-    {
-      schema: {
-        params: RunParam,
-        querystring: Type.Object(
-          {
-            sort: Type.Enum(SORT_KEYS, { default: 'latent' }),
-            order: Type.Enum(['asc', 'desc'], { default: 'asc' }),
-            offset: Type.Integer({ minimum: 0, default: 0 }),
-            limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 }),
-            q: Type.Optional(Type.String({ maxLength: 200 })),
-            annotated: Type.Enum(ANNOTATED, { default: 'any' }),
-            min_frequency: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-            max_frequency: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-            concept: Type.Optional(Type.String({ maxLength: 200 })),
-            min_concept_f1: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-          },
-          { additionalProperties: false },
-        ),
-      },
-    },
-    async (req) => runOf(req.params.run).list(req.query),
-  );
+  app.get('/api/runs/:run/features', { schema: { params: RunParam, querystring: FeatureQuerystring } }, async (req) => runOf(req.params.run).list(req.query));
 
   app.get('/api/runs/:run/features/:latent', { schema: { params: LatentParams } }, async (req) => runOf(req.params.run).feature(req.params.latent));
 
-  app.put(
-    '/api/runs/:run/features/:latent/annotation',
-    {
-      schema: {
-        params: LatentParams,
-        body: Type.Object({ name: Type.String({ maxLength: 200 }), notes: Type.String({ maxLength: 20_000, default: '' }) }, { additionalProperties: false }),
-      },
-    },
-    async (req, reply) => {
-      const run = runOf(req.params.run);
-      if (!run.editable) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `run ${run.id} is read-only` });
-      // A lone UTF-16 surrogate cannot be stored as valid UTF-8: SQLite would keep bytes other readers reject.
-      for (const field of ['name', 'notes'] as const)
-        if (LONE_SURROGATE.test(req.body[field])) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${field} holds a lone UTF-16 surrogate (not valid Unicode text)` });
-      return run.annotate(req.params.latent, req.body.name, req.body.notes);
-    },
-  );
+  app.put('/api/runs/:run/features/:latent/annotation', { schema: { params: LatentParams, body: AnnotationBody } }, async (req, reply) => {
+    const run = runOf(req.params.run);
+    if (!run.editable) return reply.code(403).send({ statusCode: 403, error: 'Forbidden', message: `run ${run.id} is read-only` });
+    // A lone UTF-16 surrogate cannot be stored as valid UTF-8: SQLite would keep bytes other readers reject.
+    for (const field of ['name', 'notes'] as const)
+      if (LONE_SURROGATE.test(req.body[field])) return reply.code(400).send({ statusCode: 400, error: 'Bad Request', message: `${field} holds a lone UTF-16 surrogate (not valid Unicode text)` });
+    return run.annotate(req.params.latent, req.body.name, req.body.notes);
+  });
 
   app.get('/api/runs/:run/images/:image', { schema: { params: ImageParams } }, async (req) => runOf(req.params.run).image(req.params.image));
 
@@ -170,7 +138,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     return reply.type('image/png').send(png);
   });
 
-  app.get('/api/runs/:run/compare/:latent', { schema: { params: LatentParams, querystring: Type.Object({ other: Type.String({ maxLength: 100 }) }, { additionalProperties: false }) } }, async (req) =>
+  app.get('/api/runs/:run/compare/:latent', { schema: { params: LatentParams, querystring: CompareQuerystring } }, async (req) =>
     runOf(req.params.run).compare(req.params.latent, runOf(req.query.other)),
   );
 

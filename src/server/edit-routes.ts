@@ -5,14 +5,15 @@
  * allows. Uploads are limited in bytes (checked from Content-Length before the body is read, and by the body
  * limit while it is) and in pixels (from the header, before decoding; see uploads.ts).
  */
-import { type Static, Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { type Static, Type } from '@fastify/type-provider-typebox';
 import { EDIT_MODES } from '../edit/kinds.js';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { NotFound, type RunData } from './run-data.js';
 import type { EditRequest, HeadList, Upload } from './edit-api.js';
 import type { Device } from '../backbone/device.js';
 import { BadRequest, RunEdits } from './edits.js';
-import { RunParam } from './params.js';
+import { RunParam, SHA256_PATTERN, UploadParams } from './params.js';
+import type { SpecTypeProvider } from './schema.js';
 import { BoundedQueue, QueueFull } from './queue.js';
 import { checkUpload, UploadRejected, UploadStore } from './uploads.js';
 
@@ -34,7 +35,7 @@ const STORED_UPLOADS = 8;
 /** Seconds a client refused by a full queue is asked to wait. */
 const RETRY_AFTER = 1;
 
-const SHA256 = Type.String({ pattern: '^[0-9a-f]{64}$' });
+const SHA256 = Type.String({ pattern: SHA256_PATTERN });
 const Patches = Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 65_536 });
 const HeadId = Type.Integer({ minimum: 0 });
 const EditBody = Type.Object(
@@ -81,7 +82,7 @@ export interface EditRoutesOptions extends EditLimits {
 }
 
 export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOptions): Promise<void> {
-  const app = parent.withTypeProvider<TypeBoxTypeProvider>();
+  const app = parent.withTypeProvider<SpecTypeProvider>();
   const edits = new Map(opts.runs.map((r) => [r, new RunEdits(r, opts.device)]));
   const editsOf = (id: string) => edits.get(opts.runOf(id))!;
   const queue = new BoundedQueue(opts.editConcurrency, opts.editQueue);
@@ -127,7 +128,7 @@ export async function editRoutes(parent: FastifyInstance, opts: EditRoutesOption
     },
   );
 
-  app.get('/api/runs/:run/uploads/:upload/view.png', { schema: { params: Type.Object({ run: Type.String({ maxLength: 100 }), upload: SHA256 }) } }, async (req, reply) => {
+  app.get('/api/runs/:run/uploads/:upload/view.png', { schema: { params: UploadParams } }, async (req, reply) => {
     const run = opts.runOf(req.params.run);
     const bytes = uploadOf(req.params.upload);
     const png = await queued(reply, () => run.viewOf(bytes));

@@ -1,39 +1,13 @@
 /**
- * Typed configs with defaults and one-line docs. Every config in vitsae is declared once as a `ConfigSpec`;
- * its TypeScript type, its defaults, its CLI flags and its `--help` text are all derived from that one object.
+ * Typed configs with defaults and one-line docs. Every config in vitsae is declared once as a `ConfigSpec`
+ * (src/util/spec.ts); its TypeScript type, its defaults, its CLI flags and its `--help` text are all derived from
+ * that one object, and for the server's parameters its JSON Schema (src/server/schema.ts).
  */
 
 import { readFileSync } from 'node:fs';
+import type { ConfigOf, ConfigSpec, FieldSpec } from './spec.js';
 
-/**
- * `required`: the CLI refuses to run without the option (a usage error) and `--help` marks it. `aliases`: old
- * names of a renamed option, still accepted as flags and config-file keys with a note that the name changed.
- */
-export type FieldSpec = (
-  | { kind: 'number'; default: number; doc: string; int?: boolean; min?: number; max?: number }
-  | { kind: 'string'; default: string; doc: string }
-  | { kind: 'boolean'; default: boolean; doc: string }
-  | { kind: 'enum'; choices: readonly string[]; default: string; doc: string }
-  | { kind: 'numbers'; default: number[]; doc: string }
-  | { kind: 'strings'; default: string[]; doc: string }
-) & { required?: boolean; aliases?: readonly string[] };
-
-export type ConfigSpec = Record<string, FieldSpec>;
-
-type ValueOf<F extends FieldSpec> = F extends { kind: 'number' }
-  ? number
-  : F extends { kind: 'boolean' }
-    ? boolean
-    : F extends { kind: 'enum'; choices: readonly (infer C)[] }
-      ? C
-      : F extends { kind: 'numbers' }
-        ? number[]
-        : F extends { kind: 'strings' }
-          ? string[]
-          : string;
-
-/** The config object type a spec describes. */
-export type ConfigOf<S extends ConfigSpec> = { -readonly [K in keyof S]: ValueOf<S[K]> };
+export type { ConfigOf, ConfigSpec, FieldSpec } from './spec.js';
 
 export class ConfigError extends Error {}
 
@@ -82,7 +56,7 @@ export function flagOf(field: string): string {
 
 export function defaultsOf<S extends ConfigSpec>(spec: S): ConfigOf<S> {
   const out: Record<string, unknown> = {};
-  for (const [k, f] of Object.entries(spec)) out[k] = Array.isArray(f.default) ? [...f.default] : f.default;
+  for (const [k, f] of Object.entries(spec)) if (f.default !== undefined) out[k] = Array.isArray(f.default) ? [...f.default] : f.default;
   return out as ConfigOf<S>;
 }
 
@@ -109,6 +83,8 @@ function parseValue(field: string, f: FieldSpec, raw: string): unknown {
     case 'strings':
       return raw.split(',');
     case 'string':
+      if (f.maxLength !== undefined && [...raw].length > f.maxLength) throw new UsageError(`${where}: longer than ${f.maxLength} characters`);
+      if (f.pattern !== undefined && !new RegExp(f.pattern).test(raw)) throw new UsageError(`${where}: must match ${f.pattern}`);
       return raw;
   }
 }
@@ -279,7 +255,7 @@ export function parseArgs<S extends ConfigSpec>(spec: S, argv: string[]): Parsed
 export function helpText(spec: ConfigSpec, extra: [string, string][] = []): string {
   const rows = Object.entries(spec).map(([k, f]) => {
     const kind = f.kind === 'boolean' ? '' : f.kind === 'enum' ? ` ${f.choices.join('|')}` : f.kind === 'numbers' ? ' N,N' : f.kind === 'strings' ? ' S,S' : f.kind === 'number' ? ' N' : ' S';
-    const def = Array.isArray(f.default) ? f.default.join(',') : String(f.default);
+    const def = Array.isArray(f.default) ? f.default.join(',') : String(f.default ?? '');
     const notes = [f.required ? 'required' : def === '' ? '' : `default: ${def}`, ...(f.aliases ?? []).map((a) => `formerly ${flagOf(a)}`)].filter(Boolean);
     return [`  ${flagOf(k)}${kind}`, `${f.doc}${notes.length ? ` (${notes.join('; ')})` : ''}`];
   });

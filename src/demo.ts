@@ -256,7 +256,8 @@ export function demoRunMarkdown(r: DemoRun): string {
       row("segmentation: a shape's latent on that shape's patches (per patch)", e.segment),
       row("classification: the latent of a class's images on every patch (per image)", e.classify),
       '',
-      `Classification by concept: suppressing a concept's latent on its patches gives the class the world's rule gives without that concept in ${f(e.classify.rule_consistent_rate)} of ${e.classify.rule_checked} (image, concept) checks; the same edit size along a random latent in ${f(e.classify.rule_random_latent_consistent_rate)}.`,
+      `Classification by concept: suppressing a concept's latent on its patches gives the class the world's rule gives without that concept in ${f(e.classify.rule_consistent_rate)} of ${e.classify.rule_checked} (image, concept) checks; the same edit size along a random latent in ${f(e.classify.rule_random_latent_consistent_rate)}. ` +
+        `Swapping a concept (on the salient object's patches, its colour's or texture's latent set to 0 and another colour's or texture's to its maximum) gives the class of the object so changed in ${f(e.classify.swap_consistent_rate)} of ${e.classify.swap_checked} checks; an edit as large along a random latent in ${f(e.classify.swap_random_latent_consistent_rate)}.`,
     );
   }
   return lines.join('\n') + '\n';

@@ -12,6 +12,7 @@ import {
   type CONCEPT_GROUPS,
   CONCEPTS,
   type ConceptWorldInfo,
+  classAfterSwap,
   classOf,
   COVERAGE_THRESHOLD,
   generateImage,
@@ -140,6 +141,17 @@ describe('class rule', () => {
     assert.equal(without('background:noise'), classOf(objects));
     assert.equal(classOf(withoutConcept(withoutConcept(objects, 'colour:blue'), 'colour:red')), null);
     assert.throws(() => withoutConcept(objects, 'colour:purple'), /unknown concept/);
+  });
+
+  it("predicts the class after the salient object's colour or texture is swapped", () => {
+    const objects = [o('circle', 'red', 'solid', 'large'), o('star', 'blue', 'dots'), o('square', 'blue', 'solid')];
+    assert.equal(classAfterSwap(objects, 'colour:blue', 'colour:yellow'), cls('yellow-patterned'), 'only the star (salient) changes');
+    assert.equal(classAfterSwap(objects, 'texture:dots', 'texture:solid'), cls('blue-solid'));
+    assert.equal(classAfterSwap(objects, 'texture:dots', 'texture:stripes'), cls('blue-patterned'), 'a pattern for a pattern keeps the class');
+    assert.equal(classAfterSwap(objects, 'colour:red', 'colour:green'), null, 'the circle is not salient');
+    assert.equal(classAfterSwap([], 'colour:red', 'colour:green'), null);
+    assert.throws(() => classAfterSwap(objects, 'colour:blue', 'texture:solid'), /same family/);
+    assert.deepEqual(objects[1], o('star', 'blue', 'dots'), 'the objects are not changed');
   });
 });
 

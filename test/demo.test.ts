@@ -57,6 +57,7 @@ test('the demo builds a run with an SAE, its evaluation, the concept check and e
     const { segment: seg, classify: cls } = run.edits!;
     assert.deepEqual([seg.task, seg.scope, seg.n_select_images + seg.n_test_images], ['segment', 'target', 60]);
     assert.equal(cls.rule!.length, 19, 'every shape, colour, texture and size concept');
+    assert.equal(cls.swap!.length, 10, 'six colour swaps and four texture swaps');
     assert.deepEqual(JSON.parse(await fsp.readFile(path.join(run.dir, 'edits.json'), 'utf8')), run.edits);
     const worlds = await Promise.all(['world', 'test-world'].map(async (w) => JSON.parse(await fsp.readFile(path.join(out, w, 'concepts.json'), 'utf8')) as { seed: number; n: number }));
     assert.deepEqual(

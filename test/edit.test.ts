@@ -267,6 +267,25 @@ test('on the concept world: segmentation edits per patch, and the class rule for
     );
     // The baseline's latents are others that fired, never the concept's own, one per batch of test images with a check.
     for (const c of r.rule!) if (c.latent !== null && c.n) assert.ok(c.random_latent.latents.length > 0 && !c.random_latent.latents.includes(c.latent));
+    // The swap check: each colour into the next, solid into stripes and each pattern into solid.
+    assert.deepEqual(
+      r.swap!.map((c) => `${c.from}>${c.to}`),
+      [
+        ...['red>yellow', 'yellow>green', 'green>cyan', 'cyan>blue', 'blue>magenta', 'magenta>red'].map((p) => p.replace(/(\w+)>(\w+)/, 'colour:$1>colour:$2')),
+        'texture:solid>texture:stripes',
+        'texture:stripes>texture:solid',
+        'texture:dots>texture:solid',
+        'texture:checker>texture:solid',
+      ],
+    );
+    assert.ok(inUnit(r.swap_consistent_rate!) && inUnit(r.swap_random_latent_consistent_rate!));
+    assert.equal(
+      r.swap_checked,
+      r.swap!.reduce((a, c) => a + c.n, 0),
+    );
+    // Every test image whose salient object the head classified right is checked once per family (colour, texture).
+    assert.ok(r.swap_checked! > 0 && r.swap_checked! <= 2 * r.n_test_images);
+    for (const c of r.swap!) if (c.latents[1] !== null && c.n) assert.ok(c.random_latent.latents.length > 0 && !c.random_latent.latents.includes(c.latents[1]));
   } finally {
     await cls.close();
   }

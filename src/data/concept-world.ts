@@ -80,8 +80,7 @@ export interface WorldImage {
  * solid or patterned. Null when no object is left, which can only happen after concepts are removed.
  */
 export function classOf(objects: readonly Pick<WorldObject, 'shape' | 'colour' | 'texture'>[]): number | null {
-  let salient: (typeof objects)[number] | null = null;
-  for (const o of objects) if (!salient || SALIENCE.indexOf(o.shape) < SALIENCE.indexOf(salient.shape)) salient = o;
+  const salient = salientObject(objects);
   if (!salient) return null;
   return 2 * COLOURS.indexOf(salient.colour) + (salient.texture === 'solid' ? 0 : 1);
 }
@@ -99,6 +98,27 @@ export function conceptsOf(o: Pick<WorldObject, 'shape' | 'colour' | 'texture' |
 export function withoutConcept<T extends Pick<WorldObject, 'shape' | 'colour' | 'texture' | 'size'>>(objects: readonly T[], concept: string): T[] {
   if (!CONCEPTS.includes(concept)) throw new UserError(`unknown concept ${concept}; concepts are ${CONCEPTS.join(', ')}`);
   return objects.filter((o) => !conceptsOf(o).includes(concept));
+}
+
+/** The salient object: the one whose shape comes first in SALIENCE, which the class rule reads. */
+export function salientObject<T extends Pick<WorldObject, 'shape'>>(objects: readonly T[]): T | null {
+  let salient: T | null = null;
+  for (const o of objects) if (!salient || SALIENCE.indexOf(o.shape) < SALIENCE.indexOf(salient.shape)) salient = o;
+  return salient;
+}
+
+/**
+ * The class the rule gives when the salient object's colour or texture `from` (a concept such as `colour:red`)
+ * becomes `to` (`colour:yellow`), or null when the salient object does not show `from`. The edit evaluation's
+ * swap check asks for it.
+ */
+export function classAfterSwap(objects: readonly Pick<WorldObject, 'shape' | 'colour' | 'texture'>[], from: string, to: string): number | null {
+  const [family, fromValue] = from.split(':');
+  const [toFamily, toValue] = to.split(':');
+  if (family !== toFamily || (family !== 'colour' && family !== 'texture')) throw new UserError(`a swap changes a colour or a texture into another of the same family, not ${from} into ${to}`);
+  const salient = salientObject(objects);
+  if (!salient || salient[family] !== fromValue) return null;
+  return classOf(objects.map((o) => (o === salient ? { ...o, [family]: toValue } : o)));
 }
 
 const pick = <T>(rng: Rng, values: readonly T[]): T => values[rng.nextInt(values.length)];

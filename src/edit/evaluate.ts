@@ -17,6 +17,11 @@
  * On the concept world (src/data/concept-world.ts) the image-class rule is checked too: suppressing the latent of
  * a concept C (best F1 against the patches showing C) on the patches showing C should turn the class into
  * classOf(objects without C). This chooses latents by what they mean, not by the class of the images they fire on.
+ * Removal has a weakness as a test: an edit large enough to wreck an object also takes it away, so a random edit of
+ * the same size often gives the rule's class too. The swap check asks for one class out of twelve instead: on the
+ * salient object's patches its colour latent (or texture latent) is set to 0 and another colour's (texture's)
+ * latent to its maximum, and the class should become that colour (texture) of the same object. Its baseline adds,
+ * per patch, a change as large along a random latent's decoder row.
  *
  * Shape letters: N images, P patches, D layer width, S latents, K classes, C concepts.
  */
@@ -24,7 +29,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { openDataset } from '../data/images.js';
 import { loadMask, patchMajority } from '../data/preprocess.js';
-import { OBJECTS_FILE, type WorldObject, classOf, readConceptWorld, withoutConcept } from '../data/concept-world.js';
+import { COLOURS, OBJECTS_FILE, type WorldObject, classAfterSwap, classOf, readConceptWorld, salientObject, withoutConcept } from '../data/concept-world.js';
 import { type ConfigOf, type ConfigSpec, defaultsOf } from '../util/config.js';
 import { Rng } from '../util/random.js';
 import { UserError } from '../util/errors.js';
@@ -108,6 +113,23 @@ export interface EditEvalReport extends ChangeRates {
   rule_random_latent_consistent_rate?: number;
   rule_checked?: number;
   rule?: ConceptRuleScore[];
+  /** Concept world only: share of the checked (image, swap) pairs whose edited class is the swapped object's. */
+  swap_consistent_rate?: number;
+  /** The same share when the swap moves each patch as far along a random latent's decoder row instead. */
+  swap_random_latent_consistent_rate?: number;
+  swap_checked?: number;
+  swap?: SwapScore[];
+}
+
+export interface SwapScore {
+  /** Concept suppressed and concept set, e.g. colour:red -> colour:yellow. */
+  from: string;
+  to: string;
+  latents: [number | null, number | null];
+  /** Test images whose salient object shows `from`, where the head was right before the edit. */
+  n: number;
+  consistent_rate: number | null;
+  random_latent: { latents: number[]; consistent_rate: number | null };
 }
 
 /** Images run through the head at a time. */
@@ -260,10 +282,10 @@ export async function evaluateEdits(engine: EditEngine, opts: EditEvalOptions): 
       return { prepared: await engine.prepare(images, false), labels_NP, worldIndex, concepts_NPC };
     },
   };
-  const { plans, rulePlans, max_S } = await selectLatents(ctx, select);
-  const tallies = await testEdits(ctx, test, plans, rulePlans, max_S);
+  const { plans, rulePlans, swapPlans, max_S } = await selectLatents(ctx, select);
+  const tallies = await testEdits(ctx, test, plans, rulePlans, swapPlans, max_S);
   bar.stop();
-  return editReport(ctx, select.length, test.length, plans, rulePlans, max_S, tallies);
+  return editReport(ctx, select.length, test.length, plans, rulePlans, swapPlans, max_S, tallies);
 }
 
 const chunks = (indices: Int32Array) => Array.from({ length: Math.ceil(indices.length / CHUNK) }, (_, c) => indices.subarray(c * CHUNK, (c + 1) * CHUNK));
@@ -320,17 +342,33 @@ async function selectLatents(ctx: EvalContext, select: Int32Array) {
     const rng = new Rng(seed, 2, j);
     return { concept, ...best, randomLatent: () => randomOther(rng, best.latent), drawn: [] as number[] };
   });
-  return { plans, rulePlans, max_S };
+  // Each colour becomes the next one; solid becomes stripes and every pattern solid (the class's two textures).
+  const swapPairs: [string, string][] =
+    world && ctx.task === 'classify'
+      ? [
+          ...COLOURS.map((c, i): [string, string] => [`colour:${c}`, `colour:${COLOURS[(i + 1) % COLOURS.length]}`]),
+          ['texture:solid', 'texture:stripes'],
+          ...['stripes', 'dots', 'checker'].map((t): [string, string] => [`texture:${t}`, 'texture:solid']),
+        ]
+      : [];
+  const swapPlans = swapPairs.map(([from, to], j) => {
+    const [a, b] = [from, to].map((c) => byConcept!.best(world!.concepts.indexOf(c)).latent);
+    const rng = new Rng(seed, 3, j);
+    return { from, to, latents: [a, b] as [number | null, number | null], randomLatent: () => randomOther(rng, b), drawn: [] as number[] };
+  });
+  return { plans, rulePlans, swapPlans, max_S };
 }
 
 type ClassPlan = Awaited<ReturnType<typeof selectLatents>>['plans'][number];
 type RulePlan = Awaited<ReturnType<typeof selectLatents>>['rulePlans'][number];
+type SwapPlan = Awaited<ReturnType<typeof selectLatents>>['swapPlans'][number];
 
 /** Test, on the test images: per class [target, other] units changed by the latent edit and each baseline; per rule concept the consistent changes. */
-async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[], rulePlans: RulePlan[], max_S: Float32Array) {
+async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[], rulePlans: RulePlan[], swapPlans: SwapPlan[], max_S: Float32Array) {
   const { engine, task, P, D, world, factor, scope } = ctx;
   const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0], sharedDirection: [0, 0] }));
   const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
+  const swap = swapPlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
   /** The suppression of `latent`, kept on the rows (patches) where `keep` holds when one is given. */
   const suppress = (prepared: Prepared, latent: number, keep?: (row: number) => boolean) => {
     const delta = engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
@@ -394,14 +432,60 @@ async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[],
         rule[j].randomConsistent += await consistent(along(edit, againstRow(randomLatent)));
       }
     }
+    for (const [j, plan] of swapPlans.entries()) {
+      const [from, to] = plan.latents;
+      if (from === null || to === null) continue;
+      const C = world!.concepts.length;
+      const fromIndex = world!.concepts.indexOf(plan.from);
+      // The salient object's patches: those showing its shape (shapes in an image differ) and the swapped concept.
+      const shapeOf = new Map<number, number>();
+      const cases = Array.from(indices.keys()).flatMap((n) => {
+        const objects = world!.objects[worldIndex[n]];
+        const expected = classAfterSwap(objects, plan.from, plan.to);
+        if (expected === null || prepared.before.labels[n] !== classOf(objects)) return [];
+        shapeOf.set(n, world!.concepts.indexOf(`shape:${salientObject(objects)!.shape}`));
+        return [{ n, expected }];
+      });
+      if (!cases.length) continue;
+      const onObject = (row: number) => {
+        const shape = shapeOf.get(Math.floor(row / P));
+        return shape !== undefined && concepts_NPC[row * C + fromIndex] === 1 && concepts_NPC[row * C + shape] === 1;
+      };
+      const edit = engine.delta(prepared, [
+        { latent: from, patches: 'all', value: 0, mode: 'set' },
+        { latent: to, patches: 'all', value: max_S[to], mode: 'set' },
+      ]);
+      for (let row = 0; row < edit.length / D; row++) if (!onObject(row)) edit.fill(0, row * D, (row + 1) * D);
+      const consistent = async (delta: Float32Array) => {
+        const after = await engine.predict(prepared, delta);
+        return cases.filter((x) => after.labels[x.n] === x.expected).length;
+      };
+      swap[j].n += cases.length;
+      swap[j].consistent += await consistent(edit);
+      const randomLatent = plan.randomLatent();
+      if (randomLatent !== null) {
+        plan.drawn.push(randomLatent);
+        // The swap adds the new concept's row; the baseline adds a random latent's row, as far per patch.
+        swap[j].randomConsistent += await consistent(along(edit, unit(engine.decoderRow(randomLatent).slice())));
+      }
+    }
     ctx.advance(indices.length);
   }
-  return { counts, rule };
+  return { counts, rule, swap };
 }
 
 /** The report: per class and on average, the rates of change of the latent edit and its baselines, and the rule check. */
-function editReport(ctx: EvalContext, nSelect: number, nTest: number, plans: ClassPlan[], rulePlans: RulePlan[], max_S: Float32Array, tallies: Awaited<ReturnType<typeof testEdits>>): EditEvalReport {
-  const { counts, rule } = tallies;
+function editReport(
+  ctx: EvalContext,
+  nSelect: number,
+  nTest: number,
+  plans: ClassPlan[],
+  rulePlans: RulePlan[],
+  swapPlans: SwapPlan[],
+  max_S: Float32Array,
+  tallies: Awaited<ReturnType<typeof testEdits>>,
+): EditEvalReport {
+  const { counts, rule, swap } = tallies;
   const classes: ClassEditScore[] = ctx.engine.classes.map((name, k) => {
     const { latent, f1, drawn } = plans[k];
     const c = counts[k];
@@ -448,6 +532,20 @@ function editReport(ctx: EvalContext, nSelect: number, nTest: number, plans: Cla
       n: rule[j].n,
       consistent_rate: rate(rule[j].consistent, rule[j].n),
       random_latent: { latents: p.drawn, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
+    }));
+  }
+  if (swapPlans.length) {
+    const checked = swap.reduce((a, r) => a + r.n, 0);
+    report.swap_consistent_rate = checked ? swap.reduce((a, r) => a + r.consistent, 0) / checked : 0;
+    report.swap_random_latent_consistent_rate = checked ? swap.reduce((a, r) => a + r.randomConsistent, 0) / checked : 0;
+    report.swap_checked = checked;
+    report.swap = swapPlans.map((p, j) => ({
+      from: p.from,
+      to: p.to,
+      latents: p.latents,
+      n: swap[j].n,
+      consistent_rate: rate(swap[j].consistent, swap[j].n),
+      random_latent: { latents: p.drawn, consistent_rate: rate(swap[j].randomConsistent, swap[j].n) },
     }));
   }
   return report;
@@ -510,6 +608,18 @@ export function editEvalMarkdown(r: EditEvalReport): string {
       '| concept | latent | F1 | checked | consistent | random latents | consistent |',
       '| --- | --- | --- | --- | --- | --- | --- |',
       ...r.rule.map((c) => `| ${c.concept} | ${c.latent ?? '-'} | ${c.f1.toFixed(3)} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latents.length} | ${f(c.random_latent.consistent_rate)} |`),
+    );
+  if (r.swap)
+    lines.push(
+      '',
+      `Concept-world swap: on the salient object's patches, one colour's (texture's) latent set to 0 and another's to its maximum gives the class of the object with the new colour (texture) in ${f(r.swap_consistent_rate!)} of ${r.swap_checked} checked images; an edit as large along a random latent in ${f(r.swap_random_latent_consistent_rate!)}.`,
+      '',
+      '| from | to | latents | checked | consistent | random latents | consistent |',
+      '| --- | --- | --- | --- | --- | --- | --- |',
+      ...r.swap.map(
+        (c) =>
+          `| ${c.from} | ${c.to} | ${c.latents.map((l) => l ?? '-').join(' -> ')} | ${c.n} | ${f(c.consistent_rate)} | ${c.random_latent.latents.length} | ${f(c.random_latent.consistent_rate)} |`,
+      ),
     );
   return lines.join('\n') + '\n';
 }

@@ -76,6 +76,8 @@ browser app on the runs and the comparison (unless --no-serve); its edit demos o
               },
               rule_consistent_rate: r.edits.classify.rule_consistent_rate,
               rule_random_latent_consistent_rate: r.edits.classify.rule_random_latent_consistent_rate,
+              swap_consistent_rate: r.edits.classify.swap_consistent_rate,
+              swap_random_latent_consistent_rate: r.edits.classify.swap_random_latent_consistent_rate,
             }
           : {}),
       }));

@@ -18,7 +18,9 @@ per patch, a change of the same norm along a random latent's decoder row or a ra
 (the concept world the images come from, classification heads) each concept's latent (best F1 against the
 patches showing it) is suppressed too, on the patches showing it: rule_consistent_rate is how often the class
 becomes the one the world's rule gives without that concept, rule_random_latent_consistent_rate the same for an
-edit of the same norm along a random latent. This tests that a concept's latent means the concept to the model.
+edit of the same norm along a random latent; and on the salient object's patches its colour's (texture's) latent
+is swapped for another's (the first set to 0, the other to its maximum): swap_consistent_rate is how often the
+class becomes that of the object so changed. This tests that a concept's latent means the concept to the model.
 
 Example: vitsae eval edits --model models/concept-world-supervised.onnx --sae runs/world/sae \\
            --head runs/world/head --data data/world/labels.csv --concepts data/world`,

@@ -362,13 +362,15 @@ async function selectLatents(ctx: EvalContext, select: Int32Array) {
 type ClassPlan = Awaited<ReturnType<typeof selectLatents>>['plans'][number];
 type RulePlan = Awaited<ReturnType<typeof selectLatents>>['rulePlans'][number];
 type SwapPlan = Awaited<ReturnType<typeof selectLatents>>['swapPlans'][number];
+/** Checks of a rule concept or a swap: how many, and how many gave the expected class after the edit and after its baseline. */
+type Tally = { n: number; consistent: number; randomConsistent: number };
 
 /** Test, on the test images: per class [target, other] units changed by the latent edit and each baseline; per rule concept the consistent changes. */
 async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[], rulePlans: RulePlan[], swapPlans: SwapPlan[], max_S: Float32Array) {
   const { engine, task, P, D, world, factor, scope } = ctx;
   const counts = engine.classes.map(() => ({ nTarget: 0, nOther: 0, edit: [0, 0], randomLatent: [0, 0], randomDirection: [0, 0], sharedDirection: [0, 0] }));
-  const rule = rulePlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
-  const swap = swapPlans.map(() => ({ n: 0, consistent: 0, randomConsistent: 0 }));
+  const rule = rulePlans.map((): Tally => ({ n: 0, consistent: 0, randomConsistent: 0 }));
+  const swap = swapPlans.map((): Tally => ({ n: 0, consistent: 0, randomConsistent: 0 }));
   /** The suppression of `latent`, kept on the rows (patches) where `keep` holds when one is given. */
   const suppress = (prepared: Prepared, latent: number, keep?: (row: number) => boolean) => {
     const delta = engine.delta(prepared, [{ latent, patches: 'all', value: factor * max_S[latent], mode: 'set' }]);
@@ -408,6 +410,25 @@ async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[],
         for (const [tally, didChange] of tests) if (didChange(r)) tally[isTarget ? 0 : 1]++;
       }
     }
+    /** Counts the cases whose class is the expected one after `edit`, and after a baseline as large along `randomRow(randomLatent)`. */
+    const tallyChecks = async (
+      tally: Tally,
+      cases: { n: number; expected: number }[],
+      edit: Float32Array,
+      randomLatent: number | null,
+      drawn: number[],
+      randomRow: (latent: number) => Float32Array,
+    ) => {
+      const consistent = async (delta: Float32Array) => {
+        const after = await engine.predict(prepared, delta);
+        return cases.filter((x) => after.labels[x.n] === x.expected).length;
+      };
+      tally.n += cases.length;
+      tally.consistent += await consistent(edit);
+      if (randomLatent === null) return;
+      drawn.push(randomLatent);
+      tally.randomConsistent += await consistent(along(edit, randomRow(randomLatent)));
+    };
     for (const [j, plan] of rulePlans.entries()) {
       if (plan.latent === null) continue;
       const cases = Array.from(indices.keys()).flatMap((n) => {
@@ -420,17 +441,7 @@ async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[],
       const C = world!.concepts.length;
       const c = world!.concepts.indexOf(plan.concept);
       const edit = suppress(prepared, plan.latent, (row) => concepts_NPC[row * C + c] === 1);
-      const consistent = async (delta: Float32Array) => {
-        const after = await engine.predict(prepared, delta);
-        return cases.filter((x) => after.labels[x.n] === x.expected).length;
-      };
-      rule[j].n += cases.length;
-      rule[j].consistent += await consistent(edit);
-      const randomLatent = plan.randomLatent();
-      if (randomLatent !== null) {
-        plan.drawn.push(randomLatent);
-        rule[j].randomConsistent += await consistent(along(edit, againstRow(randomLatent)));
-      }
+      await tallyChecks(rule[j], cases, edit, plan.randomLatent(), plan.drawn, againstRow);
     }
     for (const [j, plan] of swapPlans.entries()) {
       const [from, to] = plan.latents;
@@ -456,18 +467,8 @@ async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[],
         { latent: to, patches: 'all', value: max_S[to], mode: 'set' },
       ]);
       for (let row = 0; row < edit.length / D; row++) if (!onObject(row)) edit.fill(0, row * D, (row + 1) * D);
-      const consistent = async (delta: Float32Array) => {
-        const after = await engine.predict(prepared, delta);
-        return cases.filter((x) => after.labels[x.n] === x.expected).length;
-      };
-      swap[j].n += cases.length;
-      swap[j].consistent += await consistent(edit);
-      const randomLatent = plan.randomLatent();
-      if (randomLatent !== null) {
-        plan.drawn.push(randomLatent);
-        // The swap adds the new concept's row; the baseline adds a random latent's row, as far per patch.
-        swap[j].randomConsistent += await consistent(along(edit, unit(engine.decoderRow(randomLatent).slice())));
-      }
+      // The swap adds the new concept's row; the baseline adds a random latent's row, as far per patch.
+      await tallyChecks(swap[j], cases, edit, plan.randomLatent(), plan.drawn, (latent) => unit(engine.decoderRow(latent).slice()));
     }
     ctx.advance(indices.length);
   }
@@ -521,34 +522,36 @@ function editReport(
     classes,
   };
   if (rulePlans.length) {
-    const checked = rule.reduce((a, r) => a + r.n, 0);
-    report.rule_consistent_rate = checked ? rule.reduce((a, r) => a + r.consistent, 0) / checked : 0;
-    report.rule_random_latent_consistent_rate = checked ? rule.reduce((a, r) => a + r.randomConsistent, 0) / checked : 0;
-    report.rule_checked = checked;
-    report.rule = rulePlans.map((p, j) => ({
-      concept: p.concept,
-      latent: p.latent,
-      f1: p.f1,
-      n: rule[j].n,
-      consistent_rate: rate(rule[j].consistent, rule[j].n),
-      random_latent: { latents: p.drawn, consistent_rate: rate(rule[j].randomConsistent, rule[j].n) },
-    }));
+    const c = consistency(rule);
+    report.rule_consistent_rate = c.rate;
+    report.rule_random_latent_consistent_rate = c.randomRate;
+    report.rule_checked = c.checked;
+    report.rule = rulePlans.map((p, j) => ({ concept: p.concept, latent: p.latent, f1: p.f1, ...c.of(j, p.drawn) }));
   }
   if (swapPlans.length) {
-    const checked = swap.reduce((a, r) => a + r.n, 0);
-    report.swap_consistent_rate = checked ? swap.reduce((a, r) => a + r.consistent, 0) / checked : 0;
-    report.swap_random_latent_consistent_rate = checked ? swap.reduce((a, r) => a + r.randomConsistent, 0) / checked : 0;
-    report.swap_checked = checked;
-    report.swap = swapPlans.map((p, j) => ({
-      from: p.from,
-      to: p.to,
-      latents: p.latents,
-      n: swap[j].n,
-      consistent_rate: rate(swap[j].consistent, swap[j].n),
-      random_latent: { latents: p.drawn, consistent_rate: rate(swap[j].randomConsistent, swap[j].n) },
-    }));
+    const c = consistency(swap);
+    report.swap_consistent_rate = c.rate;
+    report.swap_random_latent_consistent_rate = c.randomRate;
+    report.swap_checked = c.checked;
+    report.swap = swapPlans.map((p, j) => ({ from: p.from, to: p.to, latents: p.latents, ...c.of(j, p.drawn) }));
   }
   return report;
+}
+
+/** Shares of consistent answers over all checks and per check (rule or swap), from their tallies. */
+function consistency(tallies: Tally[]) {
+  const checked = tallies.reduce((a, t) => a + t.n, 0);
+  const share = (pick: (t: (typeof tallies)[number]) => number) => (checked ? tallies.reduce((a, t) => a + pick(t), 0) / checked : 0);
+  return {
+    checked,
+    rate: share((t) => t.consistent),
+    randomRate: share((t) => t.randomConsistent),
+    of: (j: number, drawn: number[]) => ({
+      n: tallies[j].n,
+      consistent_rate: rate(tallies[j].consistent, tallies[j].n),
+      random_latent: { latents: drawn, consistent_rate: rate(tallies[j].randomConsistent, tallies[j].n) },
+    }),
+  };
 }
 
 function unit(v: Float32Array): Float32Array {

@@ -4,8 +4,8 @@
  * others, and far more than an edit of the same size along a random latent or a random direction.
  *
  * The sampled images are split: on the selection part each class gets the latent with the best F1 against its
- * patches (a patch counts as the class's if its mask majority is k, or for classification if its image is of
- * class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
+ * patches (of its rule "activation >= t", t fit there as the concept check fits it; a patch counts as the class's
+ * if its mask majority is k, or for classification if its image is of class k) and each latent its maximum activation; on the test part the class's latent is set to factor x that
  * maximum (default -2, saev's scale) and the baselines add, per patch, a vector of the same norm as the latent
  * edit's change of that patch (the decoded delta): along another latent's decoder row (a random latent that fired
  * in the selection, drawn anew for every batch of test images as in saev, so the rate averages over many), along a random direction drawn afresh for every patch (saev's random-vector baseline, there
@@ -135,28 +135,62 @@ export interface SwapScore {
 /** Images run through the head at a time. */
 const CHUNK = 64;
 
-/** Counts for choosing latents: per (latent, label) how often the latent fires on a patch with that label. */
-class FiringCounts {
-  readonly fires_S: Float64Array;
+/**
+ * What chooses latents: every (latent, activation, patch) where a latent fired in the selection images, and each
+ * patch's labels. A latent's F1 for a label is that of its best rule "activation >= t" (t fit here), as the concept
+ * check scores latents (src/analysis/concepts.ts): a latent that also fires weakly elsewhere is not penalised for it.
+ */
+export class Firings {
+  private readonly values: number[][];
+  private readonly rows: number[][];
+  /** Labels of each patch seen: row -> 0/1 per label (L per row). */
+  private readonly labels: number[] = [];
   readonly positives_L: Float64Array;
-  readonly tp_SL: Float64Array;
+  private sorted: Int32Array[] | null = null;
 
   constructor(
     S: number,
     readonly L: number,
   ) {
-    this.fires_S = new Float64Array(S);
+    this.values = Array.from({ length: S }, () => []);
+    this.rows = Array.from({ length: S }, () => []);
     this.positives_L = new Float64Array(L);
-    this.tp_SL = new Float64Array(S * L);
   }
 
-  /** The latent with the best F1 for label l (lowest index on ties), null if none fired on it. */
+  /** Adds a patch with its 0/1 labels; returns its row. */
+  addRow(labels_L: ArrayLike<number>): number {
+    for (let l = 0; l < this.L; l++) {
+      this.labels.push(labels_L[l]);
+      this.positives_L[l] += labels_L[l];
+    }
+    return this.labels.length / this.L - 1;
+  }
+
+  fire(latent: number, value: number, row: number): void {
+    this.values[latent].push(value);
+    this.rows[latent].push(row);
+  }
+
+  fired(latent: number): boolean {
+    return this.values[latent].length > 0;
+  }
+
+  /** The latent with the best thresholded F1 for label l (lowest index on ties), null if none fired on it. */
   best(l: number): { latent: number | null; f1: number } {
+    this.sorted ??= this.values.map((v) => Int32Array.from(v.keys()).sort((i, j) => v[j] - v[i]));
     let latent: number | null = null;
     let f1 = 0;
-    for (let s = 0; s < this.fires_S.length; s++) {
-      const v = f1Of(this.tp_SL[s * this.L + l], this.fires_S[s], this.positives_L[l]);
-      if (v > f1) [latent, f1] = [s, v];
+    for (let s = 0; s < this.values.length; s++) {
+      const v = this.values[s];
+      const order = this.sorted[s];
+      let tp = 0;
+      for (let i = 0; i < order.length; i++) {
+        tp += this.labels[this.rows[s][order[i]] * this.L + l];
+        // A threshold lies between distinct values only.
+        if (i + 1 < order.length && v[order[i + 1]] === v[order[i]]) continue;
+        const score = f1Of(tp, i + 1, this.positives_L[l]);
+        if (score > f1) [latent, f1] = [s, score];
+      }
     }
     return { latent, f1 };
   }
@@ -296,34 +330,30 @@ const chunks = (indices: Int32Array) => Array.from({ length: Math.ceil(indices.l
  */
 async function selectLatents(ctx: EvalContext, select: Int32Array) {
   const { K, P, D, S, world, seed } = ctx;
-  const byClass = new FiringCounts(S, K);
-  const byConcept = world ? new FiringCounts(S, world.concepts.length) : null;
+  const byClass = new Firings(S, K);
+  const byConcept = world ? new Firings(S, world.concepts.length) : null;
   const max_S = new Float32Array(S);
+  const oneHot_K = new Uint8Array(K);
   for (const indices of chunks(select)) {
     const { prepared, labels_NP, concepts_NPC } = await ctx.load(indices);
     const { rowptr, idx, val } = prepared.latents;
     const C = world?.concepts.length ?? 0;
     for (let row = 0; row < indices.length * P; row++) {
-      const y = labels_NP[row];
-      const concepts = world ? concepts_NPC.subarray(row * C, (row + 1) * C) : null;
-      byClass.positives_L[y]++;
-      concepts?.forEach((on, c) => (byConcept!.positives_L[c] += on));
+      oneHot_K.fill(0)[labels_NP[row]] = 1;
+      const classRow = byClass.addRow(oneHot_K);
+      const conceptRow = byConcept?.addRow(concepts_NPC.subarray(row * C, (row + 1) * C));
       for (let e = rowptr[row]; e < rowptr[row + 1]; e++) {
         if (!(val[e] > 0)) continue;
         const s = idx[e];
         max_S[s] = Math.max(max_S[s], val[e]);
-        byClass.fires_S[s]++;
-        byClass.tp_SL[s * K + y]++;
-        if (concepts) {
-          byConcept!.fires_S[s]++;
-          concepts.forEach((on, c) => (byConcept!.tp_SL[s * C + c] += on));
-        }
+        byClass.fire(s, val[e], classRow);
+        byConcept?.fire(s, val[e], conceptRow!);
       }
     }
     ctx.advance(indices.length);
   }
 
-  const alive = Array.from({ length: S }, (_, s) => s).filter((s) => byClass.fires_S[s] > 0);
+  const alive = Array.from({ length: S }, (_, s) => s).filter((s) => byClass.fired(s));
   /** A latent that fired in the selection, other than `latent`, drawn by `rng`. */
   const randomOther = (rng: Rng, latent: number | null) => {
     const others = alive.filter((s) => s !== latent);
@@ -445,7 +475,8 @@ async function testEdits(ctx: EvalContext, test: Int32Array, plans: ClassPlan[],
     }
     for (const [j, plan] of swapPlans.entries()) {
       const [from, to] = plan.latents;
-      if (from === null || to === null) continue;
+      // A pair whose two concepts share their best latent cannot be swapped.
+      if (from === null || to === null || from === to) continue;
       const C = world!.concepts.length;
       const fromIndex = world!.concepts.indexOf(plan.from);
       // The salient object's patches: those showing its shape (shapes in an image differ) and the swapped concept.

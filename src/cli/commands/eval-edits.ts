@@ -9,8 +9,8 @@ export const evalEditsCommand = defineCommand({
 vitsae eval edits --model M.onnx --sae DIR --head DIR --data DATASET [--concepts WORLD] [--json]
 
 Samples --images images of DATASET and splits them. On the selection part each class gets the SAE latent with the
-best F1 against its patches (segmentation: the patches of that class; classification: the patches of images of
-that class) and its maximum activation. On the test part that latent is set to --factor (default -2) x its
+best F1 against its patches (of the rule "activation >= t", t fit there; segmentation: the patches of that class;
+classification: the patches of images of that class) and its maximum activation. On the test part that latent is set to --factor (default -2) x its
 maximum: on the class's own patches (segmentation, the paper's protocol; --scope all: every patch) or on every
 patch (classification); target_change_rate is the share of the class's patches (segmentation) or images
 (classification) whose predicted class changes, other_change_rate the same for the other classes. Baselines add,

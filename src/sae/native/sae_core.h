@@ -26,6 +26,7 @@
 
 #include "bf16.h"
 #include "blas.h"
+#include "topk.h"
 
 namespace vitsae {
 
@@ -382,46 +383,17 @@ class SaeCore {
     else select_batch(B, train);
   }
 
-  // TopK: the k largest pre-activations per token (values ReLU'd, so an entry may be 0 only when fewer than k
-  // are positive).
+  // TopK: the k largest pre-activations per token, ties going to the lower latent (values ReLU'd, so an entry may
+  // be 0 only when fewer than k are positive); see topk.h.
   void select_topk(int B) {
     idx.resize((size_t)B * K);
     val.resize((size_t)B * K);
 #pragma omp parallel
     {
-      std::vector<std::pair<T, int32_t>> heap;
-      heap.reserve(K);
-      auto cmp = [](const std::pair<T, int32_t>& a, const std::pair<T, int32_t>& b) { return a.first > b.first; };
+      TopkScratch<T> scratch;
 #pragma omp for schedule(static)
-      for (int b = 0; b < B; b++) {
-        const T* row = &pre[(size_t)b * S];
-        heap.clear();
-        for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
-        std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
-        T lo = heap.front().first;
-        // Most blocks of 16 hold nothing above the heap's minimum: test them with one vectorised max.
-        for (int s0 = K; s0 < S; s0 += 16) {
-          const int s1 = std::min(S, s0 + 16);
-          T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-          for (int s = s0; s < s1; s++) m = std::max(m, row[s] + b_enc[s]);
-          if (!(m > lo)) continue;
-          for (int s = s0; s < s1; s++) {
-            T v = row[s] + b_enc[s];
-            if (v > lo) {
-              std::pop_heap(heap.begin(), heap.end(), cmp);
-              heap.back() = {v, s};
-              std::push_heap(heap.begin(), heap.end(), cmp);
-              lo = heap.front().first;
-            }
-          }
-        }
-        std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
-        for (int j = 0; j < K; j++) {
-          idx[(size_t)b * K + j] = heap[j].second;
-          val[(size_t)b * K + j] = std::max(heap[j].first, (T)0);
-        }
-      }
+      for (int b = 0; b < B; b++)
+        topk_row(&pre[(size_t)b * S], b_enc.data(), S, K, scratch, &idx[(size_t)b * K], &val[(size_t)b * K]);
     }
     for (int b = 0; b <= B; b++) rowptr[b] = (int64_t)b * K;
   }

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec } from '../src/sae/config.js';
-import { native } from '../src/sae/native.js';
+import { type Phase, native } from '../src/sae/native.js';
 import { type LogRow, train } from '../src/sae/train.js';
 import { readVitsaeDir } from '../src/sae/checkpoint.js';
 import { Sae } from '../src/sae/model.js';
@@ -75,6 +75,40 @@ async function vitsaeRelu(shards: string, out: string, init?: string): Promise<{
   });
   // The first step warms caches and threads.
   return { tokensPerS: median(rows.slice(1).map((r) => r.tokens_per_s)), l0: median(rows.map((r) => r.l0)) };
+}
+
+const PHASES: [Phase, string][] = [
+  ['encode', 'encode: x - b_dec, encoder GEMM'],
+  ['select', 'select: top k per token'],
+  ['decode', 'decode: sparse decoder, loss, per-entry gradients'],
+  ['backward', 'backward: per-latent gradient rows, b_dec'],
+  ['update', 'update: clipping, Adam, decoder normalisation'],
+];
+
+/** Where a TopK step's time goes (ms per step after a warm-up step), in this process on the bench's batches. */
+async function phaseBreakdown(shards: string, compute: 'fp32' | 'bf16'): Promise<Record<Phase | 'step', number>> {
+  const ds = await ShardDataset.open(shards);
+  const loader = new ShuffledTokenLoader(ds, { layer: -1, tokens: 'patches' }, { seed: 0, batchSize: B });
+  const stats = await meanAndScale(loader, B);
+  const train = { ...defaultsOf(trainSpec), batch: B, tokens: (STEPS + 1) * B };
+  const sae = Sae.create(D, { ...defaultsOf(saeSpec), activation: 'topk', expansion: EXPANSION, k: K }, { mean: stats.mean_D, inputScale: stats.scale, seed: 0 }, train);
+  sae.core.setState({ bf16: compute === 'bf16' });
+  const hyper = { lr: train.lr, beta1: train.adamBeta1, beta2: train.adamBeta2, eps: train.adamEps, clip: train.gradClip };
+  const xs: Float32Array[] = [];
+  for await (const batch of loader.batches(0)) {
+    xs.push(sae.scaleInput(batch.acts_BD));
+    if (xs.length > STEPS) break;
+  }
+  await ds.close();
+  await sae.core.trainStep(xs[0], 0, hyper);
+  const before = sae.core.getState().phaseSeconds;
+  const t0 = performance.now();
+  for (const x of xs.slice(1)) await sae.core.trainStep(x, 0, hyper);
+  const step = (performance.now() - t0) / STEPS;
+  const after = sae.core.getState().phaseSeconds;
+  const out = { step } as Record<Phase | 'step', number>;
+  for (const [p] of PHASES) out[p] = ((after[p] - before[p]) * 1000) / STEPS;
+  return out;
 }
 
 interface WholeRun {
@@ -200,6 +234,7 @@ async function benchTraining(): Promise<string[]> {
     const bf16 = run('bf16', S, 'bf16');
     const fp32L = run('fp32-24k', 2 * S, 'fp32');
     const bf16L = run('bf16-24k', 2 * S, 'bf16');
+    const phases = { fp32: await phaseBreakdown(shards, 'fp32'), bf16: await phaseBreakdown(shards, 'bf16') };
     const relu = { vitsae: await vitsaeRelu(shards, path.join(tmp, 'relu')), torch: torchSteps(acts, 'relu') };
     // A trained ReLU SAE fires on a few percent of latents; an encoder bias of -2 gives that sparsity at step 0.
     await sparseReluInit(shards, path.join(tmp, 'relu-init'), -2);
@@ -236,6 +271,14 @@ async function benchTraining(): Promise<string[]> {
         ([s, a, b]) =>
           `| ${s} | ${a.steps.toFixed(0)} | ${b.steps.toFixed(0)} | ${x(b.steps, a.steps)} | ${a.nmse.toFixed(4)} | ${b.nmse.toFixed(4)} | ${rel(b.nmse, a.nmse)} | ${hours(a.steps)} / ${hours(b.steps)} | ${a.peakMb.toFixed(0)} / ${b.peakMb.toFixed(0)} | >= 1.6x, within 2%${s === 2 * S ? ', >= 3500 tokens/s' : ''} |`,
       ),
+      '',
+      `Where a TopK step's time goes (d_sae ${S}, in-process, ms per step, mean of ${STEPS} steps after a warm-up):`,
+      '',
+      '| phase | fp32 | bf16 |',
+      '| --- | --- | --- |',
+      ...PHASES.map(([p, label]) => `| ${label} | ${phases.fp32[p].toFixed(1)} | ${phases.bf16[p].toFixed(1)} |`),
+      `| other: input copy, hand-off to the worker | ${(phases.fp32.step - PHASES.reduce((a, [p]) => a + phases.fp32[p], 0)).toFixed(1)} | ${(phases.bf16.step - PHASES.reduce((a, [p]) => a + phases.bf16[p], 0)).toFixed(1)} |`,
+      `| step | ${phases.fp32.step.toFixed(1)} | ${phases.bf16.step.toFixed(1)} |`,
       '',
       `ReLU + L1 steps, d_sae ${S}, fp32:`,
       '',

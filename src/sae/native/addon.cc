@@ -123,6 +123,9 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     o.Set("adamStep", core->adam_step);
     o.Set("threshold", core->threshold);
     o.Set("compute", core->compute_name());
+    auto phases = Napi::Object::New(env);
+    for (size_t i = 0; i < core->phase_s.size(); i++) phases.Set(kPhaseNames[i], core->phase_s[i]);
+    o.Set("phaseSeconds", phases);
     return o;
   }
 

@@ -132,11 +132,27 @@ template <typename T>
   }
 }
 
+// Scales w to unit norm (the norm summed in double) and returns the new |w|^2.
+template <typename T>
+[[gnu::always_inline]] inline T normalize_body(T* w, int n) {
+  double sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int i = 0; i < n; i++) sq += (double)w[i] * w[i];
+  if (sq > 0) {
+    const double inv = 1 / std::sqrt(sq);
+#pragma omp simd
+    for (int i = 0; i < n; i++) w[i] = (T)(w[i] * inv);
+  }
+  return dot_body(w, w, n);
+}
+
 // The float versions (training) are the cloned ones; the double versions serve the gradient checks.
 VITSAE_CLONES static float dot(const float* a, const float* b, int n) { return dot_body(a, b, n); }
 inline double dot(const double* a, const double* b, int n) { return dot_body(a, b, n); }
 VITSAE_CLONES static void axpy(float a, const float* x, float* y, int n) { axpy_body(a, x, y, n); }
 inline void axpy(double a, const double* x, double* y, int n) { axpy_body(a, x, y, n); }
+VITSAE_CLONES static float normalize(float* w, int n) { return normalize_body(w, n); }
+inline double normalize(double* w, int n) { return normalize_body(w, n); }
 VITSAE_CLONES static void adam_span(float* p, const float* g, float* m, float* v, size_t n, float b1, float b2,
                                     float sc, float step, float sbc2, float eps) {
   adam_body(p, g, m, v, n, b1, b2, sc, step, sbc2, eps);
@@ -338,8 +354,7 @@ class SaeCore {
         T* w = &W_dec[(size_t)s * D];
         if (fused) axpy(-row_gw[s], w, g, D);
         a.run(w, g, &mW_dec[(size_t)s * D], &vW_dec[(size_t)s * D], D);
-        normalize_row(w);
-        row_ww[s] = dot(w, w, D);
+        row_ww[s] = normalize_row(w);
       }
     }
     row_ww_valid = true;
@@ -412,13 +427,7 @@ class SaeCore {
     void run(T* p, const T* g, T* m, T* v, size_t n) const { adam_span(p, g, m, v, n, b1, b2, sc, step, sbc2, eps); }
   };
 
-  void normalize_row(T* w) const {
-    double n = 0;
-    for (int d = 0; d < D; d++) n += (double)w[d] * w[d];
-    n = std::sqrt(n);
-    if (n > 0)
-      for (int d = 0; d < D; d++) w[d] = (T)(w[d] / n);
-  }
+  T normalize_row(T* w) const { return normalize(w, D); }
 
   // xc = x - b_dec; pre = xc @ W_enc^T (without b_enc, which the selections add on the fly).
   void encode_pre(const T* x, int B) {

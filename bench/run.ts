@@ -96,14 +96,14 @@ async function phaseBreakdown(shards: string, compute: 'fp32' | 'bf16'): Promise
   const hyper = { lr: train.lr, beta1: train.adamBeta1, beta2: train.adamBeta2, eps: train.adamEps, clip: train.gradClip };
   const xs: Float32Array[] = [];
   for await (const batch of loader.batches(0)) {
-    xs.push(sae.scaleInput(batch.acts_BD));
+    xs.push(batch.acts_BD);
     if (xs.length > STEPS) break;
   }
   await ds.close();
-  await sae.core.trainStep(xs[0], 0, hyper);
+  await sae.core.trainStep(xs[0], 0, hyper, sae.config.input_scale);
   const before = sae.core.getState().phaseSeconds;
   const t0 = performance.now();
-  for (const x of xs.slice(1)) await sae.core.trainStep(x, 0, hyper);
+  for (const x of xs.slice(1)) await sae.core.trainStep(x, 0, hyper, sae.config.input_scale);
   const step = (performance.now() - t0) / STEPS;
   const after = sae.core.getState().phaseSeconds;
   const out = { step } as Record<Phase | 'step', number>;

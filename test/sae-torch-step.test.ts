@@ -110,3 +110,25 @@ test('training steps match PyTorch step for step (TopK + AuxK, projection, clipp
     assert.ok(moved > 100 * worst, `${name} moved by ${moved}, far more than the difference`);
   }
 });
+
+test("trainStep's scale argument trains exactly as scaling the batch in JS first", async () => {
+  const rng = new Rng(22, 0);
+  const normal = (n: number, s: number) => Float32Array.from({ length: n }, () => rng.normal() * s);
+  const W = normal(S * D, 1),
+    x = normal(B * D, 3);
+  const scale = 0.37;
+  const cores = [0, 1].map(() => {
+    const c = new (native().SaeF32)({ d: D, s: S, activation: 1, k: K, prefixes: [S], kAux: 0, auxCoeff: 0, deadWindow: 1e12, thresholdMomentum: 0.99 });
+    c.setTensor('W_dec', W);
+    c.setTensor('W_enc', W);
+    return c;
+  });
+  const a = await cores[0].trainStep(x, 0, HYPER, scale);
+  const b = await cores[1].trainStep(
+    x.map((v) => v * scale),
+    0,
+    HYPER,
+  );
+  assert.equal(a.loss, b.loss);
+  for (const name of NAMES) assert.deepEqual(cores[0].getTensor(name), cores[1].getTensor(name), name);
+});

@@ -80,7 +80,8 @@ export interface NativeCore<A extends Float32Array | Float64Array> {
   setState(s: { adamStep?: number; threshold?: number; bf16?: boolean }): void;
   forwardBackward(x: A, l1: number, auxTarget?: A): StepStats;
   update(h: Hyper): number;
-  trainStep(x: A, l1: number, h: Hyper): Promise<StepStats>;
+  /** One step on x times `scale` (default 1; the input scale, applied while the core copies x). */
+  trainStep(x: A, l1: number, h: Hyper, scale?: number): Promise<StepStats>;
   infer(x: A, wantXhat?: boolean): Promise<SparseActs<A>>;
   takeMetrics(): RawMetrics;
   normalizeDecoder(): void;

@@ -2,7 +2,7 @@
  * Training: one pass of shuffled batches from activation shards feeds one SAE or a sweep of SAEs (different lr,
  * L1, k, width, activation; same batches, read once). Shape letters: B batch tokens, D d_model.
  *
- * Per step and SAE: scale the batch, forward/backward/Adam in the native core (off the main thread, while the
+ * Per step and SAE: scale the batch (as the native core copies it), forward/backward/Adam in the native core (off the main thread, while the
  * loader reads the next batch), log metrics every `logEvery` steps to metrics.jsonl, checkpoint every
  * `checkpointEvery` steps, every `checkpointMinutes` (the first after 30 s) and at the end. `resume` continues from the checkpoints with their optimizer state and
  * the loader at the same batch, so an interrupted run ends where an uninterrupted one would.
@@ -197,22 +197,17 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
     const it = loader.batches(startStep)[Symbol.asyncIterator]();
     let next = it.next();
     let stopped = false;
-    const scaled = new Map<number, Float32Array>();
     let intervalStart = Date.now();
     let intervalTokens = 0;
     for (let step = startStep; step < totalSteps; step++) {
       const { value: batch } = await next;
       if (!batch) throw new Error('the shuffled loader ended');
       next = step + 1 < totalSteps ? it.next() : next;
-      scaled.clear();
       for (const m of members) {
         if (step < m.step) continue;
-        const s = m.model.config.input_scale;
-        const x = scaled.get(s) ?? (s === 1 ? batch.acts_BD : m.model.scaleInput(batch.acts_BD));
-        scaled.set(s, x);
         const hyper: Hyper = { lr: learningRate(m.train, step, totalSteps), beta1: m.train.adamBeta1, beta2: m.train.adamBeta2, eps: m.train.adamEps, clip: m.train.gradClip };
         const l1 = traitsOf(m.sae.activation).l1 ? l1Coefficient(m.train, step) : 0;
-        const st: StepStats = await m.model.core.trainStep(x, l1, hyper);
+        const st: StepStats = await m.model.core.trainStep(batch.acts_BD, l1, hyper, m.model.config.input_scale);
         if (!Number.isFinite(st.loss)) {
           throw new UserError(`${m.dir}: the loss became ${st.loss} at step ${step}; lower --lr (now ${m.train.lr}) or check the shards; the last checkpoint is kept`);
         }

@@ -162,8 +162,9 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     return h;
   }
 
-  // Validates a [B, D] input and copies it, so a worker never reads memory that JS may free or change.
-  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B) {
+  // Validates a [B, D] input and copies it (times `scale`, rounded as JS would), so a worker never reads memory
+  // that JS may free or change.
+  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B, double scale = 1) {
     if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "input must be a typed array");
     auto a = v.As<TA<T>>();
     size_t n = a.ElementLength();
@@ -171,7 +172,11 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       throw Napi::RangeError::New(env, "input has " + std::to_string(n) + " values, not a multiple of d_model = " +
                                            std::to_string(core->D));
     *B = (int)(n / core->D);
-    return std::vector<T>(a.Data(), a.Data() + n);
+    if (scale == 1) return std::vector<T>(a.Data(), a.Data() + n);
+    std::vector<T> out(n);
+    const T* in = a.Data();
+    for (size_t i = 0; i < n; i++) out[i] = (T)((double)in[i] * scale);
+    return out;
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
@@ -246,7 +251,8 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     Napi::Env env = info.Env();
     CheckIdle(env);
     int B;
-    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B));
+    const double scale = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 1.0;
+    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B, scale));
     const double l1 = info[1].As<Napi::Number>().DoubleValue();
     const StepHyper h = Hyper(info[2].As<Napi::Object>());
     auto out = std::make_shared<StepStats>();

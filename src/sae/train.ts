@@ -120,7 +120,7 @@ function setCompute(m: Member, log: (line: string) => void): void {
 
 const emptyInterval = () => ({ loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0 });
 
-async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> {
+async function prepare(opts: TrainOptions, ds: ShardDataset, loader: ShuffledTokenLoader): Promise<Member[]> {
   const { members } = opts;
   const single = members.length === 1 && members[0].name === '';
   const dirOf = (m: SweepMember) => (single ? opts.out : path.join(opts.out, m.name));
@@ -147,12 +147,11 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
   const first = members[0].train;
   const initial = opts.init;
   if (initial && initial.config.d_model !== ds.d) throw new UserError(`--init ${initial.source} has d_model ${initial.config.d_model} but ${opts.shards} has ${ds.d}`);
-  // The estimate reads its sample twice through the shuffler: a sample larger than the run itself only costs
-  // start-up time (an 81,920-token run read 262,144 tokens twice before its first step).
+  // The estimate reads its sample twice through the training's own shuffler (the first tokens of the run, whose
+  // first window the loader then keeps for the steps): a sample larger than the run itself only costs start-up time
+  // (an 81,920-token run read 262,144 tokens twice before its first step).
   const scaleTokens = Math.min(first.scaleTokens, first.tokens);
-  const stats = initial
-    ? null
-    : await meanAndScale(new ShuffledTokenLoader(ds, opts.selection, { seed: first.seed, batchSize: Math.min(first.batch, scaleTokens), windowTokens: opts.windowTokens }), scaleTokens);
+  const stats = initial ? null : await meanAndScale(loader, scaleTokens);
   return members.map((m) => {
     let model: Sae;
     if (initial) {
@@ -183,7 +182,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
   let checkpointAt = Date.now() + Math.min(EARLY_CHECKPOINT_MS, checkpointMs);
   const ds = await ShardDataset.open(opts.shards);
   try {
-    const members = await prepare(opts, ds);
+    const loader = new ShuffledTokenLoader(ds, opts.selection, { seed: t0.seed, batchSize: t0.batch, windowTokens: opts.windowTokens });
+    const members = await prepare(opts, ds, loader);
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
     for (const m of members) setCompute(m, log);
     for (const m of members) await fsp.mkdir(m.dir, { recursive: true });
@@ -193,8 +193,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
     const startStep = Math.min(...members.map((m) => m.step));
     const bar = progress(members.length > 1 ? `train ${members.length} SAEs` : 'train', totalSteps, { enabled: opts.showProgress !== false, unit: 'steps' });
     bar.update(startStep);
-    const loader = new ShuffledTokenLoader(ds, opts.selection, { seed: t0.seed, batchSize: t0.batch, windowTokens: opts.windowTokens });
-    const it = loader.batches(startStep)[Symbol.asyncIterator]();
+    const it = loader.batches(startStep, totalSteps)[Symbol.asyncIterator]();
     let next = it.next();
     let stopped = false;
     let intervalStart = Date.now();

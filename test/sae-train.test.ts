@@ -11,7 +11,7 @@ import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec, type SaeConfig, type TrainConfig } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
-import { Sae } from '../src/sae/model.js';
+import { Sae, transpose } from '../src/sae/model.js';
 import { evaluateSae } from '../src/sae/evaluate.js';
 import { atomRecovery } from '../src/analysis/atoms.js';
 import { ShardDataset, OrderedTokenLoader } from '../src/shards/index.js';
@@ -105,6 +105,18 @@ test('topk keeps exactly k nonzeros per token; batchtopk keeps exactly k x batch
     const btk = Sae.create(D, { ...configs({ activation: 'batchtopk', k }, {}).sae }, { mean: new Float32Array(D), inputScale: 1, seed: 1 });
     const st = btk.core.forwardBackward(batch, 0);
     assert.equal(st.l0 * 256, k * 256);
+  }
+});
+
+test('transpose (in blocks) matches the definition on shapes that are not multiples of the block', () => {
+  for (const [rows, cols] of [
+    [70, 130],
+    [1, 65],
+    [129, 1],
+  ]) {
+    const a = Float32Array.from({ length: rows * cols }, (_, i) => i);
+    const t = transpose(a, rows, cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) assert.equal(t[c * rows + r], a[r * cols + c], `[${r}, ${c}] of ${rows} x ${cols}`);
   }
 });
 

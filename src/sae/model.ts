@@ -19,10 +19,17 @@ import { readSafetensors, tensor, toFloat32, writeSafetensors, type Tensor } fro
 
 const PARAMS = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 
-/** Transposes a row-major [rows, cols] matrix. */
+/** Transposes a row-major [rows, cols] matrix, in 64 x 64 blocks (a row at a time was 4x slower at 12288 x 768). */
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  const BLOCK = 64;
+  for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+    const r1 = Math.min(rows, r0 + BLOCK);
+    for (let c0 = 0; c0 < cols; c0 += BLOCK) {
+      const c1 = Math.min(cols, c0 + BLOCK);
+      for (let r = r0; r < r1; r++) for (let c = c0, o = c0 * rows + r; c < c1; c++, o += rows) out[o] = a[r * cols + c];
+    }
+  }
   return out;
 }
 

@@ -16,8 +16,8 @@ import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, type TokenSelection, meanAndScale } from '../shards/index.js';
 import { traitsOf } from './activations.js';
 import type { LoadedSae } from './checkpoint.js';
-import { type SaeConfig, type TrainConfig, resolveRunLength } from './config.js';
-import { Sae } from './model.js';
+import { type SaeConfig, type TrainConfig, dSaeOf, resolveRunLength } from './config.js';
+import { Sae, initialDraws } from './model.js';
 import { type SaeMetrics, summarize } from './metrics.js';
 import { type Hyper, type StepStats, native } from './native.js';
 
@@ -151,8 +151,12 @@ async function prepare(opts: TrainOptions, ds: ShardDataset, loader: ShuffledTok
   // first window the loader then keeps for the steps): a sample larger than the run itself only costs start-up time
   // (an 81,920-token run read 262,144 tokens twice before its first step).
   const scaleTokens = Math.min(first.scaleTokens, first.tokens);
+  // The decoders' random draws run on worker threads meanwhile (the other core).
+  const draws = initial ? [] : members.map((m) => initialDraws(m.train.seed, ds.d, dSaeOf(m.sae, ds.d)));
+  for (const d of draws) d.catch(() => undefined); // awaited below, unless the estimate fails first
   const stats = initial ? null : await meanAndScale(loader, scaleTokens);
-  return members.map((m) => {
+  const drawn = await Promise.all(draws);
+  return members.map((m, i) => {
     let model: Sae;
     if (initial) {
       model = Sae.create(ds.d, m.sae, { mean: new Float32Array(ds.d), inputScale: initial.config.input_scale, seed: m.train.seed }, m.train);
@@ -161,7 +165,7 @@ async function prepare(opts: TrainOptions, ds: ShardDataset, loader: ShuffledTok
       model.core.setState({ threshold: initial.config.threshold });
     } else {
       const s = stats!;
-      model = Sae.create(ds.d, m.sae, { mean: s.mean_D, inputScale: m.sae.normalize ? s.scale : 1, seed: m.train.seed }, m.train);
+      model = Sae.create(ds.d, m.sae, { mean: s.mean_D, inputScale: m.sae.normalize ? s.scale : 1, seed: m.train.seed, draws: drawn[i] }, m.train);
     }
     model.config.data = { shards: path.resolve(opts.shards), layer: opts.selection.layer, tokens: opts.selection.tokens };
     model.config.step = 0;

@@ -67,8 +67,8 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
   }
 
   // The named buffers that JS may read and write: parameters, gradients and Adam moments.
-  std::vector<T>* Buffer(Napi::Env env, const std::string& name) {
-    using Member = std::vector<T> SaeCore<T>::*;
+  Buf<T>* Buffer(Napi::Env env, const std::string& name) {
+    using Member = Buf<T> SaeCore<T>::*;
     static const std::pair<const char*, Member> kBuffers[] = {
         {"W_enc", &SaeCore<T>::W_enc},         {"b_enc", &SaeCore<T>::b_enc},         {"W_dec", &SaeCore<T>::W_dec},
         {"b_dec", &SaeCore<T>::b_dec},         {"grad.W_enc", &SaeCore<T>::gW_enc},   {"grad.b_enc", &SaeCore<T>::gb_enc},
@@ -91,7 +91,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       std::copy(core->since_fired.begin(), core->since_fired.end(), out.Data());
       return out;
     }
-    std::vector<T>* v = Buffer(env, name);
+    Buf<T>* v = Buffer(env, name);
     auto out = TA<T>::New(env, v->size());
     std::copy(v->begin(), v->end(), out.Data());
     return out;
@@ -107,7 +107,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       std::copy(a.Data(), a.Data() + a.ElementLength(), core->since_fired.begin());
       return env.Undefined();
     }
-    std::vector<T>* v = Buffer(env, name);
+    Buf<T>* v = Buffer(env, name);
     core->weights_changed();
     auto a = info[1].As<TA<T>>();
     if (a.ElementLength() != v->size())

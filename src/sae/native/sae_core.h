@@ -305,19 +305,21 @@ class SaeCore {
       encode_pre(x, B);
     }
     l1_grad = 0;
+    bool dense = false;
+    {
+      PhaseTimer t(phase(Phase::Select));
+      dense = !selects() && !dense_to_csr(B, sparse_relu_density);
+    }
+    if (dense) {
+      PhaseTimer t(phase(Phase::Backward));
+      dense_relu_backward(x, B, l1, st);
+      return st;
+    }
     int n_dead = 0;
     {
       PhaseTimer t(phase(Phase::Select));
-      if (!selects()) {
-        if (!dense_to_csr(B, sparse_relu_density)) {
-          PhaseTimer tb(phase(Phase::Backward));
-          dense_relu_backward(x, B, l1, st);
-          return st;
-        }
-        l1_grad = l1 / B;
-      } else {
-        select(B, true);
-      }
+      if (selects()) select(B, true);
+      else l1_grad = l1 / B;
       exact_values(B);
       std::vector<double> fired_batch = batch_fires(B);
       n_dead = select_aux(B);

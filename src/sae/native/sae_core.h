@@ -936,20 +936,34 @@ class SaeCore {
 
   // The paper's recipe, dense: five GEMMs (the encoder input's gradient is only needed summed, for b_dec).
   void dense_relu_backward(const T* x, int B, double l1, StepStats& st) {
-    const size_t BS = (size_t)B * S;
     T* f = pre.data();
     int64_t nnz_total = 0;
     double l1_sum = 0;
-#pragma omp parallel for reduction(+ : nnz_total, l1_sum) schedule(static)
-    for (int b = 0; b < B; b++) {
-      T* row = f + (size_t)b * S;
-      for (int s = 0; s < S; s++) {
-        T v = row[s] + b_enc[s];
-        v = v > 0 ? v : (T)0;
-        row[s] = v;
-        nnz_total += v > 0;
-        l1_sum += v;
+    // f = relu(pre + b_enc) in place, each thread over its latents for every token, counting each latent's fires
+    // on the way (one pass over [B, S] instead of two).
+    std::vector<double> fired(S, 0);
+#pragma omp parallel reduction(+ : nnz_total, l1_sum)
+    {
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int s0 = (int)((int64_t)S * t / nt), s1 = (int)((int64_t)S * (t + 1) / nt);
+      std::vector<int32_t> fires(s1 - s0, 0);
+      for (int b = 0; b < B; b++) {
+        T* row = f + (size_t)b * S;
+        int64_t nnz = 0;
+        double sum = 0;
+#pragma omp simd reduction(+ : nnz, sum)
+        for (int s = s0; s < s1; s++) {
+          T v = row[s] + b_enc[s];
+          v = v > 0 ? v : (T)0;
+          row[s] = v;
+          fires[s - s0] += v > 0;
+          nnz += v > 0;
+          sum += v;
+        }
+        nnz_total += nnz;
+        l1_sum += sum;
       }
+      for (int s = s0; s < s1; s++) fired[s] = fires[s - s0];
     }
     gemm(false, false, B, D, S, (T)1, f, S, W_dec.data(), D, (T)0, xhat.data(), D);
     const T inv = (T)(2.0 / B);  // loss = mean over tokens of ||x - x_hat||^2 (summed over d)
@@ -960,6 +974,7 @@ class SaeCore {
       T* xh = &xhat[(size_t)b * D];
       const T* xb = x + (size_t)b * D;
       T* g = &G[(size_t)b * D];
+#pragma omp simd reduction(+ : sse, x2)
       for (int d = 0; d < D; d++) {
         xh[d] += b_dec[d];
         T r = xh[d] - xb[d];
@@ -981,8 +996,6 @@ class SaeCore {
       metrics.sum_x[d] += sx[d];
       metrics.sum_r[d] += sr[d];
     }
-    std::vector<double> fired(S, 0);
-    column_sums(B, [&](int b, int s) { return f[(size_t)b * S + s] > 0 ? 1.0 : 0.0; }, fired);
     for (int s = 0; s < S; s++) {
       metrics.fires[s] += fired[s];
       since_fired[s] = fired[s] > 0 ? 0 : since_fired[s] + B;
@@ -995,27 +1008,26 @@ class SaeCore {
     T* dp = dense_d.data();
     gemm(false, true, B, S, D, (T)1, G.data(), D, W_dec.data(), D, (T)0, dp, S);
     const T l1b = (T)(l1 / B);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < BS; i++) dp[i] = f[i] > 0 ? dp[i] + l1b : (T)0;
-    gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
-    gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
-    std::vector<double> colsum(S, 0);
-    column_sums(B, [&](int b, int s) { return (double)dp[(size_t)b * S + s]; }, colsum);
-    for (int s = 0; s < S; s++) gb_enc[s] = (T)colsum[s];
-    decoder_bias_grad();
-  }
-
-  // out[s] = sum over tokens of value(b, s), threads splitting the latents so that none share an output.
-  template <typename F>
-  void column_sums(int B, F value, std::vector<double>& out) {
+    // The mask and gb_enc's column sums in one pass, each thread over its latents (sums in token order).
 #pragma omp parallel
     {
       const int nt = omp_get_num_threads(), t = omp_get_thread_num();
       const int s0 = (int)((int64_t)S * t / nt), s1 = (int)((int64_t)S * (t + 1) / nt);
-      std::fill(out.begin() + s0, out.begin() + s1, 0.0);
-      for (int b = 0; b < B; b++)
-        for (int s = s0; s < s1; s++) out[s] += value(b, s);
+      std::vector<double> colsum(s1 - s0, 0.0);
+      for (int b = 0; b < B; b++) {
+        T* dr = dp + (size_t)b * S;
+        const T* fr = f + (size_t)b * S;
+#pragma omp simd
+        for (int s = s0; s < s1; s++) {
+          dr[s] = fr[s] > 0 ? dr[s] + l1b : (T)0;
+          colsum[s - s0] += dr[s];
+        }
+      }
+      for (int s = s0; s < s1; s++) gb_enc[s] = (T)colsum[s - s0];
     }
+    gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
+    gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
+    decoder_bias_grad();
   }
 };
 

@@ -38,7 +38,7 @@
 
 namespace vitsae {
 
-// Allocator of the core's large buffers (weights, gradients, Adam moments, the [B, S] pre-activations): blocks of
+// Allocator of the core's large buffers (weights, gradients, Adam moments, [B, D] work rows): blocks of
 // 2 MB and more are 2 MB aligned and, on Linux, asked for transparent huge pages. The sparse kernels gather rows at
 // random from 37 MB matrices, which with 4 KB pages misses the TLB on nearly every row; and a first touch faults
 // once per 2 MB instead of once per 4 KB (page faults are slow in virtual machines).
@@ -436,7 +436,10 @@ class SaeCore {
   std::vector<const T*> ent_g, ent_x;
   std::vector<T> ent_a, ent_p, ent_dot;
   int B_cap = 0;
-  Buf<T> xc, pre, xhat, G, aux_diff, dense_d;  // [B,D], [B,S], [B,D], [B,P,D], [B,D], [B,S]
+  Buf<T> xc, xhat, G, aux_diff;  // [B,D], [B,D], [B,P,D], [B,D]
+  // [B, S], read and written in order: huge pages gain nothing there, and faulting 200 MB of them in cost the first
+  // step ~0.2-0.9 s (the kernel compacts memory to find them).
+  std::vector<T> pre, dense_d;
   std::vector<int64_t> aux_rowptr;
   std::vector<int32_t> aux_idx;
   std::vector<T> aux_val;

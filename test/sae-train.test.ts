@@ -11,7 +11,7 @@ import { writeSyntheticShards } from '../src/data/synthetic.js';
 import { defaultsOf } from '../src/util/config.js';
 import { saeSpec, trainSpec, type SaeConfig, type TrainConfig } from '../src/sae/config.js';
 import { train } from '../src/sae/train.js';
-import { Sae } from '../src/sae/model.js';
+import { Sae, initialDraws, transpose } from '../src/sae/model.js';
 import { evaluateSae } from '../src/sae/evaluate.js';
 import { atomRecovery } from '../src/analysis/atoms.js';
 import { ShardDataset, OrderedTokenLoader } from '../src/shards/index.js';
@@ -106,6 +106,26 @@ test('topk keeps exactly k nonzeros per token; batchtopk keeps exactly k x batch
     const st = btk.core.forwardBackward(batch, 0);
     assert.equal(st.l0 * 256, k * 256);
   }
+});
+
+test('transpose (in blocks) matches the definition on shapes that are not multiples of the block', () => {
+  for (const [rows, cols] of [
+    [70, 130],
+    [1, 65],
+    [129, 1],
+  ]) {
+    const a = Float32Array.from({ length: rows * cols }, (_, i) => i);
+    const t = transpose(a, rows, cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) assert.equal(t[c * rows + r], a[r * cols + c], `[${r}, ${c}] of ${rows} x ${cols}`);
+  }
+});
+
+test('the initial draws made on a worker thread are the ones create makes itself, and depend on the seed', async () => {
+  const sae = { ...defaultsOf(saeSpec), expansion: 4 };
+  const init = { mean: new Float32Array(D), inputScale: 1, seed: 5 };
+  const own = Sae.create(D, sae, init).core.getTensor('W_dec');
+  assert.deepEqual(Sae.create(D, sae, { ...init, draws: await initialDraws(5, D, 4 * D) }).core.getTensor('W_dec'), own);
+  assert.notDeepEqual(Sae.create(D, sae, { ...init, draws: await initialDraws(6, D, 4 * D) }).core.getTensor('W_dec'), own);
 });
 
 test('checkpoints round-trip byte for byte, and a resumed run ends identical to an uninterrupted one', async () => {

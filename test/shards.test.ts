@@ -405,6 +405,45 @@ test('shuffled loader: every token exactly once per epoch, a new order each epoc
   await ds.close();
 });
 
+test('shuffled loader: an end batch stops the stream and its read-ahead; passes from the start reuse the last window', async () => {
+  const ds = await loaderDataset();
+  const sel = { layer: 7, tokens: 'patches' } as const;
+  const all = await take(new ShuffledTokenLoader(ds, sel, SHUFFLE), 30);
+  const reads = { n: 0 };
+  const readTokens = ds.readTokens.bind(ds);
+  ds.readTokens = (...a: Parameters<typeof ds.readTokens>) => {
+    reads.n++;
+    return readTokens(...a);
+  };
+  const loader = new ShuffledTokenLoader(ds, sel, SHUFFLE);
+  const chunksUpTo = (tokens: number) => {
+    // Reads (one per chunk) of the windows holding stream tokens [0, tokens): epoch 0 only here.
+    const starts = loader.windowStarts(0);
+    let n = 0;
+    for (let w = 0; w + 1 < starts.length && starts[w] < tokens; w++) n += Math.min(loader.chunksPerWindow, loader.nChunks - w * loader.chunksPerWindow);
+    return n;
+  };
+  for (const [start, end] of [
+    [0, 3],
+    [2, 9],
+  ]) {
+    reads.n = 0;
+    const got = [];
+    for await (const b of loader.batches(start, end)) got.push(b);
+    assert.deepEqual(
+      got.map((b) => b.index),
+      Array.from({ length: end - start }, (_, i) => start + i),
+    );
+    for (const b of got) assert.ok(bytesOf(b.acts_BD).equals(bytesOf(all[b.index].acts_BD)), `batch ${b.index} is the unbounded stream's`);
+    assert.ok(reads.n <= chunksUpTo(end * SHUFFLE.batchSize), `${reads.n} chunk reads for batches ${start}..${end}: nothing read ahead past the end`);
+  }
+  reads.n = 0;
+  for await (const _ of loader.batches(0, 1)) assert.ok(_);
+  for await (const _ of loader.batches(0, 1)) assert.ok(_);
+  assert.equal(reads.n, chunksUpTo(1), 'the first window is read once for two passes over batch 0');
+  await ds.close();
+});
+
 test('meanAndScale matches a float64 brute force; shuffled epoch gives the full-data mean', async () => {
   const ds = await loaderDataset();
   const sel = { layer: 3, tokens: 'patches' } as const;

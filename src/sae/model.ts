@@ -10,7 +10,7 @@
 import * as path from 'node:path';
 import { UserError } from '../util/errors.js';
 import { writeFilesTogether } from '../util/fs.js';
-import { Rng } from '../util/random.js';
+import { drawNormals, drawNormalsOffThread } from '../util/normals.js';
 import { nativeIdOf, traitsOf } from './activations.js';
 import { type SaeCheckpointConfig, type SaeConfig, type TrainConfig, dSaeOf, prefixesOf } from './config.js';
 import { type LoadedSae, type Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
@@ -19,10 +19,17 @@ import { readSafetensors, tensor, toFloat32, writeSafetensors, type Tensor } fro
 
 const PARAMS = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 
-/** Transposes a row-major [rows, cols] matrix. */
+/** Transposes a row-major [rows, cols] matrix, in 64 x 64 blocks (a row at a time was 4x slower at 12288 x 768). */
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  const BLOCK = 64;
+  for (let r0 = 0; r0 < rows; r0 += BLOCK) {
+    const r1 = Math.min(rows, r0 + BLOCK);
+    for (let c0 = 0; c0 < cols; c0 += BLOCK) {
+      const c1 = Math.min(cols, c0 + BLOCK);
+      for (let r = r0; r < r1; r++) for (let c = c0, o = c0 * rows + r; c < c1; c++, o += rows) out[o] = a[r * cols + c];
+    }
+  }
   return out;
 }
 
@@ -32,6 +39,16 @@ export interface SaeInit {
   /** Multiplier that makes mean ||x - mean|| = sqrt(D); 1 when normalisation is off. */
   inputScale: number;
   seed: number;
+  /** The decoder's random draws for `seed`, made ahead by `initialDraws` (else `create` draws them). */
+  draws?: Float32Array;
+}
+
+/** The Rng stream of an SAE's initial decoder. */
+const initKeys = (seed: number) => [seed, 0x5ae];
+
+/** The random draws `Sae.create` makes for `seed` and this size, on a worker thread (the same values). */
+export function initialDraws(seed: number, dModel: number, dSae: number): Promise<Float32Array> {
+  return drawNormalsOffThread(initKeys(seed), dModel * dSae);
 }
 
 export class Sae {
@@ -79,9 +96,8 @@ export class Sae {
       ...(train ? { train } : {}),
     };
     const model = new Sae(cfg, Sae.makeCore(cfg, train));
-    const rng = new Rng(init.seed, 0x5ae);
-    const w = new Float32Array(dSae * dModel);
-    for (let i = 0; i < w.length; i++) w[i] = rng.normal();
+    const w = init.draws ?? drawNormals(initKeys(init.seed), dSae * dModel);
+    if (w.length !== dSae * dModel) throw new Error(`Sae.create: ${w.length} initial draws for a ${dSae} x ${dModel} decoder`);
     model.core.setTensor('W_dec', w);
     model.core.normalizeDecoder();
     model.core.setTensor('W_enc', model.core.getTensor('W_dec'));

@@ -63,17 +63,25 @@ export interface RawMetrics {
 /** What a core's encoder GEMM runs in: fp32 (OpenBLAS), bf16 on AMX tiles, or bf16 with AVX512-BF16 dot products. */
 export type ComputeKernel = 'fp32' | 'bf16-amx' | 'bf16-avx512';
 
+export type Phase = 'encode' | 'select' | 'decode' | 'backward' | 'update';
+
 export interface NativeCore<A extends Float32Array | Float64Array> {
   getTensor(name: string): A;
   getTensor(name: 'since_fired'): Float64Array;
   setTensor(name: string, data: A | Float64Array): void;
-  /** compute: what the encoder GEMM runs in (fp32, bf16-amx or bf16-avx512). */
-  getState(): { adamStep: number; threshold: number; compute: ComputeKernel };
+  /**
+   * compute: what the encoder GEMM runs in (fp32, bf16-amx or bf16-avx512). phaseSeconds: wall time of each phase
+   * of the training steps since the core was made (encode: x - b_dec and the encoder GEMM; select: choosing the
+   * active latents; decode: sparse decoder, loss and per-entry gradients; backward: per-latent gradients, or the
+   * whole dense ReLU backward; update: clipping, Adam, decoder normalisation).
+   */
+  getState(): { adamStep: number; threshold: number; compute: ComputeKernel; phaseSeconds: Record<Phase, number> };
   /** bf16: run the encoder GEMM in bf16 where the CPU has a kernel for it (fp32 otherwise; see getState). */
   setState(s: { adamStep?: number; threshold?: number; bf16?: boolean }): void;
   forwardBackward(x: A, l1: number, auxTarget?: A): StepStats;
   update(h: Hyper): number;
-  trainStep(x: A, l1: number, h: Hyper): Promise<StepStats>;
+  /** One step on x times `scale` (default 1; the input scale, applied while the core copies x). */
+  trainStep(x: A, l1: number, h: Hyper, scale?: number): Promise<StepStats>;
   infer(x: A, wantXhat?: boolean): Promise<SparseActs<A>>;
   takeMetrics(): RawMetrics;
   normalizeDecoder(): void;

@@ -2,7 +2,7 @@
  * Training: one pass of shuffled batches from activation shards feeds one SAE or a sweep of SAEs (different lr,
  * L1, k, width, activation; same batches, read once). Shape letters: B batch tokens, D d_model.
  *
- * Per step and SAE: scale the batch, forward/backward/Adam in the native core (off the main thread, while the
+ * Per step and SAE: scale the batch (as the native core copies it), forward/backward/Adam in the native core (off the main thread, while the
  * loader reads the next batch), log metrics every `logEvery` steps to metrics.jsonl, checkpoint every
  * `checkpointEvery` steps, every `checkpointMinutes` (the first after 30 s) and at the end. `resume` continues from the checkpoints with their optimizer state and
  * the loader at the same batch, so an interrupted run ends where an uninterrupted one would.
@@ -16,8 +16,8 @@ import { progress } from '../util/progress.js';
 import { ShardDataset, ShuffledTokenLoader, type TokenSelection, meanAndScale } from '../shards/index.js';
 import { traitsOf } from './activations.js';
 import type { LoadedSae } from './checkpoint.js';
-import { type SaeConfig, type TrainConfig, resolveRunLength } from './config.js';
-import { Sae } from './model.js';
+import { type SaeConfig, type TrainConfig, dSaeOf, resolveRunLength } from './config.js';
+import { Sae, initialDraws } from './model.js';
 import { type SaeMetrics, summarize } from './metrics.js';
 import { type Hyper, type StepStats, native } from './native.js';
 
@@ -120,7 +120,7 @@ function setCompute(m: Member, log: (line: string) => void): void {
 
 const emptyInterval = () => ({ loss: 0, aux: 0, l1: 0, gradNorm: 0, steps: 0 });
 
-async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> {
+async function prepare(opts: TrainOptions, ds: ShardDataset, loader: ShuffledTokenLoader): Promise<Member[]> {
   const { members } = opts;
   const single = members.length === 1 && members[0].name === '';
   const dirOf = (m: SweepMember) => (single ? opts.out : path.join(opts.out, m.name));
@@ -147,13 +147,16 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
   const first = members[0].train;
   const initial = opts.init;
   if (initial && initial.config.d_model !== ds.d) throw new UserError(`--init ${initial.source} has d_model ${initial.config.d_model} but ${opts.shards} has ${ds.d}`);
-  // The estimate reads its sample twice through the shuffler: a sample larger than the run itself only costs
-  // start-up time (an 81,920-token run read 262,144 tokens twice before its first step).
+  // The estimate reads its sample twice through the training's own shuffler (the first tokens of the run, whose
+  // first window the loader then keeps for the steps): a sample larger than the run itself only costs start-up time
+  // (an 81,920-token run read 262,144 tokens twice before its first step).
   const scaleTokens = Math.min(first.scaleTokens, first.tokens);
-  const stats = initial
-    ? null
-    : await meanAndScale(new ShuffledTokenLoader(ds, opts.selection, { seed: first.seed, batchSize: Math.min(first.batch, scaleTokens), windowTokens: opts.windowTokens }), scaleTokens);
-  return members.map((m) => {
+  // The decoders' random draws run on worker threads meanwhile (the other core).
+  const draws = initial ? [] : members.map((m) => initialDraws(m.train.seed, ds.d, dSaeOf(m.sae, ds.d)));
+  for (const d of draws) d.catch(() => undefined); // awaited below, unless the estimate fails first
+  const stats = initial ? null : await meanAndScale(loader, scaleTokens);
+  const drawn = await Promise.all(draws);
+  return members.map((m, i) => {
     let model: Sae;
     if (initial) {
       model = Sae.create(ds.d, m.sae, { mean: new Float32Array(ds.d), inputScale: initial.config.input_scale, seed: m.train.seed }, m.train);
@@ -162,7 +165,7 @@ async function prepare(opts: TrainOptions, ds: ShardDataset): Promise<Member[]> 
       model.core.setState({ threshold: initial.config.threshold });
     } else {
       const s = stats!;
-      model = Sae.create(ds.d, m.sae, { mean: s.mean_D, inputScale: m.sae.normalize ? s.scale : 1, seed: m.train.seed }, m.train);
+      model = Sae.create(ds.d, m.sae, { mean: s.mean_D, inputScale: m.sae.normalize ? s.scale : 1, seed: m.train.seed, draws: drawn[i] }, m.train);
     }
     model.config.data = { shards: path.resolve(opts.shards), layer: opts.selection.layer, tokens: opts.selection.tokens };
     model.config.step = 0;
@@ -183,7 +186,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
   let checkpointAt = Date.now() + Math.min(EARLY_CHECKPOINT_MS, checkpointMs);
   const ds = await ShardDataset.open(opts.shards);
   try {
-    const members = await prepare(opts, ds);
+    const loader = new ShuffledTokenLoader(ds, opts.selection, { seed: t0.seed, batchSize: t0.batch, windowTokens: opts.windowTokens });
+    const members = await prepare(opts, ds, loader);
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
     for (const m of members) setCompute(m, log);
     for (const m of members) await fsp.mkdir(m.dir, { recursive: true });
@@ -193,26 +197,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult[]> {
     const startStep = Math.min(...members.map((m) => m.step));
     const bar = progress(members.length > 1 ? `train ${members.length} SAEs` : 'train', totalSteps, { enabled: opts.showProgress !== false, unit: 'steps' });
     bar.update(startStep);
-    const loader = new ShuffledTokenLoader(ds, opts.selection, { seed: t0.seed, batchSize: t0.batch, windowTokens: opts.windowTokens });
-    const it = loader.batches(startStep)[Symbol.asyncIterator]();
+    const it = loader.batches(startStep, totalSteps)[Symbol.asyncIterator]();
     let next = it.next();
     let stopped = false;
-    const scaled = new Map<number, Float32Array>();
     let intervalStart = Date.now();
     let intervalTokens = 0;
     for (let step = startStep; step < totalSteps; step++) {
       const { value: batch } = await next;
       if (!batch) throw new Error('the shuffled loader ended');
       next = step + 1 < totalSteps ? it.next() : next;
-      scaled.clear();
       for (const m of members) {
         if (step < m.step) continue;
-        const s = m.model.config.input_scale;
-        const x = scaled.get(s) ?? (s === 1 ? batch.acts_BD : m.model.scaleInput(batch.acts_BD));
-        scaled.set(s, x);
         const hyper: Hyper = { lr: learningRate(m.train, step, totalSteps), beta1: m.train.adamBeta1, beta2: m.train.adamBeta2, eps: m.train.adamEps, clip: m.train.gradClip };
         const l1 = traitsOf(m.sae.activation).l1 ? l1Coefficient(m.train, step) : 0;
-        const st: StepStats = await m.model.core.trainStep(x, l1, hyper);
+        const st: StepStats = await m.model.core.trainStep(batch.acts_BD, l1, hyper, m.model.config.input_scale);
         if (!Number.isFinite(st.loss)) {
           throw new UserError(`${m.dir}: the loss became ${st.loss} at step ${step}; lower --lr (now ${m.train.lr}) or check the shards; the last checkpoint is kept`);
         }

@@ -69,14 +69,18 @@ export class OrderedTokenLoader {
     return Math.ceil(this.nTokens / this.batchSize);
   }
 
-  /** Batches from `startBatch` to the end; the next batch's read is in flight while one is consumed. */
-  async *batches(startBatch = 0): AsyncGenerator<OrderedBatch> {
+  /**
+   * Batches `startBatch` up to `endBatch` (exclusive; default: to the end); the next batch's read is in flight while
+   * one is consumed.
+   */
+  async *batches(startBatch = 0, endBatch = Infinity): AsyncGenerator<OrderedBatch> {
     checkInt('startBatch', startBatch, 0);
-    let pending = startBatch < this.nBatches ? prefetch(this.read(startBatch)) : null;
+    const end = Math.min(endBatch, this.nBatches);
+    let pending = startBatch < end ? prefetch(this.read(startBatch)) : null;
     try {
       for (let b = startBatch; pending; b++) {
         const batch = await pending;
-        pending = b + 1 < this.nBatches ? prefetch(this.read(b + 1)) : null;
+        pending = b + 1 < end ? prefetch(this.read(b + 1)) : null;
         yield batch;
       }
     } finally {
@@ -161,6 +165,8 @@ export class ShuffledTokenLoader {
   private readonly seed: number;
   private readonly sel: Selected;
   private plans: EpochPlan[] = [];
+  /** The window read last: the scale estimate's passes and the training that follows all start with it. */
+  private lastWindow: { epoch: number; w: number; window: Promise<Window> } | null = null;
 
   constructor(
     readonly ds: ShardDataset,
@@ -191,11 +197,13 @@ export class ShuffledTokenLoader {
   }
 
   /**
-   * Yields batch `startBatch`, `startBatch + 1`, ... forever; stop by breaking out. Starting at t costs one epoch
-   * plan and one window read, not a replay of batches 0..t-1.
+   * Yields batch `startBatch`, `startBatch + 1`, ... up to `endBatch` (exclusive; default: forever, stop by
+   * breaking out). Starting at t costs one epoch plan and one window read, not a replay of batches 0..t-1. The next
+   * window is read while one is consumed, unless no batch before `endBatch` needs it.
    */
-  async *batches(startBatch = 0): AsyncGenerator<ShuffledBatch> {
+  async *batches(startBatch = 0, endBatch = Infinity): AsyncGenerator<ShuffledBatch> {
     checkInt('startBatch', startBatch, 0);
+    if (startBatch >= endBatch) return;
     const B = this.batchSize;
     const d = this.d;
     const pos = startBatch * B;
@@ -209,16 +217,17 @@ export class ShuffledTokenLoader {
     let batch_BD = new Float32Array(B * d);
     let filled = 0;
     let batchEpoch = epoch;
-    let pending = prefetch(this.loadWindow(epoch, w));
+    let pending: Promise<Window> | null = prefetch(this.loadWindow(epoch, w));
     try {
-      for (;;) {
-        const win = await pending;
+      while (pending) {
+        const win: Window = await pending;
         const winEpoch = epoch;
         if (++w === this.windowStarts(epoch).length - 1) {
           epoch++;
           w = 0;
         }
-        pending = prefetch(this.loadWindow(epoch, w));
+        // The next window starts at token epoch * nTokens + windowStarts[w] of the stream.
+        pending = epoch * this.nTokens + this.windowStarts(epoch)[w] < endBatch * B ? prefetch(this.loadWindow(epoch, w)) : null;
         const size = win.order.length;
         while (offset < size) {
           if (filled === 0) batchEpoch = winEpoch;
@@ -231,6 +240,7 @@ export class ShuffledTokenLoader {
           offset += take;
           if (filled === B) {
             yield { index: index++, epoch: batchEpoch, acts_BD: batch_BD };
+            if (index >= endBatch) return;
             batch_BD = new Float32Array(B * d);
             filled = 0;
           }
@@ -238,7 +248,7 @@ export class ShuffledTokenLoader {
         offset = 0;
       }
     } finally {
-      await pending.catch(() => undefined);
+      await pending?.catch(() => undefined);
     }
   }
 
@@ -265,8 +275,20 @@ export class ShuffledTokenLoader {
     return { start, count: Math.min(this.examplesPerChunk, this.ds.nExamples - start) };
   }
 
+  /** Window `w` of `epoch`, read again unless it was the last one read. */
+  private loadWindow(epoch: number, w: number): Promise<Window> {
+    const last = this.lastWindow;
+    if (last && last.epoch === epoch && last.w === w) return last.window;
+    const window = this.readWindow(epoch, w);
+    this.lastWindow = { epoch, w, window };
+    window.catch(() => {
+      if (this.lastWindow?.window === window) this.lastWindow = null; // a failed read is retried next time
+    });
+    return window;
+  }
+
   /** Reads window `w` of `epoch` (its chunks in permuted order) and draws its token order. */
-  private async loadWindow(epoch: number, w: number): Promise<Window> {
+  private async readWindow(epoch: number, w: number): Promise<Window> {
     const { chunkOrder, windowStarts } = this.plan(epoch);
     const { layerIdx, tokenStart, perExample: s } = this.sel;
     const d = this.d;
@@ -318,7 +340,9 @@ async function runLimited(jobs: (() => Promise<unknown>)[], limit: number): Prom
 /** Anything that yields [B, d] token batches, e.g. either loader. */
 export interface TokenSource {
   readonly d: number;
-  batches(): AsyncIterable<{ acts_BD: Float32Array }>;
+  readonly batchSize: number;
+  /** Batches from the first up to `endBatch` (exclusive), which the source need not read beyond. */
+  batches(startBatch?: number, endBatch?: number): AsyncIterable<{ acts_BD: Float32Array }>;
 }
 
 export interface MeanAndScale {
@@ -334,7 +358,7 @@ export interface MeanAndScale {
 /** Feeds the first `n` rows of `source` to `fn`; returns how many rows there were. */
 async function forFirstRows(source: TokenSource, n: number, fn: (acts_BD: Float32Array, rows: number) => void): Promise<number> {
   let seen = 0;
-  for await (const { acts_BD } of source.batches()) {
+  for await (const { acts_BD } of source.batches(0, Math.ceil(n / source.batchSize))) {
     const rows = Math.min(acts_BD.length / source.d, n - seen);
     fn(acts_BD, rows);
     seen += rows;
@@ -354,15 +378,20 @@ export async function meanAndScale(source: TokenSource, nTokens: number): Promis
   const sum_D = new Float64Array(d);
   let seen = 0;
   const n = await forFirstRows(source, nTokens, (acts_BD, rows) => {
-    for (let r = 0; r < rows; r++, seen++) {
-      for (let k = 0; k < d; k++) {
-        const v = acts_BD[r * d + k];
-        if (!Number.isFinite(v)) throw new UserError(`sampled token ${seen} has a non-finite value (${v}) in dimension ${k}: the shards are corrupt; re-record them`);
-        sum_D[k] += v;
-      }
-    }
+    for (let r = 0; r < rows; r++) for (let k = 0; k < d; k++) sum_D[k] += acts_BD[r * d + k];
   });
   if (n === 0) throw new UserError('meanAndScale: the source yielded no tokens');
+  // A sum is finite iff every value added to it is: look for the culprit only when one is not.
+  if (!sum_D.every(Number.isFinite)) {
+    await forFirstRows(source, n, (acts_BD, rows) => {
+      for (let r = 0; r < rows; r++, seen++) {
+        for (let k = 0; k < d; k++) {
+          const v = acts_BD[r * d + k];
+          if (!Number.isFinite(v)) throw new UserError(`sampled token ${seen} has a non-finite value (${v}) in dimension ${k}: the shards are corrupt; re-record them`);
+        }
+      }
+    });
+  }
   const mean_D = new Float64Array(d);
   for (let k = 0; k < d; k++) mean_D[k] = sum_D[k] / n;
   let normSum = 0;

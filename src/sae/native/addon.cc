@@ -67,8 +67,8 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
   }
 
   // The named buffers that JS may read and write: parameters, gradients and Adam moments.
-  std::vector<T>* Buffer(Napi::Env env, const std::string& name) {
-    using Member = std::vector<T> SaeCore<T>::*;
+  Buf<T>* Buffer(Napi::Env env, const std::string& name) {
+    using Member = Buf<T> SaeCore<T>::*;
     static const std::pair<const char*, Member> kBuffers[] = {
         {"W_enc", &SaeCore<T>::W_enc},         {"b_enc", &SaeCore<T>::b_enc},         {"W_dec", &SaeCore<T>::W_dec},
         {"b_dec", &SaeCore<T>::b_dec},         {"grad.W_enc", &SaeCore<T>::gW_enc},   {"grad.b_enc", &SaeCore<T>::gb_enc},
@@ -91,7 +91,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       std::copy(core->since_fired.begin(), core->since_fired.end(), out.Data());
       return out;
     }
-    std::vector<T>* v = Buffer(env, name);
+    Buf<T>* v = Buffer(env, name);
     auto out = TA<T>::New(env, v->size());
     std::copy(v->begin(), v->end(), out.Data());
     return out;
@@ -107,7 +107,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       std::copy(a.Data(), a.Data() + a.ElementLength(), core->since_fired.begin());
       return env.Undefined();
     }
-    std::vector<T>* v = Buffer(env, name);
+    Buf<T>* v = Buffer(env, name);
     core->weights_changed();
     auto a = info[1].As<TA<T>>();
     if (a.ElementLength() != v->size())
@@ -123,6 +123,9 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     o.Set("adamStep", core->adam_step);
     o.Set("threshold", core->threshold);
     o.Set("compute", core->compute_name());
+    auto phases = Napi::Object::New(env);
+    for (size_t i = 0; i < core->phase_s.size(); i++) phases.Set(kPhaseNames[i], core->phase_s[i]);
+    o.Set("phaseSeconds", phases);
     return o;
   }
 
@@ -159,8 +162,9 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     return h;
   }
 
-  // Validates a [B, D] input and copies it, so a worker never reads memory that JS may free or change.
-  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B) {
+  // Validates a [B, D] input and copies it (times `scale`, rounded as JS would), so a worker never reads memory
+  // that JS may free or change.
+  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B, double scale = 1) {
     if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "input must be a typed array");
     auto a = v.As<TA<T>>();
     size_t n = a.ElementLength();
@@ -168,7 +172,11 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
       throw Napi::RangeError::New(env, "input has " + std::to_string(n) + " values, not a multiple of d_model = " +
                                            std::to_string(core->D));
     *B = (int)(n / core->D);
-    return std::vector<T>(a.Data(), a.Data() + n);
+    if (scale == 1) return std::vector<T>(a.Data(), a.Data() + n);
+    std::vector<T> out(n);
+    const T* in = a.Data();
+    for (size_t i = 0; i < n; i++) out[i] = (T)((double)in[i] * scale);
+    return out;
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
@@ -243,7 +251,8 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     Napi::Env env = info.Env();
     CheckIdle(env);
     int B;
-    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B));
+    const double scale = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 1.0;
+    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B, scale));
     const double l1 = info[1].As<Napi::Number>().DoubleValue();
     const StepHyper h = Hyper(info[2].As<Napi::Object>());
     auto out = std::make_shared<StepStats>();

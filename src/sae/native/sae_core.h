@@ -15,19 +15,63 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "bf16.h"
 #include "blas.h"
+#include "topk.h"
 
 namespace vitsae {
+
+// Allocator of the core's large buffers (weights, gradients, Adam moments, [B, D] work rows): blocks of
+// 2 MB and more are 2 MB aligned and, on Linux, asked for transparent huge pages. The sparse kernels gather rows at
+// random from 37 MB matrices, which with 4 KB pages misses the TLB on nearly every row; and a first touch faults
+// once per 2 MB instead of once per 4 KB (page faults are slow in virtual machines).
+template <typename T>
+struct HugePageAllocator {
+  using value_type = T;
+  static constexpr size_t kHuge = size_t(1) << 21;
+  HugePageAllocator() = default;
+  template <typename U>
+  HugePageAllocator(const HugePageAllocator<U>&) {}
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes < kHuge) return std::allocator<T>().allocate(n);
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    void* p = std::aligned_alloc(kHuge, rounded);
+    if (!p) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) {
+    if (n * sizeof(T) < kHuge) std::allocator<T>().deallocate(p, n);
+    else std::free(p);
+  }
+  template <typename U>
+  bool operator==(const HugePageAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const HugePageAllocator<U>&) const { return false; }
+};
+
+template <typename T>
+using Buf = std::vector<T, HugePageAllocator<T>>;
 
 // The activations, in the order of their ids; the names are exported by the addon and checked against the
 // registry in src/sae/activations.ts when it loads.
@@ -61,6 +105,21 @@ struct StepStats {
   double l0 = 0;        // mean active latents per token
   double grad_norm = 0;  // global gradient norm before clipping (set by update)
   double n_dead = 0;    // latents counted dead when the batch was drawn
+};
+
+// A training step's phases; the core sums the wall time of each (read by the benchmark's breakdown).
+enum class Phase : int { Encode, Select, Decode, Backward, Update };
+inline constexpr const char* kPhaseNames[] = {"encode", "select", "decode", "backward", "update"};
+
+// Adds the wall time of its scope to a phase's total.
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(double& total) : total(total), t0(std::chrono::steady_clock::now()) {}
+  ~PhaseTimer() { total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+
+ private:
+  double& total;
+  std::chrono::steady_clock::time_point t0;
 };
 
 // Float64 sums over every token seen since the last take(): enough for MSE, FVU and explained variance.
@@ -114,11 +173,27 @@ template <typename T>
   }
 }
 
+// Scales w to unit norm (the norm summed in double) and returns the new |w|^2.
+template <typename T>
+[[gnu::always_inline]] inline T normalize_body(T* w, int n) {
+  double sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int i = 0; i < n; i++) sq += (double)w[i] * w[i];
+  if (sq > 0) {
+    const double inv = 1 / std::sqrt(sq);
+#pragma omp simd
+    for (int i = 0; i < n; i++) w[i] = (T)(w[i] * inv);
+  }
+  return dot_body(w, w, n);
+}
+
 // The float versions (training) are the cloned ones; the double versions serve the gradient checks.
 VITSAE_CLONES static float dot(const float* a, const float* b, int n) { return dot_body(a, b, n); }
 inline double dot(const double* a, const double* b, int n) { return dot_body(a, b, n); }
 VITSAE_CLONES static void axpy(float a, const float* x, float* y, int n) { axpy_body(a, x, y, n); }
 inline void axpy(double a, const double* x, double* y, int n) { axpy_body(a, x, y, n); }
+VITSAE_CLONES static float normalize(float* w, int n) { return normalize_body(w, n); }
+inline double normalize(double* w, int n) { return normalize_body(w, n); }
 VITSAE_CLONES static void adam_span(float* p, const float* g, float* m, float* v, size_t n, float b1, float b2,
                                     float sc, float step, float sbc2, float eps) {
   adam_body(p, g, m, v, n, b1, b2, sc, step, sbc2, eps);
@@ -126,6 +201,41 @@ VITSAE_CLONES static void adam_span(float* p, const float* g, float* m, float* v
 inline void adam_span(double* p, const double* g, double* m, double* v, size_t n, double b1, double b2, double sc,
                       double step, double sbc2, double eps) {
   adam_body(p, g, m, v, n, b1, b2, sc, step, sbc2, eps);
+}
+
+// One latent's two gradient rows over its n entries: gd = sum_j a_j g_j, ge = sum_j p_j x_j (rows g_j of G or the
+// AuxK residual, x_j of x - b_dec); adds |gd|^2 and |ge|^2 to sums.
+template <typename T>
+[[gnu::always_inline]] inline void grad_rows_body(const T* const* g, const T* const* x, const T* a, const T* p,
+                                                  int64_t n, int D, T* gd, T* ge, double* sums) {
+  std::fill(gd, gd + D, (T)0);
+  std::fill(ge, ge + D, (T)0);
+  for (int64_t j = 0; j < n; j++) {
+    const T* gj = g[j];
+    const T* xj = x[j];
+    const T aj = a[j], pj = p[j];
+#pragma omp simd
+    for (int d = 0; d < D; d++) {
+      gd[d] += aj * gj[d];
+      ge[d] += pj * xj[d];
+    }
+  }
+  T dd = 0, ee = 0;
+#pragma omp simd reduction(+ : dd, ee)
+  for (int d = 0; d < D; d++) {
+    dd += gd[d] * gd[d];
+    ee += ge[d] * ge[d];
+  }
+  sums[0] += dd;
+  sums[1] += ee;
+}
+VITSAE_CLONES static void grad_rows(const float* const* g, const float* const* x, const float* a, const float* p,
+                                   int64_t n, int D, float* gd, float* ge, double* sums) {
+  grad_rows_body(g, x, a, p, n, D, gd, ge, sums);
+}
+inline void grad_rows(const double* const* g, const double* const* x, const double* a, const double* p, int64_t n,
+                      int D, double* gd, double* ge, double* sums) {
+  grad_rows_body(g, x, a, p, n, D, gd, ge, sums);
 }
 
 template <typename T>
@@ -139,12 +249,13 @@ class SaeCore {
   int k_aux;
   double aux_coeff, dead_window, thr_mom, sparse_relu_density;
 
-  std::vector<T> W_enc, b_enc, W_dec, b_dec;  // [S,D], [S], [S,D], [D]
-  std::vector<T> gW_enc, gb_enc, gW_dec, gb_dec;
-  std::vector<T> mW_enc, mb_enc, mW_dec, mb_dec, vW_enc, vb_enc, vW_dec, vb_dec;
+  Buf<T> W_enc, b_enc, W_dec, b_dec;  // [S,D], [S], [S,D], [D]
+  Buf<T> gW_enc, gb_enc, gW_dec, gb_dec;
+  Buf<T> mW_enc, mb_enc, mW_dec, mb_dec, vW_enc, vb_enc, vW_dec, vb_dec;
   double adam_step = 0;
   double threshold = -1;             // batchtopk inference threshold; < 0 until the first training batch
   std::vector<double> since_fired;   // [S] tokens since each latent last fired (training only)
+  std::array<double, std::size(kPhaseNames)> phase_s{};  // seconds spent in each Phase since the core was made
   Metrics metrics;
 
   // Sparse activations of the last forward, CSR by token.
@@ -189,29 +300,43 @@ class SaeCore {
   StepStats forward_backward(const T* x, int B, double l1, const T* aux_target = nullptr) {
     StepStats st;
     row_stats_valid = false;
-    encode_pre(x, B);
+    {
+      PhaseTimer t(phase(Phase::Encode));
+      encode_pre(x, B);
+    }
     l1_grad = 0;
-    if (!selects()) {
-      if (!dense_to_csr(B, sparse_relu_density)) {
-        dense_relu_backward(x, B, l1, st);
-        return st;
+    bool dense = false;
+    {
+      PhaseTimer t(phase(Phase::Select));
+      dense = !selects() && !dense_to_csr(B, sparse_relu_density);
+    }
+    if (dense) {
+      PhaseTimer t(phase(Phase::Backward));
+      dense_relu_backward(x, B, l1, st);
+      return st;
+    }
+    int n_dead = 0;
+    {
+      PhaseTimer t(phase(Phase::Select));
+      if (selects()) select(B, true);
+      else l1_grad = l1 / B;
+      exact_values(B);
+      std::vector<double> fired_batch = batch_fires(B);
+      n_dead = select_aux(B);
+      st.n_dead = n_dead;
+      for (int s = 0; s < S; s++) since_fired[s] = fired_batch[s] > 0 ? 0 : since_fired[s] + B;
+    }
+    {
+      PhaseTimer t(phase(Phase::Decode));
+      decode_and_loss(x, B, st, aux_target, n_dead > 0, true);
+      if (l1_grad > 0) {
+        double sum = 0;
+        for (int64_t e = 0; e < rowptr[B]; e++) sum += val[e];
+        st.l1_loss = l1 * sum / B;
+        st.loss += st.l1_loss;
       }
-      l1_grad = l1 / B;
-    } else {
-      select(B, true);
     }
-    exact_values(B);
-    std::vector<double> fired_batch = batch_fires(B);
-    int n_dead = select_aux(B);
-    st.n_dead = n_dead;
-    for (int s = 0; s < S; s++) since_fired[s] = fired_batch[s] > 0 ? 0 : since_fired[s] + B;
-    decode_and_loss(x, B, st, aux_target, n_dead > 0);
-    if (l1_grad > 0) {
-      double sum = 0;
-      for (int64_t e = 0; e < rowptr[B]; e++) sum += val[e];
-      st.l1_loss = l1 * sum / B;
-      st.loss += st.l1_loss;
-    }
+    PhaseTimer t(phase(Phase::Backward));
     sparse_backward(B);
     return st;
   }
@@ -226,7 +351,7 @@ class SaeCore {
     }
     exact_values(B);
     StepStats st;
-    decode_and_loss(x, B, st, nullptr, false);
+    decode_and_loss(x, B, st, nullptr, false, false);
     if (xhat_out) std::memcpy(xhat_out, xhat.data(), sizeof(T) * (size_t)B * D);
   }
 
@@ -236,6 +361,7 @@ class SaeCore {
   // cache then), so the update reads the big matrices once: per block of 16 latents, Adam on the encoder rows
   // (and their bf16 panel), projection, Adam and renormalisation of the decoder rows.
   double update(const StepHyper& h) {
+    PhaseTimer t(phase(Phase::Update));
     const bool fused = row_stats_valid;
     row_stats_valid = false;
     double sq = sumsq(gb_enc) + sumsq(gb_dec);
@@ -257,6 +383,7 @@ class SaeCore {
     adam_step += 1;
     const AdamStep a(h, scale, adam_step);
     const bool pack = bf16_kernel != Bf16Kernel::None && !W_enc_bf.empty();
+    row_ww.resize(S);
 #pragma omp parallel for schedule(static)
     for (int s0 = 0; s0 < S; s0 += 16) {
       const int s1 = std::min(S, s0 + 16);
@@ -270,36 +397,49 @@ class SaeCore {
         T* w = &W_dec[(size_t)s * D];
         if (fused) axpy(-row_gw[s], w, g, D);
         a.run(w, g, &mW_dec[(size_t)s * D], &vW_dec[(size_t)s * D], D);
-        normalize_row(w);
+        row_ww[s] = normalize_row(w);
       }
     }
+    row_ww_valid = true;
     W_enc_bf_fresh = pack;
     a.run(b_enc.data(), gb_enc.data(), mb_enc.data(), vb_enc.data(), S);
     a.run(b_dec.data(), gb_dec.data(), mb_dec.data(), vb_dec.data(), D);
     return norm;
   }
 
+  double& phase(Phase p) { return phase_s[(int)p]; }
+
   void normalize_decoder() {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < S; s++) normalize_row(&W_dec[(size_t)s * D]);
+    row_ww_valid = false;
   }
 
   // JS replaced a parameter or gradient: the bf16 copy of the encoder and the backward's row statistics are stale.
-  void weights_changed() { W_enc_bf_fresh = row_stats_valid = false; }
+  void weights_changed() { W_enc_bf_fresh = row_stats_valid = row_ww_valid = false; }
 
  private:
   std::vector<uint8_t> group_of;  // [S] matryoshka group of each latent
   Bf16Kernel bf16_kernel = Bf16Kernel::None;
-  std::vector<bf16> xc_bf, W_enc_bf;  // bf16 copies for the encoder GEMM: [Bp, Dp] rows, [Sp, Dp] packed panels
+  Buf<bf16> xc_bf, W_enc_bf;  // bf16 copies for the encoder GEMM: [Bp, Dp] rows, [Sp, Dp] packed panels
   bool W_enc_bf_fresh = false;        // the update packed W_enc_bf from the current W_enc
   // Left by the sparse backward for the next update: per latent, its decoder row's g.w and the squared norm of
   // its (projected) gradient rows.
   std::vector<T> row_gw;
   std::vector<double> row_sq;
   bool row_stats_valid = false;
+  std::vector<T> row_ww;  // |w|^2 of each decoder row, as the update left it
+  bool row_ww_valid = false;
+  std::vector<T> edot;    // [E + E_aux] per entry, G_b . w_s (AuxK entries: AuxK residual . w_s)
+  std::vector<double> g0_sum;  // [D] column sums of G[:, 0]
+  // The entries in latent order, for the per-latent gradient rows: source rows and their coefficients.
+  std::vector<const T*> ent_g, ent_x;
+  std::vector<T> ent_a, ent_p, ent_dot;
   int B_cap = 0;
-  std::vector<T> xc, pre, xhat, G, aux_diff, dense_d;  // [B,D], [B,S], [B,D], [B,P,D], [B,D], [B,S]
-  std::vector<T> dpre;                                      // [E + E_aux]
+  Buf<T> xc, xhat, G, aux_diff;  // [B,D], [B,D], [B,P,D], [B,D]
+  // [B, S], read and written in order: huge pages gain nothing there, and faulting 200 MB of them in cost the first
+  // step ~0.2-0.9 s (the kernel compacts memory to find them).
+  std::vector<T> pre, dense_d;
   std::vector<int64_t> aux_rowptr;
   std::vector<int32_t> aux_idx;
   std::vector<T> aux_val;
@@ -317,7 +457,7 @@ class SaeCore {
     if (!selects()) dense_d.resize((size_t)B * S);
   }
 
-  static double sumsq(const std::vector<T>& v) {
+  static double sumsq(const Buf<T>& v) {
     double s = 0;
 #pragma omp parallel for reduction(+ : s) schedule(static)
     for (size_t i = 0; i < v.size(); i++) s += (double)v[i] * v[i];
@@ -333,13 +473,7 @@ class SaeCore {
     void run(T* p, const T* g, T* m, T* v, size_t n) const { adam_span(p, g, m, v, n, b1, b2, sc, step, sbc2, eps); }
   };
 
-  void normalize_row(T* w) const {
-    double n = 0;
-    for (int d = 0; d < D; d++) n += (double)w[d] * w[d];
-    n = std::sqrt(n);
-    if (n > 0)
-      for (int d = 0; d < D; d++) w[d] = (T)(w[d] / n);
-  }
+  T normalize_row(T* w) const { return normalize(w, D); }
 
   // xc = x - b_dec; pre = xc @ W_enc^T (without b_enc, which the selections add on the fly).
   void encode_pre(const T* x, int B) {
@@ -382,46 +516,17 @@ class SaeCore {
     else select_batch(B, train);
   }
 
-  // TopK: the k largest pre-activations per token (values ReLU'd, so an entry may be 0 only when fewer than k
-  // are positive).
+  // TopK: the k largest pre-activations per token, ties going to the lower latent (values ReLU'd, so an entry may
+  // be 0 only when fewer than k are positive); see topk.h.
   void select_topk(int B) {
     idx.resize((size_t)B * K);
     val.resize((size_t)B * K);
 #pragma omp parallel
     {
-      std::vector<std::pair<T, int32_t>> heap;
-      heap.reserve(K);
-      auto cmp = [](const std::pair<T, int32_t>& a, const std::pair<T, int32_t>& b) { return a.first > b.first; };
+      TopkScratch<T> scratch;
 #pragma omp for schedule(static)
-      for (int b = 0; b < B; b++) {
-        const T* row = &pre[(size_t)b * S];
-        heap.clear();
-        for (int s = 0; s < K; s++) heap.emplace_back(row[s] + b_enc[s], s);
-        std::make_heap(heap.begin(), heap.end(), cmp);  // min-heap on value
-        T lo = heap.front().first;
-        // Most blocks of 16 hold nothing above the heap's minimum: test them with one vectorised max.
-        for (int s0 = K; s0 < S; s0 += 16) {
-          const int s1 = std::min(S, s0 + 16);
-          T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-          for (int s = s0; s < s1; s++) m = std::max(m, row[s] + b_enc[s]);
-          if (!(m > lo)) continue;
-          for (int s = s0; s < s1; s++) {
-            T v = row[s] + b_enc[s];
-            if (v > lo) {
-              std::pop_heap(heap.begin(), heap.end(), cmp);
-              heap.back() = {v, s};
-              std::push_heap(heap.begin(), heap.end(), cmp);
-              lo = heap.front().first;
-            }
-          }
-        }
-        std::sort(heap.begin(), heap.end(), [](auto& a, auto& c) { return a.second < c.second; });
-        for (int j = 0; j < K; j++) {
-          idx[(size_t)b * K + j] = heap[j].second;
-          val[(size_t)b * K + j] = std::max(heap[j].first, (T)0);
-        }
-      }
+      for (int b = 0; b < B; b++)
+        topk_row(&pre[(size_t)b * S], b_enc.data(), S, K, scratch, &idx[(size_t)b * K], &val[(size_t)b * K]);
     }
     for (int b = 0; b <= B; b++) rowptr[b] = (int64_t)b * K;
   }
@@ -614,19 +719,24 @@ class SaeCore {
   // Adds one token's metric sums (thread-local partials, merged by the caller).
   struct Partial {
     double sse = 0, x2 = 0, r2 = 0, l0 = 0, prefix_sse = 0, aux_sq = 0, e_sq = 0;
-    std::vector<double> sx, sr, se;
+    std::vector<double> sx, sr, se, sg;
   };
 
   // Sparse decoder (every prefix), the losses, dL/dx_hat per prefix turned into suffix sums G, and the AuxK
-  // reconstruction of the residual. Also accumulates the metrics.
-  void decode_and_loss(const T* x, int B, StepStats& st, const T* aux_target, bool with_aux) {
+  // reconstruction of the residual. Also accumulates the metrics. With `backward`, also each entry's G . W_dec row
+  // (edot; the AuxK entries' with the AuxK residual, unweighted), while the token's decoder rows are in cache, and
+  // the column sums of G[:, 0] for b_dec (g0_sum).
+  void decode_and_loss(const T* x, int B, StepStats& st, const T* aux_target, bool with_aux, bool backward) {
     const int nt = omp_get_max_threads();
     std::vector<Partial> parts(nt);
     for (auto& p : parts) {
       p.sx.assign(D, 0);
       p.sr.assign(D, 0);
       p.se.assign(D, 0);
+      p.sg.assign(backward ? D : 0, 0);
     }
+    const int64_t E = rowptr[B];
+    if (backward) edot.resize(E + aux_rowptr[B]);
     const T inv = (T)(2.0 / B);  // loss = mean over tokens of ||x - x_hat||^2 (summed over d)
 #pragma omp parallel
     {
@@ -650,6 +760,7 @@ class SaeCore {
         for (int d = 0; d < D; d++) xh[d] = b_dec[d];
         for (int m = 0; m < P; m++) {
           double sse = 0;
+#pragma omp simd reduction(+ : sse)
           for (int d = 0; d < D; d++) {
             xh[d] += part[(size_t)m * D + d];
             T r = xh[d] - xb[d];
@@ -661,14 +772,25 @@ class SaeCore {
         }
         for (int m = P - 2; m >= 0; m--)
           for (int d = 0; d < D; d++) Gb[(size_t)m * D + d] += Gb[(size_t)(m + 1) * D + d];
+        double x2 = 0, r2 = 0;
+#pragma omp simd reduction(+ : x2, r2)
         for (int d = 0; d < D; d++) {
           double xv = xb[d], rv = (double)xh[d] - xv;
-          pt.x2 += xv * xv;
-          pt.r2 += rv * rv;
+          x2 += xv * xv;
+          r2 += rv * rv;
           pt.sx[d] += xv;
           pt.sr[d] += rv;
         }
+        pt.x2 += x2;
+        pt.r2 += r2;
         pt.l0 += (double)nz;
+        if (backward) {
+          for (int d = 0; d < D; d++) pt.sg[d] += Gb[d];
+          for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
+            const int s = idx[e];
+            edot[e] = val[e] > 0 ? dot(&Gb[(size_t)group_of[s] * D], &W_dec[(size_t)s * D], D) : (T)0;
+          }
+        }
         if (with_aux) {
           std::fill(ehat.begin(), ehat.end(), (T)0);
           for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
@@ -683,12 +805,17 @@ class SaeCore {
             pt.e_sq += (double)target * target;
             pt.se[d] += target;
           }
+          if (backward)
+            for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++)
+              edot[E + e] = aux_val[e] > 0 ? dot(ad, &W_dec[(size_t)aux_idx[e] * D], D) : (T)0;
         }
       }
     }
     double sse = 0, prefix_sse = 0, l0 = 0, aux_sq = 0, e_sq = 0;
     std::vector<double> se(D, 0);
+    g0_sum.assign(D, 0);
     for (auto& p : parts) {
+      for (size_t d = 0; d < p.sg.size(); d++) g0_sum[d] += p.sg[d];
       sse += p.sse;
       prefix_sse += p.prefix_sse;
       l0 += p.l0;
@@ -724,114 +851,138 @@ class SaeCore {
     }
   }
 
-  // Per-entry gradients (pass A, by token), then per-latent row gradients (pass B, by latent).
+  // Per-latent gradient rows from the per-entry dot products of the decode. Entries are grouped by latent (counting
+  // sort in token order, so sums are deterministic); each thread takes a contiguous range of latents holding about
+  // its share of the work. The update's statistics need no pass over W_dec: g.w = sum over entries of a (G_b . w),
+  // and |w|^2 is left by the update that normalised w.
   void sparse_backward(int B) {
-    const int64_t E = rowptr[B], Ea = aux_rowptr[B];
-    dpre.resize(E + Ea);
+    const int64_t E = rowptr[B], Ea = aux_rowptr[B], N = E + Ea;
     const T ag = (T)aux_grad_scale, l1g = (T)l1_grad;
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-      for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
-        const int s = idx[e];
-        const T* g = &G[((size_t)b * P + group_of[s]) * D];
-        dpre[e] = val[e] > 0 ? dot(g, &W_dec[(size_t)s * D], D) + l1g : (T)0;
-      }
-      for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
-        const int s = aux_idx[e];
-        dpre[E + e] = aux_val[e] > 0 ? ag * dot(&aux_diff[(size_t)b * D], &W_dec[(size_t)s * D], D) : (T)0;
-      }
-    }
-    // Group entries by latent (counting sort in token order, so sums are deterministic).
-    row_gw.resize(S);
-    row_sq.resize(S);
     std::vector<int64_t> colptr(S + 1, 0);
     for (int64_t e = 0; e < E; e++) colptr[idx[e] + 1]++;
     for (int64_t e = 0; e < Ea; e++) colptr[aux_idx[e] + 1]++;
     for (int s = 0; s < S; s++) colptr[s + 1] += colptr[s];
-    std::vector<int64_t> cursor(colptr.begin(), colptr.end() - 1), order(E + Ea);
-    std::vector<int32_t> token_of(E + Ea);
+    std::vector<int64_t> cursor(colptr.begin(), colptr.end() - 1);
+    ent_g.resize(N);
+    ent_x.resize(N);
+    ent_a.resize(N);
+    ent_p.resize(N);
+    ent_dot.resize(N);
+    // Entry e of token b: gd += a G_b (or the AuxK residual), ge += p (x_b - b_dec), with p = dL/dpre.
     for (int b = 0; b < B; b++) {
       for (int64_t e = rowptr[b]; e < rowptr[b + 1]; e++) {
-        order[cursor[idx[e]]++] = e;
-        token_of[e] = b;
+        const int s = idx[e];
+        const int64_t j = cursor[s]++;
+        ent_g[j] = &G[((size_t)b * P + group_of[s]) * D];
+        ent_x[j] = &xc[(size_t)b * D];
+        ent_a[j] = val[e];
+        ent_p[j] = val[e] > 0 ? edot[e] + l1g : (T)0;
+        ent_dot[j] = edot[e];
       }
       for (int64_t e = aux_rowptr[b]; e < aux_rowptr[b + 1]; e++) {
-        order[cursor[aux_idx[e]]++] = E + e;
-        token_of[E + e] = b;
+        const int64_t j = cursor[aux_idx[e]]++;
+        ent_g[j] = &aux_diff[(size_t)b * D];
+        ent_x[j] = &xc[(size_t)b * D];
+        ent_a[j] = aux_val[e] * ag;
+        ent_p[j] = aux_val[e] > 0 ? ag * edot[E + e] : (T)0;
+        ent_dot[j] = edot[E + e];
       }
     }
-#pragma omp parallel for schedule(dynamic, 64)
-    for (int s = 0; s < S; s++) {
-      T* gd = &gW_dec[(size_t)s * D];
-      T* ge = &gW_enc[(size_t)s * D];
-      std::fill(gd, gd + D, (T)0);
-      std::fill(ge, ge + D, (T)0);
-      T gbe = 0;
-      for (int64_t j = colptr[s]; j < colptr[s + 1]; j++) {
-        const int64_t e = order[j];
-        const int b = token_of[e];
-        const bool aux = e >= E;
-        const T v = aux ? aux_val[e - E] : val[e];
-        const T dp = dpre[e];
-        const T* g = aux ? &aux_diff[(size_t)b * D] : &G[((size_t)b * P + group_of[s]) * D];
-        const T gs = aux ? ag : (T)1;
-        if (v != 0) axpy(v * gs, g, gd, D);
-        if (dp != 0) {
-          const T* xb = &xc[(size_t)b * D];
-          axpy(dp, xb, ge, D);
-          gbe += dp;
+    if (!row_ww_valid) {
+      row_ww.resize(S);
+#pragma omp parallel for schedule(static)
+      for (int s = 0; s < S; s++) row_ww[s] = dot(&W_dec[(size_t)s * D], &W_dec[(size_t)s * D], D);
+      row_ww_valid = true;
+    }
+    row_gw.resize(S);
+    row_sq.resize(S);
+#pragma omp parallel
+    {
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      // First latent of thread i: a latent costs its entries plus one (clearing and measuring its rows).
+      auto first = [&](int i) {
+        const int64_t target = (N + S) * i / nt;
+        int lo = 0, hi = S;
+        while (lo < hi) {
+          const int mid = (lo + hi) / 2;
+          if (colptr[mid] + mid < target) lo = mid + 1;
+          else hi = mid;
         }
+        return lo;
+      };
+      const int s0 = first(t), s1 = first(t + 1);
+      for (int s = s0; s < s1; s++) {
+        const int64_t j0 = colptr[s], n = colptr[s + 1] - j0;
+        double sq[2] = {0, 0};  // |gd|^2, |ge|^2
+        grad_rows(&ent_g[j0], &ent_x[j0], &ent_a[j0], &ent_p[j0], n, D, &gW_dec[(size_t)s * D], &gW_enc[(size_t)s * D], sq);
+        T gbe = 0, gw = 0;
+        for (int64_t j = j0; j < j0 + n; j++) {
+          gbe += ent_p[j];
+          gw += ent_a[j] * ent_dot[j];
+        }
+        gb_enc[s] = gbe;
+        row_gw[s] = gw;
+        row_sq[s] = sq[1] + sq[0] - (double)gw * gw * (2 - (double)row_ww[s]);
       }
-      gb_enc[s] = gbe;
-      const T* w = &W_dec[(size_t)s * D];
-      const T gw = dot(gd, w, D);
-      row_gw[s] = gw;
-      row_sq[s] = (double)dot(ge, ge, D) + (double)dot(gd, gd, D) - (double)gw * gw * (2 - (double)dot(w, w, D));
     }
     row_stats_valid = true;
-    decoder_bias_grad(B);
+    decoder_bias_grad();
   }
 
   // b_dec: every prefix's reconstruction contains it (G[:, 0] sums the prefixes' gradients), and the encoder reads
   // x - b_dec, whose gradient summed over tokens is sum_s gb_enc[s] W_enc[s]: one vector-matrix product instead of
   // a per-token [B, S] @ [S, D] product.
-  void decoder_bias_grad(int B) {
+  void decoder_bias_grad() {
     gemm(false, false, 1, D, S, (T)-1, gb_enc.data(), S, W_enc.data(), D, (T)0, gb_dec.data(), D);
-    for (int b = 0; b < B; b++) {
-      const T* g0 = &G[(size_t)b * P * D];
-      for (int d = 0; d < D; d++) gb_dec[d] += g0[d];
-    }
+    for (int d = 0; d < D; d++) gb_dec[d] += (T)g0_sum[d];
   }
 
   // The paper's recipe, dense: five GEMMs (the encoder input's gradient is only needed summed, for b_dec).
   void dense_relu_backward(const T* x, int B, double l1, StepStats& st) {
-    const size_t BS = (size_t)B * S;
     T* f = pre.data();
     int64_t nnz_total = 0;
     double l1_sum = 0;
-#pragma omp parallel for reduction(+ : nnz_total, l1_sum) schedule(static)
-    for (int b = 0; b < B; b++) {
-      T* row = f + (size_t)b * S;
-      for (int s = 0; s < S; s++) {
-        T v = row[s] + b_enc[s];
-        v = v > 0 ? v : (T)0;
-        row[s] = v;
-        nnz_total += v > 0;
-        l1_sum += v;
+    // f = relu(pre + b_enc) in place, each thread over its latents for every token, counting each latent's fires
+    // on the way (one pass over [B, S] instead of two).
+    std::vector<double> fired(S, 0);
+#pragma omp parallel reduction(+ : nnz_total, l1_sum)
+    {
+      const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int s0 = (int)((int64_t)S * t / nt), s1 = (int)((int64_t)S * (t + 1) / nt);
+      std::vector<int32_t> fires(s1 - s0, 0);
+      for (int b = 0; b < B; b++) {
+        T* row = f + (size_t)b * S;
+        int64_t nnz = 0;
+        double sum = 0;
+#pragma omp simd reduction(+ : nnz, sum)
+        for (int s = s0; s < s1; s++) {
+          T v = row[s] + b_enc[s];
+          v = v > 0 ? v : (T)0;
+          row[s] = v;
+          fires[s - s0] += v > 0;
+          nnz += v > 0;
+          sum += v;
+        }
+        nnz_total += nnz;
+        l1_sum += sum;
       }
+      for (int s = s0; s < s1; s++) fired[s] = fires[s - s0];
     }
     gemm(false, false, B, D, S, (T)1, f, S, W_dec.data(), D, (T)0, xhat.data(), D);
     const T inv = (T)(2.0 / B);  // loss = mean over tokens of ||x - x_hat||^2 (summed over d)
     double sse = 0, x2 = 0, r2 = 0;
     std::vector<double> sx(D, 0), sr(D, 0);
+    g0_sum.assign(D, 0);
     for (int b = 0; b < B; b++) {
       T* xh = &xhat[(size_t)b * D];
       const T* xb = x + (size_t)b * D;
       T* g = &G[(size_t)b * D];
+#pragma omp simd reduction(+ : sse, x2)
       for (int d = 0; d < D; d++) {
         xh[d] += b_dec[d];
         T r = xh[d] - xb[d];
         g[d] = inv * r;
+        g0_sum[d] += g[d];
         sse += (double)r * r;
         x2 += (double)xb[d] * xb[d];
         sx[d] += xb[d];
@@ -848,8 +999,6 @@ class SaeCore {
       metrics.sum_x[d] += sx[d];
       metrics.sum_r[d] += sr[d];
     }
-    std::vector<double> fired(S, 0);
-    column_sums(B, [&](int b, int s) { return f[(size_t)b * S + s] > 0 ? 1.0 : 0.0; }, fired);
     for (int s = 0; s < S; s++) {
       metrics.fires[s] += fired[s];
       since_fired[s] = fired[s] > 0 ? 0 : since_fired[s] + B;
@@ -862,27 +1011,26 @@ class SaeCore {
     T* dp = dense_d.data();
     gemm(false, true, B, S, D, (T)1, G.data(), D, W_dec.data(), D, (T)0, dp, S);
     const T l1b = (T)(l1 / B);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < BS; i++) dp[i] = f[i] > 0 ? dp[i] + l1b : (T)0;
-    gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
-    gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
-    std::vector<double> colsum(S, 0);
-    column_sums(B, [&](int b, int s) { return (double)dp[(size_t)b * S + s]; }, colsum);
-    for (int s = 0; s < S; s++) gb_enc[s] = (T)colsum[s];
-    decoder_bias_grad(B);
-  }
-
-  // out[s] = sum over tokens of value(b, s), threads splitting the latents so that none share an output.
-  template <typename F>
-  void column_sums(int B, F value, std::vector<double>& out) {
+    // The mask and gb_enc's column sums in one pass, each thread over its latents (sums in token order).
 #pragma omp parallel
     {
       const int nt = omp_get_num_threads(), t = omp_get_thread_num();
       const int s0 = (int)((int64_t)S * t / nt), s1 = (int)((int64_t)S * (t + 1) / nt);
-      std::fill(out.begin() + s0, out.begin() + s1, 0.0);
-      for (int b = 0; b < B; b++)
-        for (int s = s0; s < s1; s++) out[s] += value(b, s);
+      std::vector<double> colsum(s1 - s0, 0.0);
+      for (int b = 0; b < B; b++) {
+        T* dr = dp + (size_t)b * S;
+        const T* fr = f + (size_t)b * S;
+#pragma omp simd
+        for (int s = s0; s < s1; s++) {
+          dr[s] = fr[s] > 0 ? dr[s] + l1b : (T)0;
+          colsum[s - s0] += dr[s];
+        }
+      }
+      for (int s = s0; s < s1; s++) gb_enc[s] = (T)colsum[s - s0];
     }
+    gemm(true, false, S, D, B, (T)1, f, S, G.data(), D, (T)0, gW_dec.data(), D);
+    gemm(true, false, S, D, B, (T)1, dp, S, xc.data(), D, (T)0, gW_enc.data(), D);
+    decoder_bias_grad();
   }
 };
 

@@ -284,7 +284,7 @@ async function benchTraining(): Promise<string[]> {
       `| other: input copy, hand-off to the worker | ${(phases.fp32.step - PHASES.reduce((a, [p]) => a + phases.fp32[p], 0)).toFixed(1)} | ${(phases.bf16.step - PHASES.reduce((a, [p]) => a + phases.bf16[p], 0)).toFixed(1)} |`,
       `| step | ${phases.fp32.step.toFixed(1)} | ${phases.bf16.step.toFixed(1)} |`,
       '',
-      `ReLU + L1 steps, d_sae ${S}, vitsae in fp32 and in its default compute (auto = ${kernel === 'bf16-amx' ? 'bf16 encoder GEMM' : 'fp32'}; the target is judged on the default, as a user runs it); PyTorch fp32:`,
+      `ReLU + L1 steps, d_sae ${S}, vitsae in fp32 and in its default compute (auto = ${kernel === 'bf16-amx' ? 'bf16 encoder GEMM and G W_dec^T' : 'fp32'}; the target is judged on the default, as a user runs it); PyTorch fp32:`,
       '',
       '| ReLU + L1 steps | vitsae fp32 tokens/s | vitsae default tokens/s | PyTorch tokens/s | fp32 / PyTorch | default / PyTorch | target |',
       '| --- | --- | --- | --- | --- | --- | --- |',

@@ -467,6 +467,26 @@ test('meanAndScale matches a float64 brute force; shuffled epoch gives the full-
   await ds.close();
 });
 
+test('meanAndScale on the shuffled loader samples exactly the rows its first batches hold (across windows, into the next epoch)', async () => {
+  const ds = await loaderDataset();
+  const sel = { layer: 3, tokens: 'patches' } as const;
+  const loader = new ShuffledTokenLoader(ds, sel, SHUFFLE);
+  const epoch = loader.nTokens;
+  // Windows hold at most 100 tokens: 250 rows end inside the third window, epoch + 70 inside the next epoch.
+  for (const n of [250, epoch + 70]) {
+    const rows: Float32Array[] = [];
+    for await (const b of loader.batches(0, Math.ceil(n / SHUFFLE.batchSize))) for (let r = 0; r < b.acts_BD.length / D; r++) rows.push(b.acts_BD.slice(r * D, (r + 1) * D));
+    const sample = rows.slice(0, n);
+    const mean = Array.from({ length: D }, (_, k) => sample.reduce((a, x) => a + x[k], 0) / n);
+    const norm = sample.reduce((a, x) => a + Math.hypot(...Array.from(x, (v, k) => v - mean[k])), 0) / n;
+    const got = await meanAndScale(loader, n);
+    assert.equal(got.nTokens, n);
+    for (let k = 0; k < D; k++) assert.ok(Math.abs(got.mean_D[k] - mean[k]) <= 1e-6 * (1 + Math.abs(mean[k])), `n ${n} dim ${k}: ${got.mean_D[k]} vs ${mean[k]}`);
+    assert.ok(Math.abs(got.meanNorm - norm) <= 1e-9 * norm, `n ${n}: mean norm ${got.meanNorm} vs ${norm}`);
+  }
+  await ds.close();
+});
+
 test('Rng: reproducible streams, independent keys, uniform-looking ints and normals', () => {
   const a = new Rng(42, 1);
   const b = new Rng(42, 1);

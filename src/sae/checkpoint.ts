@@ -90,18 +90,28 @@ function checkpointConfigJson(config: SaeCheckpointConfig): object {
   return { ...config, sae: snakeKeys(config.sae), ...(config.train ? { train: snakeKeys(config.train) } : {}) };
 }
 
+/** sae.safetensors' tensors (float32, W_enc in the checkpoint layout [D, S]) and metadata, for every writer. */
+export function vitsaeWeightsLayout(config: SaeCheckpointConfig): { shapes: Record<keyof Weights, number[]>; metadata: Record<string, string> } {
+  const { d_model: m, d_sae: s } = config;
+  return { shapes: { W_enc: [m, s], b_enc: [s], W_dec: [s, m], b_dec: [m] }, metadata: { format: 'vitsae-sae', step: String(config.step ?? 0) } };
+}
+
+export async function writeVitsaeConfig(dir: string, config: SaeCheckpointConfig): Promise<void> {
+  await writeFileAtomic(path.join(dir, VITSAE_CONFIG), JSON.stringify(checkpointConfigJson(config), null, 2) + '\n');
+}
+
 export async function writeVitsaeDir(dir: string, sae: LoadedSae): Promise<void> {
-  const { d_model: m, d_sae: s } = sae.config;
+  const { shapes, metadata } = vitsaeWeightsLayout(sae.config);
   await fsp.mkdir(dir, { recursive: true });
   await writeSafetensors(
     path.join(dir, VITSAE_WEIGHTS),
     {
-      W_enc: tensor(sae.W_enc, [m, s]),
-      b_enc: tensor(sae.b_enc, [s]),
-      W_dec: tensor(sae.W_dec, [s, m]),
-      b_dec: tensor(sae.b_dec, [m]),
+      W_enc: tensor(sae.W_enc, shapes.W_enc),
+      b_enc: tensor(sae.b_enc, shapes.b_enc),
+      W_dec: tensor(sae.W_dec, shapes.W_dec),
+      b_dec: tensor(sae.b_dec, shapes.b_dec),
     },
-    { format: 'vitsae-sae', step: String(sae.config.step ?? 0) },
+    metadata,
   );
-  await writeFileAtomic(path.join(dir, VITSAE_CONFIG), JSON.stringify(checkpointConfigJson(sae.config), null, 2) + '\n');
+  await writeVitsaeConfig(dir, sae.config);
 }

@@ -60,7 +60,7 @@ export const trainSpec = {
     kind: 'enum',
     choices: COMPUTES,
     default: 'auto',
-    doc: 'encoder GEMM precision: bf16 (fp32 accumulation, fp32 weights and Adam state; needs AMX-BF16 or AVX512-BF16, else fp32 with a message), fp32, or auto (bf16 on AMX, where it measured faster, fp32 elsewhere)',
+    doc: "precision of the encoder GEMM (and of dense ReLU's G W_dec^T): bf16 (fp32 accumulation, fp32 weights and Adam state; needs AMX-BF16 or AVX512-BF16, else fp32 with a message), fp32, or auto (bf16 on AMX, where it measured faster, fp32 elsewhere)",
   },
 } as const satisfies ConfigSpec;
 

@@ -13,11 +13,12 @@ import { writeFilesTogether } from '../util/fs.js';
 import { drawNormals, drawNormalsOffThread } from '../util/normals.js';
 import { nativeIdOf, traitsOf } from './activations.js';
 import { type SaeCheckpointConfig, type SaeConfig, type TrainConfig, dSaeOf, prefixesOf } from './config.js';
-import { type LoadedSae, type Weights, readVitsaeDir, writeVitsaeDir } from './checkpoint.js';
+import { type LoadedSae, type Weights, VITSAE_WEIGHTS, readVitsaeDir, vitsaeWeightsLayout, writeVitsaeConfig } from './checkpoint.js';
 import { type NativeCore, type SparseActs, native } from './native.js';
-import { readSafetensors, tensor, toFloat32, writeSafetensors, type Tensor } from './safetensors.js';
+import { type TensorEntry, readSafetensors, safetensorsHeader, toFloat32 } from './safetensors.js';
 
 const PARAMS = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
+const OPTIMIZER_FILE = 'optimizer.safetensors';
 
 /** Transposes a row-major [rows, cols] matrix, in 64 x 64 blocks (a row at a time was 4x slower at 12288 x 768). */
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
@@ -144,30 +145,34 @@ export class Sae {
 
   /**
    * Writes the checkpoint: weights, config and optimizer state become visible together, or after a crash the
-   * previous checkpoint stays whole (writeFilesTogether), so a run killed at any moment can resume.
+   * previous checkpoint stays whole (writeFilesTogether), so a run killed at any moment can resume. The tensors go
+   * from the core's memory to disk without copies (NativeCore.writeFile).
    */
   async save(dir: string, opts: { withOptimizer?: boolean } = {}): Promise<void> {
     this.config.threshold = this.core.getState().threshold;
     const step = String(this.config.step ?? 0);
+    const { shapes, metadata } = vitsaeWeightsLayout(this.config);
     await writeFilesTogether(dir, async (staging) => {
       if (opts.withOptimizer) {
-        const S = this.dSae,
-          D = this.dModel;
-        const t: Record<string, Tensor> = { since_fired: tensor(this.core.getTensor('since_fired'), [S]) };
-        for (const kind of ['adam_m', 'adam_v']) {
-          for (const name of PARAMS) {
-            const shape = name === 'W_enc' || name === 'W_dec' ? [S, D] : name === 'b_enc' ? [S] : [D];
-            t[`${kind}.${name}`] = tensor(this.core.getTensor(`${kind}.${name}`), shape);
-          }
-        }
-        await writeSafetensors(path.join(staging, 'optimizer.safetensors'), t, { step, adam_step: String(this.core.getState().adamStep) });
+        const entries: Record<string, TensorEntry> = { since_fired: { dtype: 'F64', shape: [this.dSae] } };
+        for (const kind of ['adam_m', 'adam_v']) for (const name of PARAMS) entries[`${kind}.${name}`] = { dtype: 'F32', shape: shapes[name === 'W_enc' ? 'W_dec' : name] };
+        await this.writeTensors(path.join(staging, OPTIMIZER_FILE), entries, { step, adam_step: String(this.core.getState().adamStep) }, (name) => name);
       }
-      await writeVitsaeDir(staging, { config: this.config, ...this.weights(), notes: [] });
+      const weights = Object.fromEntries(PARAMS.map((name) => [name, { dtype: 'F32' as const, shape: shapes[name] }]));
+      // The core holds W_enc as [S, D]; the file holds [D, S].
+      await this.writeTensors(path.join(staging, VITSAE_WEIGHTS), weights, metadata, (name) => (name === 'W_enc' ? 'W_enc.T' : name));
+      await writeVitsaeConfig(staging, this.config);
     });
   }
 
+  /** A safetensors file of the core's tensors, `source` naming each one's core tensor (see NativeCore.writeFile). */
+  private async writeTensors(file: string, entries: Record<string, TensorEntry>, metadata: Record<string, string>, source: (name: string) => string): Promise<void> {
+    const { bytes, names } = safetensorsHeader(entries, metadata);
+    await this.core.writeFile(file, [bytes, ...names.map(source)]);
+  }
+
   private async loadOptimizer(dir: string): Promise<void> {
-    const file = path.join(dir, 'optimizer.safetensors');
+    const file = path.join(dir, OPTIMIZER_FILE);
     const { tensors, metadata } = await readSafetensors(file);
     if (metadata.step !== String(this.config.step ?? 0)) {
       throw new UserError(`${file} is from step ${metadata.step} but config.json says step ${this.config.step}: the checkpoint was interrupted mid-write; resume from a copy or start again`);

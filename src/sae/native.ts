@@ -85,6 +85,13 @@ export interface NativeCore<A extends Float32Array | Float64Array> {
   infer(x: A, wantXhat?: boolean): Promise<SparseActs<A>>;
   takeMetrics(): RawMetrics;
   normalizeDecoder(): void;
+  /**
+   * Creates `file` with the parts in order and fsyncs it, off the main thread, bypassing the page cache (O_DIRECT)
+   * where the file system allows (native/direct_io.h; VITSAE_DIRECT_IO=off disables it). A part is bytes (left
+   * unchanged until the promise settles) or one of the core's tensors by name, straight from its memory:
+   * "since_fired", a getTensor name, or "<name>.T" for an [S, D] tensor written as [D, S].
+   */
+  writeFile(file: string, parts: (ArrayBufferView | string)[]): Promise<void>;
 }
 
 interface NativeModule {

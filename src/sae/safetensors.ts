@@ -55,23 +55,35 @@ export function tensor(data: TypedArray, shape: number[]): Tensor {
   return { dtype: dtypeOf(data), shape, data };
 }
 
-export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Uint8Array[] {
-  const names = Object.keys(tensors).sort();
+/** A tensor's entry in a header: its bytes are laid out in name order after the header. */
+export interface TensorEntry {
+  dtype: Dtype;
+  shape: number[];
+}
+
+/** The 8-byte length and the JSON header for tensors given by dtype and shape, and their names in file order. */
+export function safetensorsHeader(entries: Record<string, TensorEntry>, metadata: Record<string, string> = {}): { bytes: Uint8Array; names: string[] } {
+  const names = Object.keys(entries).sort();
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length) header.__metadata__ = metadata;
   let offset = 0;
   for (const name of names) {
-    const t = tensors[name];
-    const nbytes = t.data.byteLength;
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + nbytes] };
+    const { dtype, shape } = entries[name];
+    const nbytes = shape.reduce((a, b) => a * b, 1) * DTYPES[dtype].bytes;
+    header[name] = { dtype, shape, data_offsets: [offset, offset + nbytes] };
     offset += nbytes;
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((Buffer.byteLength(json) + 8) % 8)) % 8);
-  const headerBytes = Buffer.from(json, 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(headerBytes.length));
-  return [len, headerBytes, ...names.map((n) => new Uint8Array(tensors[n].data.buffer, tensors[n].data.byteOffset, tensors[n].data.byteLength))];
+  const bytes = Buffer.alloc(8 + Buffer.byteLength(json));
+  bytes.writeBigUInt64LE(BigInt(bytes.length - 8));
+  bytes.write(json, 8, 'utf8');
+  return { bytes, names };
+}
+
+export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = {}): Uint8Array[] {
+  const { bytes, names } = safetensorsHeader(tensors, metadata);
+  return [bytes, ...names.map((n) => new Uint8Array(tensors[n].data.buffer, tensors[n].data.byteOffset, tensors[n].data.byteLength))];
 }
 
 export function decodeSafetensors(bytes: Uint8Array, source: string): SafetensorsFile {

@@ -88,6 +88,16 @@ export class OrderedTokenLoader {
     }
   }
 
+  /** The first `nTokens` tokens, batch by batch (see TokenSource). */
+  async *sampleSpans(nTokens: number): AsyncGenerator<TokenSpan> {
+    let left = nTokens;
+    for await (const { acts_BD } of this.batches(0, Math.ceil(nTokens / this.batchSize))) {
+      const take = Math.min(left, acts_BD.length / this.d);
+      yield { tokens_TD: acts_BD, rows: Uint32Array.from({ length: take }, (_, i) => i) };
+      left -= take;
+    }
+  }
+
   /** Reads the examples overlapping batch `b` and cuts its rows out. */
   private async read(b: number): Promise<OrderedBatch> {
     const { layerIdx, tokenStart, perExample: s } = this.sel;
@@ -252,6 +262,25 @@ export class ShuffledTokenLoader {
     }
   }
 
+  /**
+   * The first `nTokens` tokens of the stream, the rows that batches 0, 1, ... hold, as spans of the windows they
+   * lie in, each span's rows in ascending order: statistics over the sample (whose order does not matter) read them
+   * in place instead of copying every row into a batch.
+   */
+  async *sampleSpans(nTokens: number): AsyncGenerator<TokenSpan> {
+    let left = nTokens;
+    for (let epoch = 0, w = 0; left > 0; ) {
+      const win = await this.loadWindow(epoch, w);
+      const take = Math.min(left, win.order.length);
+      yield { tokens_TD: win.tokens_TD, rows: win.order.slice(0, take).sort() };
+      left -= take;
+      if (++w === this.windowStarts(epoch).length - 1) {
+        epoch++;
+        w = 0;
+      }
+    }
+  }
+
   /** Chunk permutation and window boundaries of an epoch; the last two epochs are cached. */
   private plan(epoch: number): EpochPlan {
     const hit = this.plans.find((p) => p.epoch === epoch);
@@ -337,12 +366,17 @@ async function runLimited(jobs: (() => Promise<unknown>)[], limit: number): Prom
   await Promise.all(Array.from({ length: Math.min(limit, jobs.length) }, worker));
 }
 
-/** Anything that yields [B, d] token batches, e.g. either loader. */
+/** Rows `rows` (ascending) of a [T, d] block of tokens. */
+export interface TokenSpan {
+  tokens_TD: Float32Array;
+  rows: Uint32Array;
+}
+
+/** Anything that gives its first tokens as spans, e.g. either loader. */
 export interface TokenSource {
   readonly d: number;
-  readonly batchSize: number;
-  /** Batches from the first up to `endBatch` (exclusive), which the source need not read beyond. */
-  batches(startBatch?: number, endBatch?: number): AsyncIterable<{ acts_BD: Float32Array }>;
+  /** The first `nTokens` tokens (fewer if the source ends first), the same ones on every call. */
+  sampleSpans(nTokens: number): AsyncIterable<TokenSpan>;
 }
 
 export interface MeanAndScale {
@@ -355,56 +389,55 @@ export interface MeanAndScale {
   nTokens: number;
 }
 
-/** Feeds the first `n` rows of `source` to `fn`; returns how many rows there were. */
-async function forFirstRows(source: TokenSource, n: number, fn: (acts_BD: Float32Array, rows: number) => void): Promise<number> {
-  let seen = 0;
-  for await (const { acts_BD } of source.batches(0, Math.ceil(n / source.batchSize))) {
-    const rows = Math.min(acts_BD.length / source.d, n - seen);
-    fn(acts_BD, rows);
-    seen += rows;
-    if (seen >= n) break;
-  }
-  return seen;
-}
-
 /**
  * Estimates the data mean (float64 accumulation) and the mean norm of (x - mean) from the first `nTokens` tokens of
- * `source`, in two passes so that nothing but the running sums is kept in memory. The source must replay the same
- * tokens on each `batches()` call, which both loaders do.
+ * `source`, in two passes over its spans, which hold the tokens in place (nothing but the running sums is kept).
  */
 export async function meanAndScale(source: TokenSource, nTokens: number): Promise<MeanAndScale> {
   checkInt('meanAndScale: nTokens', nTokens, 1);
   const d = source.d;
   const sum_D = new Float64Array(d);
-  let seen = 0;
-  const n = await forFirstRows(source, nTokens, (acts_BD, rows) => {
-    for (let r = 0; r < rows; r++) for (let k = 0; k < d; k++) sum_D[k] += acts_BD[r * d + k];
-  });
+  let n = 0;
+  for await (const { tokens_TD, rows } of source.sampleSpans(nTokens)) {
+    // Four rows per pass over sum_D: half the time of one.
+    let i = 0;
+    for (; i + 4 <= rows.length; i += 4) {
+      const a = rows[i] * d,
+        b = rows[i + 1] * d,
+        c = rows[i + 2] * d,
+        e = rows[i + 3] * d;
+      for (let k = 0; k < d; k++) sum_D[k] += tokens_TD[a + k] + tokens_TD[b + k] + (tokens_TD[c + k] + tokens_TD[e + k]);
+    }
+    for (; i < rows.length; i++) for (let k = 0, o = rows[i] * d; k < d; k++) sum_D[k] += tokens_TD[o + k];
+    n += rows.length;
+  }
   if (n === 0) throw new UserError('meanAndScale: the source yielded no tokens');
   // A sum is finite iff every value added to it is: look for the culprit only when one is not.
   if (!sum_D.every(Number.isFinite)) {
-    await forFirstRows(source, n, (acts_BD, rows) => {
-      for (let r = 0; r < rows; r++, seen++) {
+    let seen = 0;
+    for await (const { tokens_TD, rows } of source.sampleSpans(n)) {
+      for (const r of rows) {
         for (let k = 0; k < d; k++) {
-          const v = acts_BD[r * d + k];
+          const v = tokens_TD[r * d + k];
           if (!Number.isFinite(v)) throw new UserError(`sampled token ${seen} has a non-finite value (${v}) in dimension ${k}: the shards are corrupt; re-record them`);
         }
+        seen++;
       }
-    });
+    }
   }
   const mean_D = new Float64Array(d);
   for (let k = 0; k < d; k++) mean_D[k] = sum_D[k] / n;
   let normSum = 0;
-  await forFirstRows(source, n, (acts_BD, rows) => {
-    for (let r = 0; r < rows; r++) {
+  for await (const { tokens_TD, rows } of source.sampleSpans(n)) {
+    for (const r of rows) {
       let sq = 0;
-      for (let k = 0; k < d; k++) {
-        const v = acts_BD[r * d + k] - mean_D[k];
+      for (let k = 0, o = r * d; k < d; k++) {
+        const v = tokens_TD[o + k] - mean_D[k];
         sq += v * v;
       }
       normSum += Math.sqrt(sq);
     }
-  });
+  }
   const meanNorm = normSum / n;
   if (!(meanNorm > 0)) throw new UserError(`meanAndScale: all ${n} sampled tokens are identical, so there is no scale to estimate`);
   return { mean_D: Float32Array.from(mean_D), meanNorm, scale: Math.sqrt(d) / meanNorm, nTokens: n };

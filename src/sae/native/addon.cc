@@ -8,6 +8,7 @@
 #include <memory>
 #include <type_traits>
 
+#include "direct_io.h"
 #include "sae_core.h"
 
 namespace vitsae {
@@ -32,6 +33,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
             Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("infer", &SaeWrap::Infer),
             Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("takeMetrics", &SaeWrap::TakeMetrics),
             Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("normalizeDecoder", &SaeWrap::NormalizeDecoder),
+            Napi::ObjectWrap<SaeWrap<T>>::InstanceMethod("writeFile", &SaeWrap::WriteFile),
         });
   }
 
@@ -245,6 +247,65 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     auto p = wk->deferred.Promise();
     wk->Queue();
     return p;
+  }
+
+  // writeFile(file, parts): the parts in order into a new file, fsynced (write_file_durably, O_DIRECT where the file
+  // system allows), off the main thread while the core is busy, so no step changes a tensor mid-write. A part is a
+  // typed array (held until the write ends) or the name of one of the core's tensors: "since_fired", a buffer
+  // name, or "<name>.T" for an [S, D] buffer written transposed, as [D, S]. Checkpoints thus need no JS copies.
+  Napi::Value WriteFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckIdle(env);
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray()) throw Napi::TypeError::New(env, "writeFile(file, parts)");
+    std::string file = info[0].As<Napi::String>();
+    auto parts = info[1].As<Napi::Array>();
+    struct Part {
+      Span span;
+      const Buf<T>* transpose;
+    };
+    auto plan = std::make_shared<std::vector<Part>>();
+    auto held = std::make_shared<std::vector<Napi::ObjectReference>>();
+    for (uint32_t i = 0; i < parts.Length(); i++) {
+      Napi::Value v = parts.Get(i);
+      if (v.IsTypedArray()) {
+        auto a = v.As<Napi::TypedArray>();
+        plan->push_back({{static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(), a.ByteLength()}, nullptr});
+        held->push_back(Napi::Persistent(v.As<Napi::Object>()));
+      } else if (v.IsString()) {
+        std::string name = v.As<Napi::String>();
+        if (name == "since_fired") {
+          plan->push_back({{reinterpret_cast<const uint8_t*>(core->since_fired.data()), core->since_fired.size() * sizeof(double)}, nullptr});
+        } else if (name.size() > 2 && name.compare(name.size() - 2, 2, ".T") == 0) {
+          const Buf<T>* b = Buffer(env, name.substr(0, name.size() - 2));
+          if (b->size() != (size_t)core->S * core->D) throw Napi::Error::New(env, name + ": only [S, D] tensors are written transposed");
+          plan->push_back({{nullptr, b->size() * sizeof(T)}, b});
+        } else {
+          const Buf<T>* b = Buffer(env, name);
+          plan->push_back({{reinterpret_cast<const uint8_t*>(b->data()), b->size() * sizeof(T)}, nullptr});
+        }
+      } else {
+        throw Napi::TypeError::New(env, "writeFile: a part is a typed array or a tensor name");
+      }
+    }
+    return Launch(
+        env,
+        [this, file, plan, held] {
+          std::vector<Buf<T>> transposed;
+          transposed.reserve(plan->size());
+          std::vector<Span> spans;
+          for (const Part& p : *plan) {
+            if (!p.transpose) {
+              spans.push_back(p.span);
+              continue;
+            }
+            Buf<T>& t = transposed.emplace_back();
+            t.resize(p.transpose->size());
+            transpose_rows(p.transpose->data(), core->S, core->D, t.data());
+            spans.push_back({reinterpret_cast<const uint8_t*>(t.data()), t.size() * sizeof(T)});
+          }
+          write_file_durably(file, spans, true);
+        },
+        [](Napi::Env e) { return e.Undefined(); });
   }
 
   Napi::Value TrainStep(const Napi::CallbackInfo& info) {

@@ -38,26 +38,21 @@
 
 namespace vitsae {
 
-// Allocator of the core's large buffers (weights, gradients, Adam moments, [B, D] work rows): blocks of
-// 2 MB and more are 2 MB aligned and, on Linux, asked for transparent huge pages. The sparse kernels gather rows at
-// random from 37 MB matrices, which with 4 KB pages misses the TLB on nearly every row; and a first touch faults
-// once per 2 MB instead of once per 4 KB (page faults are slow in virtual machines).
+// Allocator of the core's buffers: blocks of 2 MB and more are 2 MB aligned, so that resize_zeroed can ask for
+// transparent huge pages, and resize() leaves elements uninitialised, so that resize_zeroed touches the pages with
+// every thread (page faults are slow in virtual machines: the core's ~300 MB took ~0.3 s on the main thread).
 template <typename T>
-struct HugePageAllocator {
+struct BigAllocator {
   using value_type = T;
   static constexpr size_t kHuge = size_t(1) << 21;
-  HugePageAllocator() = default;
+  BigAllocator() = default;
   template <typename U>
-  HugePageAllocator(const HugePageAllocator<U>&) {}
+  BigAllocator(const BigAllocator<U>&) {}
   T* allocate(size_t n) {
     const size_t bytes = n * sizeof(T);
     if (bytes < kHuge) return std::allocator<T>().allocate(n);
-    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
-    void* p = std::aligned_alloc(kHuge, rounded);
+    void* p = std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
     if (!p) throw std::bad_alloc();
-#ifdef MADV_HUGEPAGE
-    madvise(p, rounded, MADV_HUGEPAGE);
-#endif
     return static_cast<T*>(p);
   }
   void deallocate(T* p, size_t n) {
@@ -65,13 +60,47 @@ struct HugePageAllocator {
     else std::free(p);
   }
   template <typename U>
-  bool operator==(const HugePageAllocator<U>&) const { return true; }
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
   template <typename U>
-  bool operator!=(const HugePageAllocator<U>&) const { return false; }
+  bool operator==(const BigAllocator<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const BigAllocator<U>&) const { return false; }
 };
 
 template <typename T>
-using Buf = std::vector<T, HugePageAllocator<T>>;
+using Buf = std::vector<T, BigAllocator<T>>;
+
+// How a buffer is read. Gathered: rows at random (W_enc, W_dec, their gradients, the [B, D] rows), where 4 KB
+// pages miss the TLB on nearly every row, so it gets transparent huge pages (Linux). Streamed: in order (Adam's
+// moments, the [B, S] pre-activations), where huge pages gain nothing per step and cost at creation: on the virtual
+// machines measured here a cold huge page faults in ~5x slower than 4 KB pages (320 MB: 0.46 s against 0.09 s).
+enum class Access { Gathered, Streamed };
+
+// Resizes v to n elements, all zero, the pages touched in parallel (huge pages first asked for when gathered).
+template <typename V>
+void resize_zeroed(V& v, size_t n, Access access) {
+  using T = typename V::value_type;
+  v.resize(n);
+  T* p = v.data();
+#ifdef MADV_HUGEPAGE
+  const size_t bytes = n * sizeof(T), huge = size_t(1) << 21;
+  if (access == Access::Gathered && bytes >= huge) madvise(p, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#else
+  (void)access;
+#endif
+  const int64_t chunks = (int64_t)((n + 65535) / 65536);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; c++) {
+    const size_t lo = (size_t)c * 65536, hi = std::min(n, lo + 65536);
+    std::memset(static_cast<void*>(p + lo), 0, (hi - lo) * sizeof(T));
+  }
+}
 
 // The activations, in the order of their ids; the names are exported by the addon and checked against the
 // registry in src/sae/activations.ts when it loads.
@@ -238,6 +267,21 @@ inline void grad_rows(const double* const* g, const double* const* x, const doub
   grad_rows_body(g, x, a, p, n, D, gd, ge, sums);
 }
 
+// dst [cols, rows] = src [rows, cols] transposed, in 64 x 64 blocks (cache-sized), the row blocks split over threads.
+template <typename T>
+void transpose_rows(const T* src, int rows, int cols, T* dst) {
+  constexpr int kBlock = 64;
+#pragma omp parallel for schedule(static)
+  for (int r0 = 0; r0 < rows; r0 += kBlock) {
+    const int r1 = std::min(rows, r0 + kBlock);
+    for (int c0 = 0; c0 < cols; c0 += kBlock) {
+      const int c1 = std::min(cols, c0 + kBlock);
+      for (int r = r0; r < r1; r++)
+        for (int c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    }
+  }
+}
+
 template <typename T>
 class SaeCore {
  public:
@@ -271,9 +315,10 @@ class SaeCore {
     if (act != Act::ReLU && (K <= 0 || K > S)) throw std::invalid_argument("k must be in 1..d_sae");
     if (prefixes.back() != S) throw std::invalid_argument("the last prefix must equal d_sae");
     size_t sd = (size_t)S * D;
-    for (auto* v : {&W_enc, &W_dec, &gW_enc, &gW_dec, &mW_enc, &mW_dec, &vW_enc, &vW_dec}) v->assign(sd, 0);
-    for (auto* v : {&b_enc, &gb_enc, &mb_enc, &vb_enc}) v->assign(S, 0);
-    for (auto* v : {&b_dec, &gb_dec, &mb_dec, &vb_dec}) v->assign(D, 0);
+    for (auto* v : {&W_enc, &W_dec, &gW_enc, &gW_dec}) resize_zeroed(*v, sd, Access::Gathered);
+    for (auto* v : {&mW_enc, &mW_dec, &vW_enc, &vW_dec}) resize_zeroed(*v, sd, Access::Streamed);
+    for (auto* v : {&b_enc, &gb_enc, &mb_enc, &vb_enc}) resize_zeroed(*v, S, Access::Streamed);
+    for (auto* v : {&b_dec, &gb_dec, &mb_dec, &vb_dec}) resize_zeroed(*v, D, Access::Streamed);
     since_fired.assign(S, 0);
     group_of.assign(S, 0);
     for (int s = 0, g = 0; s < S; s++) {
@@ -422,6 +467,7 @@ class SaeCore {
   std::vector<uint8_t> group_of;  // [S] matryoshka group of each latent
   Bf16Kernel bf16_kernel = Bf16Kernel::None;
   Buf<bf16> xc_bf, W_enc_bf;  // bf16 copies for the encoder GEMM: [Bp, Dp] rows, [Sp, Dp] packed panels
+  Buf<bf16> W_dec_bf;         // dense ReLU's G @ W_dec^T in bf16: W_dec's packed panels, [Sp, Dp]
   bool W_enc_bf_fresh = false;        // the update packed W_enc_bf from the current W_enc
   // Left by the sparse backward for the next update: per latent, its decoder row's g.w and the squared norm of
   // its (projected) gradient rows.
@@ -437,9 +483,7 @@ class SaeCore {
   std::vector<T> ent_a, ent_p, ent_dot;
   int B_cap = 0;
   Buf<T> xc, xhat, G, aux_diff;  // [B,D], [B,D], [B,P,D], [B,D]
-  // [B, S], read and written in order: huge pages gain nothing there, and faulting 200 MB of them in cost the first
-  // step ~0.2-0.9 s (the kernel compacts memory to find them).
-  std::vector<T> pre, dense_d;
+  Buf<T> pre, dense_d;  // [B, S]
   std::vector<int64_t> aux_rowptr;
   std::vector<int32_t> aux_idx;
   std::vector<T> aux_val;
@@ -449,12 +493,10 @@ class SaeCore {
   void ensure(int B) {
     if (B <= B_cap) return;
     B_cap = B;
-    xc.resize((size_t)B * D);
-    pre.resize((size_t)B * S);
-    xhat.resize((size_t)B * D);
-    G.resize((size_t)B * P * D);
-    aux_diff.resize((size_t)B * D);
-    if (!selects()) dense_d.resize((size_t)B * S);
+    for (auto* v : {&xc, &xhat, &aux_diff}) resize_zeroed(*v, (size_t)B * D, Access::Gathered);
+    resize_zeroed(G, (size_t)B * P * D, Access::Gathered);
+    resize_zeroed(pre, (size_t)B * S, Access::Streamed);
+    if (!selects()) resize_zeroed(dense_d, (size_t)B * S, Access::Streamed);
   }
 
   static double sumsq(const Buf<T>& v) {
@@ -484,8 +526,8 @@ class SaeCore {
     if constexpr (std::is_same_v<T, float>) {
       if (bf16_kernel != Bf16Kernel::None) {
         const int Bp = round_up(B, 32), Dp = round_up(D, 32), Sp = round_up(S, 32);
-        xc_bf.resize((size_t)Bp * Dp);
-        W_enc_bf.resize((size_t)Sp * Dp);
+        if (xc_bf.size() < (size_t)Bp * Dp) resize_zeroed(xc_bf, (size_t)Bp * Dp, Access::Gathered);
+        if (W_enc_bf.size() < (size_t)Sp * Dp) resize_zeroed(W_enc_bf, (size_t)Sp * Dp, Access::Gathered);
         pack_rows_bf16(xc.data(), B, D, D, xc_bf.data(), Bp, Dp);
         if (!W_enc_bf_fresh) pack_panels_bf16(W_enc.data(), S, D, W_enc_bf.data(), Sp, Dp);
         W_enc_bf_fresh = true;
@@ -937,6 +979,23 @@ class SaeCore {
     for (int d = 0; d < D; d++) gb_dec[d] += (T)g0_sum[d];
   }
 
+  // dp = G @ W_dec^T, the encoder GEMM's shape, so in bf16 it runs on the same kernel (G and W_dec rounded, fp32
+  // accumulation): only this gradient's inputs are rounded, the loss and the weights stay fp32.
+  void grad_pre_gemm(int B, T* dp) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16_kernel != Bf16Kernel::None) {
+        const int Bp = round_up(B, 32), Dp = round_up(D, 32), Sp = round_up(S, 32);
+        // xc_bf held x - b_dec for the encoder GEMM, which is done with it.
+        pack_rows_bf16(G.data(), B, D, D, xc_bf.data(), Bp, Dp);
+        if (W_dec_bf.size() < (size_t)Sp * Dp) resize_zeroed(W_dec_bf, (size_t)Sp * Dp, Access::Gathered);
+        pack_panels_bf16(W_dec.data(), S, D, W_dec_bf.data(), Sp, Dp);
+        gemm_bf16(bf16_kernel, B, S, Dp, xc_bf.data(), W_dec_bf.data(), dp, S);
+        return;
+      }
+    }
+    gemm(false, true, B, S, D, (T)1, G.data(), D, W_dec.data(), D, (T)0, dp, S);
+  }
+
   // The paper's recipe, dense: five GEMMs (the encoder input's gradient is only needed summed, for b_dec).
   void dense_relu_backward(const T* x, int B, double l1, StepStats& st) {
     T* f = pre.data();
@@ -1009,7 +1068,7 @@ class SaeCore {
     st.loss = sse / B + st.l1_loss;
     // dL/dpre = (dL/dx_hat @ W_dec^T + l1/B) where f > 0.
     T* dp = dense_d.data();
-    gemm(false, true, B, S, D, (T)1, G.data(), D, W_dec.data(), D, (T)0, dp, S);
+    grad_pre_gemm(B, dp);
     const T l1b = (T)(l1 / B);
     // The mask and gb_enc's column sums in one pass, each thread over its latents (sums in token order).
 #pragma omp parallel

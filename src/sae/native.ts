@@ -80,7 +80,10 @@ export interface NativeCore<A extends Float32Array | Float64Array> {
   setState(s: { adamStep?: number; threshold?: number; bf16?: boolean }): void;
   forwardBackward(x: A, l1: number, auxTarget?: A): StepStats;
   update(h: Hyper): number;
-  /** One step on x times `scale` (default 1; the input scale, applied while the core copies x). */
+  /**
+   * One step on x times `scale` (default 1; the input scale, applied while the core copies x into its own rows on
+   * its worker). x is read during the step: leave it unchanged until the promise settles.
+   */
   trainStep(x: A, l1: number, h: Hyper, scale?: number): Promise<StepStats>;
   infer(x: A, wantXhat?: boolean): Promise<SparseActs<A>>;
   takeMetrics(): RawMetrics;
@@ -119,6 +122,11 @@ export function native(): NativeModule {
   if (!existsSync(file)) {
     throw new Error(`the native SAE core is not built (${file} is missing): run \`npm run build:native\` (needs apt libopenblas-dev)`);
   }
+  // OpenBLAS's threads spin for 2^28 cycles (~0.1 s) after each GEMM before they sleep, on the cores that the
+  // step's sparse phases (OpenMP) need next: a fp32 TopK step measured 7-8% slower (top-k 28 -> 18 ms, decode 34 ->
+  // 24). 2^4 cycles puts them to sleep at once; waking them costs microseconds per GEMM. OpenBLAS reads this when it
+  // loads, with the addon; a user's own setting wins.
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
   const loaded = createRequire(import.meta.url)(file) as NativeModule;
   // Activations cross to C++ as their index in ACTIVATIONS: the core's own list must be the same.
   if (loaded.activations.join() !== ACTIVATIONS.join())

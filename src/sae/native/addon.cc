@@ -166,19 +166,23 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
 
   // Validates a [B, D] input and copies it (times `scale`, rounded as JS would), so a worker never reads memory
   // that JS may free or change.
-  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B, double scale = 1) {
-    if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "input must be a typed array");
+  // The rows of a [B, d_model] typed array of the core's float type; B through *B.
+  const T* InputView(Napi::Env env, const Napi::Value& v, int* B) {
+    constexpr napi_typedarray_type kType = std::is_same_v<T, float> ? napi_float32_array : napi_float64_array;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType)
+      throw Napi::TypeError::New(env, std::string("input must be a ") + (std::is_same_v<T, float> ? "Float32Array" : "Float64Array"));
     auto a = v.As<TA<T>>();
     size_t n = a.ElementLength();
     if (n == 0 || n % core->D != 0)
       throw Napi::RangeError::New(env, "input has " + std::to_string(n) + " values, not a multiple of d_model = " +
                                            std::to_string(core->D));
     *B = (int)(n / core->D);
-    if (scale == 1) return std::vector<T>(a.Data(), a.Data() + n);
-    std::vector<T> out(n);
-    const T* in = a.Data();
-    for (size_t i = 0; i < n; i++) out[i] = (T)((double)in[i] * scale);
-    return out;
+    return a.Data();
+  }
+
+  std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B) {
+    const T* in = InputView(env, v, B);
+    return std::vector<T>(in, in + (size_t)*B * core->D);
   }
 
   Napi::Value ForwardBackward(const Napi::CallbackInfo& info) {
@@ -308,19 +312,23 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
         [](Napi::Env e) { return e.Undefined(); });
   }
 
+  // The batch stays in JS memory, held until the step ends (the caller leaves it unchanged meanwhile), and is scaled
+  // into the core's own input rows on the worker by every thread: the main thread copies nothing (it used to copy
+  // 12 MB into fresh pages per step, on a core the step's threads need).
   Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CheckIdle(env);
     int B;
+    const T* x = InputView(env, info[0], &B);
+    auto held = std::make_shared<Napi::ObjectReference>(Napi::Persistent(info[0].As<Napi::Object>()));
     const double scale = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 1.0;
-    auto x = std::make_shared<std::vector<T>>(Input(env, info[0], &B, scale));
     const double l1 = info[1].As<Napi::Number>().DoubleValue();
     const StepHyper h = Hyper(info[2].As<Napi::Object>());
     auto out = std::make_shared<StepStats>();
     return Launch(
         env,
-        [this, x, B, l1, h, out] {
-          *out = core->forward_backward(x->data(), B, l1);
+        [this, x, held, B, scale, l1, h, out] {
+          *out = core->forward_backward(core->load_input(x, B, scale), B, l1);
           out->grad_norm = core->update(h);
         },
         [out](Napi::Env e) { return Stats(e, *out); });

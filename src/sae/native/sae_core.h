@@ -386,6 +386,16 @@ class SaeCore {
     return st;
   }
 
+  // The step's input x * scale in the core's own rows, reused from step to step; scaled in double as JS would.
+  const T* load_input(const T* x, int B, double scale) {
+    const size_t n = (size_t)B * D;
+    if (x_in.size() < n) resize_zeroed(x_in, n, Access::Gathered);
+    T* o = x_in.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < (int64_t)n; i++) o[i] = (T)((double)x[i] * scale);
+    return o;
+  }
+
   // Inference: activations (CSR in rowptr/idx/val) and, if xhat_out, the reconstruction. Accumulates metrics.
   void infer(const T* x, int B, T* xhat_out) {
     encode_pre(x, B);
@@ -482,7 +492,7 @@ class SaeCore {
   std::vector<const T*> ent_g, ent_x;
   std::vector<T> ent_a, ent_p, ent_dot;
   int B_cap = 0;
-  Buf<T> xc, xhat, G, aux_diff;  // [B,D], [B,D], [B,P,D], [B,D]
+  Buf<T> x_in, xc, xhat, G, aux_diff;  // [B,D], [B,D], [B,D], [B,P,D], [B,D]
   Buf<T> pre, dense_d;  // [B, S]
   std::vector<int64_t> aux_rowptr;
   std::vector<int32_t> aux_idx;

@@ -174,7 +174,8 @@ const torchArgs = (acts: string, activation: string) => [
   '--threads',
   String(os.cpus().length),
 ];
-const torchEnv = { ...process.env, OMP_NUM_THREADS: String(os.cpus().length) };
+// The reference gets the OpenBLAS setting vitsae makes for itself (src/sae/native.ts): its steps gained 3-6% from it.
+const torchEnv = { ...process.env, OMP_NUM_THREADS: String(os.cpus().length), OPENBLAS_THREAD_TIMEOUT: '4' };
 
 /** The PyTorch reference's steps alone (after a warm-up step). */
 function torchSteps(acts: string, activation: 'topk' | 'relu', bEnc = 0): number {

@@ -154,6 +154,7 @@ export class Sae {
     const { shapes, metadata } = vitsaeWeightsLayout(this.config);
     await writeFilesTogether(dir, async (staging) => {
       if (opts.withOptimizer) {
+        // The moments are in the core's layout, where W_enc is [S, D] like W_dec.
         const entries: Record<string, TensorEntry> = { since_fired: { dtype: 'F64', shape: [this.dSae] } };
         for (const kind of ['adam_m', 'adam_v']) for (const name of PARAMS) entries[`${kind}.${name}`] = { dtype: 'F32', shape: shapes[name === 'W_enc' ? 'W_dec' : name] };
         await this.writeTensors(path.join(staging, OPTIMIZER_FILE), entries, { step, adam_step: String(this.core.getState().adamStep) }, (name) => name);

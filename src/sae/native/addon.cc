@@ -164,9 +164,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     return h;
   }
 
-  // Validates a [B, D] input and copies it (times `scale`, rounded as JS would), so a worker never reads memory
-  // that JS may free or change.
-  // The rows of a [B, d_model] typed array of the core's float type; B through *B.
+  // The rows of a [B, d_model] typed array of the core's float type, validated; B through *B.
   const T* InputView(Napi::Env env, const Napi::Value& v, int* B) {
     constexpr napi_typedarray_type kType = std::is_same_v<T, float> ? napi_float32_array : napi_float64_array;
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != kType)
@@ -180,6 +178,7 @@ class SaeWrap : public Napi::ObjectWrap<SaeWrap<T>> {
     return a.Data();
   }
 
+  // A copy of them, so that a worker never reads memory that JS may free or change.
   std::vector<T> Input(Napi::Env env, const Napi::Value& v, int* B) {
     const T* in = InputView(env, v, B);
     return std::vector<T>(in, in + (size_t)*B * core->D);
